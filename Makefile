@@ -1,0 +1,32 @@
+# Two commands set everything up: `make demo` runs the pipeline, `make test` runs the tests.
+# Both create .venv when it is missing and reinstall only when a requirements file changed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements.sha256
+PROFILE ?= demo
+ARGS ?=
+
+.PHONY: demo test smoke env clean-venv
+
+env:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if ! sha256sum requirements.txt requirements-dev.txt | cmp -s - $(STAMP); then \
+		echo "installing requirements into $(VENV) (first time: a few minutes)"; \
+		$(PY) -m pip install --quiet --upgrade pip && \
+		$(PY) -m pip install --quiet -r requirements-dev.txt && \
+		sha256sum requirements.txt requirements-dev.txt > $(STAMP); \
+	fi
+
+demo: env
+	$(PY) -m utils.pipeline --profile $(PROFILE) $(ARGS)
+
+smoke: env
+	$(PY) -m utils.pipeline --profile smoke $(ARGS)
+
+# pytest exits 5 when it collects no test: not a failure of the code.
+test: env
+	@$(PY) -m pytest $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,50 @@
+"""Notebook hygiene, parameter drift, and the whole chain in the smoke profile."""
+import ast
+import json
+from pathlib import Path
+
+import papermill as pm
+import pytest
+
+from utils.config import CONFIG_KEYS, DEFAULTS
+from utils.pipeline import discover_steps, run_pipeline
+from utils.runs import is_step_complete
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+ids = [p.name for p in NOTEBOOKS]
+
+
+def test_every_notebook_is_a_step():
+    assert [s.path for s in discover_steps(NOTEBOOK_DIR)] == NOTEBOOKS
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_committed_without_outputs_and_with_a_parameters_cell(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "clear the outputs"
+    tagged = [i for i, c in enumerate(nb["cells"]) if "parameters" in c["metadata"].get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    first = "".join(nb["cells"][0]["source"])
+    assert nb["cells"][0]["cell_type"] == "markdown" and first.startswith("# "), "open with an H1 title"
+    assert tagged[0] == 1, "the parameters cell follows the title"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_parameters_exist_in_the_config_with_the_kaggle_defaults(path):
+    params = pm.inspect_notebook(str(path))
+    assert "profile" in params and "run_dir" in params
+    for name, info in params.items():
+        assert name in CONFIG_KEYS, f"{path.name}: parameter '{name}' is not a configuration key"
+        assert ast.literal_eval(info["default"]) == DEFAULTS[name], f"{path.name}: '{name}' drifted"
+        assert info["help"], f"{path.name}: parameter '{name}' has no comment"
+
+
+@pytest.mark.slow
+def test_smoke_chain_runs_every_notebook(tmp_path):
+    run = run_pipeline("smoke", overrides={"working_root": str(tmp_path)})
+    for step in discover_steps(NOTEBOOK_DIR):
+        assert is_step_complete(run / step.name), step.name
+        assert (run / step.name / f"{step.name}.ipynb").is_file()
+    assert (run / "config.yaml").is_file() and (run / "pipeline.log").is_file()

@@ -1,0 +1,117 @@
+"""The runner: order, failure messages, resume, --force, run naming."""
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_notebook
+from utils.config import ConfigError
+from utils.pipeline import StepFailed, discover_steps, main, run_pipeline, select_steps
+from utils.runs import RunError, is_step_complete
+
+PARAMS = 'profile: str = "kaggle"  # configuration profile\nrun_dir: str = ""  # run folder\nseed: int = 42  # seed\n'
+
+
+def _ok_notebook(folder: Path, name: str) -> Path:
+    body = (f'import utils\nstep = utils.start_step("{name}", globals())\n'
+            '(step.dir / "value.txt").write_text(str(step.cfg.seed))\n'
+            'counter = step.run_dir / "executions.txt"\n'
+            f'counter.write_text(counter.read_text() + "{name}\\n" if counter.exists() else "{name}\\n")\n'
+            'utils.finish_step(step, ["value.txt"])')
+    return make_notebook(folder / f"{name}.ipynb", [("markdown", f"# {name}", []),
+                                                    ("code", PARAMS, ["parameters"]), ("code", body, [])])
+
+
+def _failing_notebook(folder: Path, name: str) -> Path:
+    return make_notebook(folder / f"{name}.ipynb", [
+        ("code", PARAMS, ["parameters"]), ("code", "x = 1", []),
+        ("code", "raise ValueError('the labels file has no id column')", [])])
+
+
+@pytest.fixture
+def chain(tmp_path):
+    nbs = tmp_path / "nbs"
+    _ok_notebook(nbs, "00_first")
+    _ok_notebook(nbs, "01_second")
+    return nbs
+
+
+def _run(tmp_path, nbs, **kw):
+    kw.setdefault("overrides", {})
+    kw["overrides"] = {"working_root": str(tmp_path / "work"), **kw["overrides"]}
+    return run_pipeline("smoke", notebook_dir=nbs, **kw)
+
+
+def test_steps_are_discovered_and_selected(chain):
+    steps = discover_steps(chain)
+    assert [s.id for s in steps] == ["00", "01"]
+    assert [s.id for s in select_steps(steps, "01-")] == ["01"]
+    assert [s.id for s in select_steps(steps, "00,01")] == ["00", "01"]
+    with pytest.raises(ConfigError, match="no notebook 05_"):
+        select_steps(steps, "05")
+
+
+def test_chain_runs_in_order_and_records_everything(tmp_path, chain):
+    run = _run(tmp_path, chain, overrides={"seed": 11})
+    assert run == tmp_path / "work" / "outputs" / "smoke" / "run-001"
+    assert (run / "executions.txt").read_text() == "00_first\n01_second\n"
+    assert (run / "00_first" / "value.txt").read_text() == "11"
+    for step in ("00_first", "01_second"):
+        assert is_step_complete(run / step)
+        executed = json.loads((run / step / f"{step}.ipynb").read_text())
+        injected = [c for c in executed["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+        assert "seed = 11" in "".join(injected[0]["source"])
+        assert (run / step / "log.txt").exists()
+    assert "seed: 11" in (run / "config.yaml").read_text()
+    assert (run.parent / "latest").resolve() == run
+
+
+def test_failure_names_notebook_and_cell_and_keeps_earlier_steps(tmp_path, chain):
+    _failing_notebook(chain, "01_second")
+    with pytest.raises(StepFailed) as err:
+        _run(tmp_path, chain)
+    msg = str(err.value)
+    assert "step 01_second (01_second.ipynb) failed in cell 3 (counting from 1, execution count 4)" in msg
+    assert "ValueError: the labels file has no id column" in msg
+    assert "cell source: raise ValueError" in msg
+    run = tmp_path / "work" / "outputs" / "smoke" / "run-001"
+    assert is_step_complete(run / "00_first") and not is_step_complete(run / "01_second")
+    assert (run / "01_second" / "01_second.ipynb").exists()
+
+
+def test_rerun_resumes_skipping_complete_steps(tmp_path, chain):
+    _failing_notebook(chain, "01_second")
+    with pytest.raises(StepFailed):
+        _run(tmp_path, chain)
+    _ok_notebook(chain, "01_second")  # the cause is fixed
+    run = _run(tmp_path, chain)
+    assert run.name == "run-001"
+    assert (run / "executions.txt").read_text() == "00_first\n01_second\n"  # 00 did not run twice
+
+
+def test_force_reruns_and_keeps_previous_outputs(tmp_path, chain):
+    run = _run(tmp_path, chain)
+    _run(tmp_path, chain, force=True, steps="01")
+    assert (run / "executions.txt").read_text() == "00_first\n01_second\n01_second\n"
+    assert (run / "01_second.prev-1" / "value.txt").exists()
+
+
+def test_runs_are_never_reused_with_other_settings(tmp_path, chain):
+    first = _run(tmp_path, chain, run_name="exp")
+    with pytest.raises(RunError, match=r"other settings \(seed: 42 -> 5\)"):
+        _run(tmp_path, chain, run_name="exp", overrides={"seed": 5})
+    assert _run(tmp_path, chain, overrides={"seed": 5}).name == "run-001"  # a new auto-named run
+    assert _run(tmp_path, chain, new_run=True).name == "run-002"
+    assert first.name == "exp"
+
+
+def test_step_that_does_not_record_outputs_fails(tmp_path):
+    nbs = tmp_path / "nbs"
+    make_notebook(nbs / "00_lazy.ipynb", [("code", PARAMS, ["parameters"]), ("code", "y = 2", [])])
+    with pytest.raises(StepFailed, match="did not record its outputs"):
+        _run(tmp_path, nbs)
+
+
+def test_cli_reports_config_errors(tmp_path, chain, capsys):
+    rc = main(["--profile", "smoke", "--set", "sede=1", "--notebooks", str(chain)])
+    assert rc == 2 and "did you mean 'seed'" in capsys.readouterr().err

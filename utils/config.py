@@ -1,0 +1,194 @@
+"""One source of configuration: every key typed, defaulted and explained; profiles are small deltas."""
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    type: type
+    default: Any
+    help: str
+    nullable: bool = False
+    choices: tuple | None = None
+
+
+def _o(name, type_, default, help_, **kw) -> Option:
+    return Option(name, type_, default, help_, **kw)
+
+
+# The defaults are the Kaggle configuration: "Run All" on Kaggle needs no injected parameter.
+OPTIONS: tuple[Option, ...] = (
+    # --- run ---
+    _o("profile", str, "kaggle", "configuration profile: kaggle, demo, smoke or a YAML file of overrides"),
+    _o("run_dir", str, "", "run directory; empty: the newest run of the profile (a new one if none)"),
+    _o("seed", int, 42, "global seed for numpy, torch, folds and the synthesizer"),
+    _o("device", str, "auto", "auto, cpu, cuda or cuda:N"),
+    _o("num_workers", int, 0, "worker processes for data work; 0: one per CPU core"),
+    _o("kernel_name", str, "python3", "Jupyter kernel that papermill runs the notebooks with"),
+    # --- paths (resolved by utils.paths, the only code that knows Kaggle's layout) ---
+    _o("input_root", str, "auto", "attached datasets; auto: /kaggle/input on Kaggle, none elsewhere"),
+    _o("working_root", str, "auto", "writable root; auto: /kaggle/working on Kaggle, the repository elsewhere"),
+    _o("output_root", str, "auto", "run products; auto: <working_root>/outputs"),
+    _o("data_root", str, "auto", "generated datasets shared by runs; auto: <output_root>/data"),
+    # --- 00 synthesize: the project's own ECG photos and scans ---
+    _o("synth_scan_train", int, 20000, "scan-like synthetic images for Stage I (0: none)"),
+    _o("synth_photo_train", int, 0, "photo-like, competition-shaped training images (the demo's target; 0: none)"),
+    _o("synth_photo_test", int, 0, "photo-like test images, labels kept apart in test_labels.csv (0: none)"),
+    _o("synth_page_width", int, 2200, "rendered page width in pixels (11 in at 200 dpi)"),
+    _o("synth_page_height", int, 1700, "rendered page height in pixels (8.5 in at 200 dpi)"),
+    _o("synth_photo_max_side", int, 3460, "longest side of a photo-like image (competition photos: ~1900x3460)"),
+    _o("synth_from_wfdb", str, "", "render these WFDB records instead of simulating (PTB-XL or CODE-15% renders)"),
+    _o("synth_labels_csv", str, "", "labels for --from-wfdb records without PTB-XL metadata (id + 5 labels)"),
+    _o("synth_severity", float, 1.0, "scales every artefact's strength (0: clean pages, 1: default mix)"),
+    _o("synth_jpeg_quality", int, 0, "JPEG quality of written images; 0: drawn per image (photo 60-95, scan 75-97)"),
+)
+
+OPTION_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+CONFIG_KEYS = frozenset(OPTION_BY_NAME)
+DEFAULTS: dict[str, Any] = {o.name: o.default for o in OPTIONS}
+
+
+class Config(dict):
+    """A resolved configuration: a dict with attribute access, keys checked on access."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(unknown_key_message(name)) from None
+
+
+def unknown_key_message(key: str, valid: Iterable[str] = CONFIG_KEYS) -> str:
+    near = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
+    hint = f"; did you mean '{near[0]}'?" if near else "; `python -m utils.pipeline --list-keys` lists them"
+    return f"unknown configuration key '{key}'{hint}"
+
+
+def _parse_bool(text: str, key: str) -> bool:
+    low = text.strip().lower()
+    if low in {"1", "true", "yes", "on"}:
+        return True
+    if low in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"key '{key}' expects a bool (true/false), got {text!r}")
+
+
+def coerce_value(key: str, value: Any, from_text: bool = False) -> Any:
+    """Check (and, for command-line text, convert) a value against its key's type."""
+    if key not in OPTION_BY_NAME:
+        raise ConfigError(unknown_key_message(key))
+    opt = OPTION_BY_NAME[key]
+    if value is None or (from_text and str(value).strip().lower() in {"none", "null"} and opt.nullable):
+        if opt.nullable:
+            return None
+        raise ConfigError(f"key '{key}' expects {opt.type.__name__}, got None")
+    if from_text and isinstance(value, str) and opt.type is not str:
+        value = _from_text(opt, value)
+    ok = isinstance(value, opt.type) and not (opt.type in (int, float) and isinstance(value, bool))
+    if opt.type is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ConfigError(f"key '{key}' expects {opt.type.__name__}, got {type(value).__name__} {value!r}")
+    if opt.choices and value not in opt.choices:
+        raise ConfigError(f"key '{key}' must be one of {list(opt.choices)}, got {value!r}")
+    return value
+
+
+def _from_text(opt: Option, text: str) -> Any:
+    if opt.type is bool:
+        return _parse_bool(text, opt.name)
+    try:
+        if opt.type is int:
+            return int(text)
+        if opt.type is float:
+            return float(text)
+        if opt.type in (list, dict):
+            return json.loads(text)
+    except (ValueError, json.JSONDecodeError):
+        raise ConfigError(f"key '{opt.name}' expects {opt.type.__name__}, got {text!r}") from None
+    return text
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """Parse `key=value` strings from the command line into typed values."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, text = item.split("=", 1)
+        out[key.strip()] = coerce_value(key.strip(), text, from_text=True)
+    return out
+
+
+def load_profile(profile: str) -> dict[str, Any]:
+    """The overrides a profile makes: a name in utils/profiles/ or a path to a YAML file."""
+    path = Path(profile)
+    if path.suffix not in {".yaml", ".yml"}:
+        path = PROFILE_DIR / f"{profile}.yaml"
+        if not path.is_file():
+            names = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+            near = difflib.get_close_matches(profile, names, n=1)
+            hint = f"; did you mean '{near[0]}'?" if near else ""
+            raise ConfigError(f"unknown profile '{profile}' (known: {', '.join(names)}){hint}")
+    elif not path.is_file():
+        raise ConfigError(f"profile file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"profile file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"profile file {path} must hold a mapping of key: value")
+    try:
+        return {k: coerce_value(k, v) for k, v in data.items()}
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def resolve_config(profile: str = "kaggle", overrides: Mapping[str, Any] | None = None) -> Config:
+    """Defaults, then the profile's deltas, then explicit overrides; every key checked."""
+    cfg = dict(DEFAULTS)
+    cfg.update(load_profile(profile))
+    for key, value in (overrides or {}).items():
+        cfg[key] = coerce_value(key, value)
+    cfg["profile"] = profile
+    return Config(cfg)
+
+
+def notebook_overrides(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """Configuration keys a notebook's parameters cell sets away from the Kaggle defaults."""
+    return {k: v for k, v in namespace.items()
+            if k in CONFIG_KEYS and k != "profile" and v != DEFAULTS[k]}
+
+
+def diff_configs(old: Mapping[str, Any], new: Mapping[str, Any], ignore=("run_dir",)) -> dict[str, tuple]:
+    keys = (set(old) | set(new)) - set(ignore)
+    return {k: (old.get(k), new.get(k)) for k in sorted(keys) if old.get(k) != new.get(k)}
+
+
+def save_config(cfg: Mapping[str, Any], path: Path) -> None:
+    from .io import atomic_write_text
+    atomic_write_text(Path(path), yaml.safe_dump(dict(cfg), sort_keys=False))
+
+
+def load_config(path: Path) -> Config:
+    return Config(yaml.safe_load(Path(path).read_text()) or {})
+
+
+def describe_options() -> str:
+    """Every key with its type, default and meaning (for --list-keys and the README)."""
+    rows = [f"{o.name:24s} {o.type.__name__:6s} {o.default!r:>12}  {o.help}" for o in OPTIONS]
+    return "\n".join(rows)
