@@ -1,0 +1,247 @@
+"""Beat model of a normal heart, and each label modelled from its clinical criteria with subtypes and severity.
+
+Directions are in the heart's frame: x the patient's left, y inferior, z anterior. Wave vectors are in mV.
+Sources for the criteria: standard ECG criteria (AHA/ACCF/HRS 2009 recommendations; Sokolow-Lyon for LVH;
+Fridericia QT correction). Severities are drawn wide on purpose: many findings are as subtle as real ones.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+WAVES = ("P", "P2", "q", "R", "R2", "S", "ST", "T", "U")
+W = {name: i for i, name in enumerate(WAVES)}
+TERRITORIES = {  # direction of the infarcted wall, and how often each is seen (inferior and anterior dominate)
+    "inferior": ((0.0, 1.0, -0.1), 0.40), "anteroseptal": ((-0.35, 0.0, 1.0), 0.28),
+    "anterior": ((0.3, 0.1, 1.0), 0.14), "lateral": ((1.0, -0.35, 0.1), 0.10),
+    "inferolateral": ((0.7, 0.8, -0.1), 0.08),
+}
+
+
+def unit(v) -> np.ndarray:
+    v = np.asarray(v, float)
+    return v / np.linalg.norm(v)
+
+
+def polar(theta_deg: float, z: float) -> np.ndarray:
+    t = np.deg2rad(theta_deg)
+    return np.array([np.cos(t), np.sin(t), z])
+
+
+@dataclass
+class BeatModel:
+    """Waves of two beat templates (0: conducted, 1: ventricular ectopic), times relative to QRS onset."""
+    offset: np.ndarray  # (2, K) s
+    sig_l: np.ndarray   # (2, K) s, rising side
+    sig_r: np.ndarray   # (2, K) s, falling side
+    half: np.ndarray    # (2, K) s, plateau half-width (ST only)
+    vec: np.ndarray     # (2, K, 3) mV
+
+
+@dataclass
+class Rhythm:
+    hr: float
+    pr: float
+    qrs: float
+    qt: float
+    kind: str = "sinus"      # sinus or af
+    rr_cv: float = 0.0       # beat-to-beat irregularity for AF
+    resp_mod: float = 0.03   # sinus arrhythmia
+    ectopic: str = ""        # "", "pac" or "pvc"
+    f_amp: float = 0.0       # fibrillatory wave amplitude, mV
+
+
+def _set_qrs_timing(m: BeatModel, qrs: float, qt: float) -> None:
+    o, sl, sr = m.offset[0], m.sig_l[0], m.sig_r[0]
+    o[W["q"]], sl[W["q"]], sr[W["q"]] = 0.16 * qrs, 0.06 * qrs, 0.06 * qrs
+    o[W["R"]], sl[W["R"]], sr[W["R"]] = 0.42 * qrs, 0.10 * qrs, 0.10 * qrs
+    o[W["S"]], sl[W["S"]], sr[W["S"]] = 0.74 * qrs, 0.08 * qrs, 0.085 * qrs
+    scale = qt / 0.40
+    sl[W["T"]], sr[W["T"]] = 0.068 * scale, 0.042 * scale
+    o[W["T"]] = qt - 2.6 * sr[W["T"]]
+    o[W["U"]], sl[W["U"]], sr[W["U"]] = qt + 0.09, 0.035, 0.035
+    half = max((o[W["T"]] - qrs) / 2, 0.02)
+    o[W["ST"]], m.half[0, W["ST"]], sl[W["ST"]], sr[W["ST"]] = qrs + half, half, 0.008, 0.05
+
+
+def normal_beat(rng: np.random.Generator) -> tuple[BeatModel, Rhythm]:
+    """A normal adult beat with the natural spread of rate, intervals, axis and voltages."""
+    k = len(WAVES)
+    m = BeatModel(np.zeros((2, k)), np.full((2, k), 0.01), np.full((2, k), 0.01), np.zeros((2, k)),
+                  np.zeros((2, k, 3)))
+    hr = float(np.clip(rng.lognormal(np.log(70), 0.2), 42, 130))
+    rr = 60 / hr
+    rhythm = Rhythm(hr=hr, pr=float(np.clip(rng.normal(0.165, 0.020) - 0.02 * (rr < 0.6), 0.115, 0.205)),
+                    qrs=float(np.clip(rng.normal(0.090, 0.009), 0.07, 0.108)),
+                    qt=float(np.clip(rng.normal(0.425, 0.018), 0.38, 0.46) * rr ** (1 / 3)),
+                    resp_mod=float(rng.uniform(0.0, 0.06)))
+    axis = float(np.clip(rng.normal(40, 24), -30, 95))
+    volt = rng.lognormal(0, 0.22)
+    p_dur = float(np.clip(rng.normal(0.10, 0.012), 0.07, 0.12))
+    m.offset[0, W["P"]] = -rhythm.pr + p_dur / 2
+    m.sig_l[0, W["P"]] = m.sig_r[0, W["P"]] = p_dur / 5.2
+    m.vec[0, W["P"]] = polar(rng.normal(55, 12), rng.normal(0.05, 0.1)) * rng.uniform(0.08, 0.2)
+    m.vec[0, W["q"]] = unit([-1, rng.normal(0.15, 0.2), rng.normal(0.8, 0.2)]) * rng.uniform(0.03, 0.15) * volt
+    m.vec[0, W["R"]] = unit(polar(axis, rng.normal(-0.22, 0.15))) * rng.lognormal(np.log(1.15), 0.22) * volt
+    m.vec[0, W["S"]] = unit([-0.5, rng.normal(-0.55, 0.2), rng.normal(-0.6, 0.2)]) * rng.uniform(0.2, 0.6) * volt
+    t_dir = unit(polar(axis + rng.normal(0, 15), rng.normal(0.15, 0.15)))
+    m.vec[0, W["T"]] = t_dir * rng.lognormal(np.log(0.36), 0.25) * np.sqrt(volt)
+    # normal J-point elevation in V1-V3 (common in men); sometimes early repolarisation as well, so that
+    # ST elevation alone is not MI
+    m.vec[0, W["ST"]] = np.array([0.0, 0.0, 1.0]) * max(0.0, rng.normal(0.04, 0.025))
+    if rng.random() < 0.12:
+        m.vec[0, W["ST"]] += t_dir * rng.uniform(0.02, 0.08)
+    if rng.random() < 0.3:
+        m.vec[0, W["U"]] = t_dir * rng.uniform(0.02, 0.06)
+    _set_qrs_timing(m, rhythm.qrs, rhythm.qt)
+    _ectopic_template(m, rng)
+    if rng.random() < 0.08:
+        rhythm.ectopic = str(rng.choice(["pac", "pvc"]))
+    return m, rhythm
+
+
+def _ectopic_template(m: BeatModel, rng: np.random.Generator) -> None:
+    """A ventricular ectopic beat: no P, wide bizarre QRS, T opposite to it."""
+    d = unit(rng.normal(0, 1, 3))
+    wide = rng.uniform(0.14, 0.18)
+    m.offset[1, W["R"]], m.sig_l[1, W["R"]], m.sig_r[1, W["R"]] = 0.45 * wide, 0.16 * wide, 0.2 * wide
+    m.vec[1, W["R"]] = d * rng.uniform(1.2, 2.2)
+    m.offset[1, W["T"]], m.sig_l[1, W["T"]], m.sig_r[1, W["T"]] = wide + 0.18, 0.08, 0.05
+    m.vec[1, W["T"]] = -d * rng.uniform(0.3, 0.6)
+
+
+# --- the five labels ---------------------------------------------------------------------------------------
+
+def conduction(m: BeatModel, r: Rhythm, rng: np.random.Generator) -> list[str]:
+    # subtype mix after PTB-XL's CD statements: LAFB, incomplete RBBB and 1st degree block dominate
+    kind = str(rng.choice(["RBBB", "LBBB", "LAFB", "IRBBB", "IVCD", "1AVB"],
+                          p=[0.14, 0.10, 0.30, 0.18, 0.11, 0.17]))
+    out = [f"CD:{kind}"]
+    if kind == "1AVB" or rng.random() < 0.12:
+        r.pr = float(rng.uniform(0.21, 0.34))
+        out += ["CD:1AVB"] if kind != "1AVB" else []
+        m.offset[0, W["P"]] = -r.pr + 0.05
+    v = m.vec[0]
+    if kind == "RBBB":
+        r.qrs = float(rng.uniform(0.115, 0.16))
+        m.offset[0, W["R2"]] = r.qrs - 0.035  # late slow rightward-anterior forces: rSR' in V1, wide S in I, V6
+        m.sig_l[0, W["R2"]], m.sig_r[0, W["R2"]] = 0.018, 0.016
+        v[W["R2"]] = unit([-0.75, rng.normal(0.1, 0.15), 0.7]) * rng.uniform(0.35, 0.9)
+        v[W["T"]] -= np.array([0, 0, 1.0]) * max(v[W["T"], 2], 0) * rng.uniform(0.8, 1.8)
+    elif kind == "LBBB":
+        r.qrs = float(rng.uniform(0.125, 0.18))
+        lead = unit([1.0, rng.normal(0.2, 0.2), -0.75])
+        v[W["q"]] = lead * rng.uniform(0.05, 0.15)       # septum activated from the left: no septal q
+        v[W["R"]] = lead * rng.uniform(1.0, 1.9)
+        m.offset[0, W["R2"]] = r.qrs * 0.7              # notched, broad R in I, aVL, V5-V6
+        m.sig_l[0, W["R2"]] = m.sig_r[0, W["R2"]] = r.qrs * 0.12
+        v[W["R2"]] = lead * rng.uniform(0.6, 1.2)
+        v[W["S"]] *= 0.3
+        v[W["T"]] = -lead * rng.uniform(0.2, 0.45)       # secondary, discordant ST-T
+        v[W["ST"]] = -lead * rng.uniform(0.05, 0.15)
+    elif kind == "IRBBB":  # a small terminal R' in V1 with QRS under 120 ms
+        r.qrs = float(rng.uniform(0.095, 0.115))
+        m.offset[0, W["R2"]] = r.qrs - 0.022
+        m.sig_l[0, W["R2"]], m.sig_r[0, W["R2"]] = 0.011, 0.01
+        v[W["R2"]] = unit([-0.7, 0.1, 0.7]) * rng.uniform(0.15, 0.45)
+    elif kind == "LAFB":
+        r.qrs = min(r.qrs + rng.uniform(0.0, 0.015), 0.118)
+        rot = polar(rng.uniform(-75, -45), v[W["R"], 2])
+        v[W["R"]] = unit(rot) * np.linalg.norm(v[W["R"]])
+        v[W["q"]] += np.array([0.0, 0.12, 0.0]) * rng.uniform(0.5, 1.0)  # small q in I/aVL, r in II/III
+    elif kind == "IVCD":
+        r.qrs = float(rng.uniform(0.11, 0.13))
+    _set_qrs_timing(m, r.qrs, max(r.qt, r.qrs + 0.25))
+    return out
+
+
+def hypertrophy(m: BeatModel, r: Rhythm, rng: np.random.Generator) -> list[str]:
+    v = m.vec[0]
+    if rng.random() < 0.85:
+        kind = "LVH"
+        big = rng.uniform(1.3, 2.4)  # voltage criteria met in many, borderline in some
+        v[W["R"]] = unit(v[W["R"]] + np.array([0.15, 0.0, -0.3])) * np.linalg.norm(v[W["R"]]) * big
+        v[W["S"]] *= rng.uniform(1.2, 1.9)
+        r.qrs = min(r.qrs + rng.uniform(0.0, 0.015), 0.115)
+        _set_qrs_timing(m, r.qrs, r.qt)
+        strain = rng.random() < 0.45
+        if strain:  # ST depression and T inversion opposite the dominant QRS
+            v[W["ST"]] -= unit(v[W["R"]]) * rng.uniform(0.04, 0.14)
+            v[W["T"]] = -unit(v[W["R"]]) * rng.uniform(0.1, 0.35)
+        if rng.random() < 0.35:  # left atrial abnormality: broad notched P
+            m.vec[0, W["P2"]] = m.vec[0, W["P"]] * rng.uniform(0.6, 1.0) + np.array([0, 0, -0.06])
+            m.offset[0, W["P2"]] = m.offset[0, W["P"]] + 0.04
+            m.sig_l[0, W["P2"]] = m.sig_r[0, W["P2"]] = m.sig_l[0, W["P"]]
+        tags = [f"HYP:{kind}"] + (["HYP:strain"] if strain else [])
+    else:
+        kind = "RVH"
+        v[W["R2"]] = unit([-0.5, 0.4, 0.75]) * rng.uniform(0.5, 1.3)  # dominant late anterior-right forces
+        m.offset[0, W["R2"]], m.sig_l[0, W["R2"]], m.sig_r[0, W["R2"]] = r.qrs * 0.62, 0.012, 0.012
+        v[W["R"]] = unit(polar(rng.uniform(95, 140), -0.2)) * np.linalg.norm(v[W["R"]]) * rng.uniform(0.6, 0.9)
+        v[W["T"]] -= np.array([0, 0, 0.4]) * rng.uniform(0.3, 1.0)
+        m.vec[0, W["P"]] *= rng.uniform(1.0, 1.6)
+        tags = [f"HYP:{kind}"]
+    return tags
+
+
+def infarction(m: BeatModel, r: Rhythm, rng: np.random.Generator) -> list[str]:
+    names = list(TERRITORIES)
+    probs = np.array([TERRITORIES[n][1] for n in names])
+    where = str(rng.choice(names, p=probs / probs.sum()))
+    d = unit(TERRITORIES[where][0])
+    stage = str(rng.choice(["old", "acute", "evolving"], p=[0.7, 0.12, 0.18]))
+    v = m.vec[0]
+    q_mag = rng.uniform(0.02, 0.22) if stage != "acute" or rng.random() < 0.5 else 0.0
+    v[W["q"]] -= d * q_mag                       # necrosis: the early forces point away from the dead wall
+    along = max(float(v[W["R"]] @ d), 0.0)
+    v[W["R"]] -= d * along * rng.uniform(0.2, 0.85)  # loss of R (poor R progression for anterior walls)
+    if stage in ("acute", "evolving") or rng.random() < 0.15:
+        v[W["ST"]] += d * (rng.uniform(0.08, 0.35) if stage == "acute" else rng.uniform(0.02, 0.1))
+    if stage in ("evolving", "old") and rng.random() < 0.6:
+        flip = float(v[W["T"]] @ d)
+        v[W["T"]] -= d * (abs(flip) * rng.uniform(1.0, 2.0) + rng.uniform(0.0, 0.15))
+    return [f"MI:{where}:{stage}"]
+
+
+def st_t_change(m: BeatModel, r: Rhythm, rng: np.random.Generator) -> list[str]:
+    kinds = ["ST_depression", "T_flat", "T_inversion", "long_QT"]
+    chosen = list(rng.choice(kinds, size=rng.choice([1, 2], p=[0.7, 0.3]), replace=False,
+                             p=[0.3, 0.3, 0.28, 0.12]))
+    if "long_QT" in chosen:
+        r.qt = float(rng.uniform(0.47, 0.56) * (60 / r.hr) ** (1 / 3))
+    _set_qrs_timing(m, r.qrs, r.qt)
+    v = m.vec[0]
+    region = unit(rng.choice([(1.0, 0.2, -0.1), (0.2, 1.0, -0.1), (0.7, 0.7, 0.2), (0.3, 0.1, 1.0)]))
+    for kind in chosen:
+        if kind == "ST_depression":
+            v[W["ST"]] -= region * rng.uniform(0.04, 0.2)
+            m.sig_r[0, W["ST"]] = rng.uniform(0.01, 0.05)  # horizontal or downsloping
+        elif kind == "T_flat":
+            v[W["T"]] *= rng.uniform(0.05, 0.5)
+        elif kind == "T_inversion":
+            v[W["T"]] -= region * (max(float(v[W["T"]] @ region), 0) + rng.uniform(0.08, 0.3))
+    return [f"STTC:{k}" for k in chosen]
+
+
+def fibrillation(m: BeatModel, r: Rhythm, rng: np.random.Generator) -> list[str]:
+    r.kind = "af"
+    r.hr = float(np.clip(rng.normal(92, 22), 55, 160))
+    r.rr_cv = float(rng.uniform(0.1, 0.32))
+    r.f_amp = float(rng.uniform(0.0, 0.1))  # fine (almost invisible) to coarse f-waves
+    r.ectopic = ""
+    m.vec[0, W["P"]] = 0.0
+    m.vec[0, W["P2"]] = 0.0
+    return ["AF:" + ("coarse" if r.f_amp > 0.05 else "fine")]
+
+
+APPLY_ORDER = (("CD", conduction), ("HYP", hypertrophy), ("MI", infarction), ("STTC", st_t_change),
+               ("AF", fibrillation))
+
+
+def apply_findings(m: BeatModel, r: Rhythm, labels: dict[str, int], rng: np.random.Generator) -> list[str]:
+    out: list[str] = []
+    for name, fn in APPLY_ORDER:
+        if labels.get(name):
+            out += fn(m, r, rng)
+    return out or ["NORM"]

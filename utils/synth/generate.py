@@ -1,0 +1,109 @@
+"""One synthetic picture with its annotations; the same (seed, index) always gives the same bytes.
+
+Three independent random streams per index: labels, waveform, and style (page, artefacts). The style stream
+never sees the labels, so no artefact can carry a label.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+from .labels import LABELS, sample_labels
+from .photo import Picture, make_photo
+from .render import draw_page_style, render_page
+from .scan import make_scan
+from .waveform import LEADS, simulate
+
+STYLES = ("photo", "scan")
+
+
+@dataclass(frozen=True)
+class SynthSettings:
+    style: str = "photo"          # photo or scan
+    seed: int = 42
+    page_width: int = 2200
+    page_height: int = 1700
+    photo_max_side: int = 3460
+    severity: float = 1.0
+    jpeg_quality: int = 0         # 0: drawn per image
+    fs: int = 500
+    layouts: tuple = ("3x4",)
+    signal_noise: float = 1.0
+
+    def __post_init__(self):
+        if self.style not in STYLES:
+            raise ValueError(f"style must be one of {STYLES}, got {self.style!r}")
+        if self.page_width < 200 or self.page_height < 150:
+            raise ValueError(f"page {self.page_width}x{self.page_height} px is too small to draw an ECG on")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "layouts": list(self.layouts)}
+
+
+def streams(seed: int, index: int, style: str = "photo") -> tuple[np.random.Generator, ...]:
+    """(labels, waveform, style) generators of one index, independent of each other and of the worker count.
+
+    The style is part of the key, so a scan set and a photo set made with one seed hold different ECGs.
+    """
+    return tuple(np.random.default_rng([seed, index, STYLES.index(style), k]) for k in range(3))
+
+
+def _yolo_box(points: np.ndarray, w: int, h: int) -> list[float]:
+    lo = np.clip(points.min(0), 0, [w, h])
+    hi = np.clip(points.max(0), 0, [w, h])
+    c, s = (lo + hi) / 2, hi - lo
+    return [round(float(c[0] / w), 6), round(float(c[1] / h), 6), round(float(s[0] / w), 6),
+            round(float(s[1] / h), 6)]
+
+
+def _page_outline(pw: int, ph: int, n: int = 40) -> np.ndarray:
+    t = np.linspace(0, 1, n, endpoint=False)
+    return np.vstack([np.stack([t * pw, 0 * t], 1), np.stack([pw + 0 * t, t * ph], 1),
+                      np.stack([pw - t * pw, ph + 0 * t], 1), np.stack([0 * t, ph - t * ph], 1)])
+
+
+def annotate(pic: Picture, page_shape, lead_boxes: dict) -> dict:
+    ph, pw = page_shape[:2]
+    h, w = pic.image.shape[:2]
+    corners = pic.forward(np.array([[0, 0], [pw, 0], [pw, ph], [0, ph]], float))
+    outline = pic.forward(_page_outline(pw, ph))
+    leads = {}
+    for name, (x0, y0, x1, y1) in lead_boxes.items():
+        quad = pic.forward(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float))
+        leads[name] = {"corners": np.round(quad, 1).tolist(),
+                       "box": np.round(np.r_[quad.min(0), quad.max(0)], 1).tolist()}
+    return {"image_size": [w, h], "paper_corners": np.round(corners, 2).tolist(),
+            "paper_box_yolo": _yolo_box(outline, w, h), "lead_boxes": leads}
+
+
+def make_sample(settings: SynthSettings, index: int, signals: np.ndarray | None = None,
+                labels: dict | None = None) -> tuple[bytes, dict, np.ndarray]:
+    """JPEG bytes, the annotation dict and the plotted signals (12, n) for one index.
+
+    With `signals` (a real record) the waveform stream is unused; with `labels` the label stream is overridden.
+    """
+    rng_labels, rng_wave, rng_style = streams(settings.seed, index, settings.style)
+    drawn = sample_labels(rng_labels)
+    labels = dict(labels) if labels is not None else drawn
+    meta, findings = {}, []
+    if signals is None:
+        record = simulate(labels, rng_wave, fs=settings.fs, noise=settings.signal_noise)
+        signals, meta, findings = record.signals, record.meta, record.findings
+    page_style = draw_page_style(rng_style, settings.page_width, settings.page_height, settings.layouts)
+    page, boxes = render_page(signals, settings.fs, LEADS, page_style, rng_style)
+    if settings.style == "photo":
+        pic = make_photo(page, rng_style, settings.photo_max_side, settings.severity)
+        quality = settings.jpeg_quality or int(rng_style.integers(60, 96))
+    else:
+        pic = make_scan(page, rng_style, settings.severity)
+        quality = settings.jpeg_quality or int(rng_style.integers(75, 98))
+    ok, buf = cv2.imencode(".jpg", pic.image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError(f"JPEG encoding failed for index {index}")
+    ann = {"labels": {k: labels.get(k) for k in LABELS}, "findings": findings, "style": settings.style,
+           **annotate(pic, page.shape, boxes), "page": page_style.to_dict(),
+           "artefacts": {**pic.params, "severity": settings.severity, "jpeg_quality": quality},
+           "waveform": meta}
+    return buf.tobytes(), ann, signals
