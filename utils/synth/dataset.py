@@ -107,7 +107,7 @@ def generate_dataset(out: Path, settings: SynthSettings, n_train: int = 0, n_tes
             failures += [(sample_id, err)] if err else []
             bar.update()
     else:
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init_worker) as pool:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as pool:
             for sample_id, err in pool.map(_work, args, chunksize=max(1, min(16, len(todo) // (workers * 8)))):
                 failures += [(sample_id, err)] if err else []
                 bar.update()

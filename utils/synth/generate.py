@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from .labels import LABELS, sample_labels
-from .photo import Picture, make_photo
+from .photo import Picture, make_photo, page_outline
 from .render import draw_page_style, render_page
 from .scan import make_scan
 from .waveform import LEADS, simulate
@@ -58,17 +58,11 @@ def _yolo_box(points: np.ndarray, w: int, h: int) -> list[float]:
             round(float(s[1] / h), 6)]
 
 
-def _page_outline(pw: int, ph: int, n: int = 40) -> np.ndarray:
-    t = np.linspace(0, 1, n, endpoint=False)
-    return np.vstack([np.stack([t * pw, 0 * t], 1), np.stack([pw + 0 * t, t * ph], 1),
-                      np.stack([pw - t * pw, ph + 0 * t], 1), np.stack([0 * t, ph - t * ph], 1)])
-
-
 def annotate(pic: Picture, page_shape, lead_boxes: dict) -> dict:
     ph, pw = page_shape[:2]
     h, w = pic.image.shape[:2]
     corners = pic.forward(np.array([[0, 0], [pw, 0], [pw, ph], [0, ph]], float))
-    outline = pic.forward(_page_outline(pw, ph))
+    outline = pic.forward(page_outline(pw, ph))
     leads = {}
     for name, (x0, y0, x1, y1) in lead_boxes.items():
         quad = pic.forward(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float))

@@ -13,6 +13,13 @@ import numpy as np
 from .textures import background, finish, lighting
 
 
+def page_outline(pw: int, ph: int, n: int = 40) -> np.ndarray:
+    """Points along the page border, clockwise from the top-left corner."""
+    t = np.linspace(0, 1, n, endpoint=False)
+    return np.vstack([np.stack([t * pw, 0 * t], 1), np.stack([pw + 0 * t, t * ph], 1),
+                      np.stack([pw - t * pw, ph + 0 * t], 1), np.stack([0 * t, ph - t * ph], 1)])
+
+
 @dataclass
 class Picture:
     image: np.ndarray                          # BGR uint8
@@ -69,12 +76,18 @@ def make_photo(page: np.ndarray, rng: np.random.Generator, max_side: int, severi
     (cw, ch), dst, params = _placement(rng, pw, ph, max_side, severity)
     src = np.array([[0, 0], [pw, 0], [pw, ph], [0, ph]], np.float32)
     hom = cv2.getPerspectiveTransform(src, dst)
-    inv = np.linalg.inv(hom)
     disp, curl_params = _curl(rng, pw, ph, severity)
 
     def forward(p: np.ndarray) -> np.ndarray:
         q = np.asarray(p, np.float64) + disp(np.asarray(p, np.float64))
         return cv2.perspectiveTransform(q.reshape(-1, 1, 2), hom).reshape(-1, 2)
+
+    # the bent sheet must stay whole inside the frame: shift it back where the curl pushed it out
+    outline = forward(page_outline(pw, ph))
+    lo, hi = outline.min(0), outline.max(0)
+    shift = np.maximum(0, 2 - lo) - np.maximum(0, hi - np.array([cw, ch]) + 2)
+    hom = np.array([[1, 0, shift[0]], [0, 1, shift[1]], [0, 0, 1]]) @ hom
+    inv = np.linalg.inv(hom)
 
     step = 8  # the inverse map is smooth: compute it coarsely, then upsample
     gx = (np.arange(0, cw / step + 1) + 0.5) * step - 0.5

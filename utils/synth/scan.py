@@ -72,11 +72,12 @@ def make_scan(page: np.ndarray, rng: np.random.Generator, severity: float = 1.0)
     stamped = bool(rng.random() < 0.2 * min(severity, 1.5))
     if stamped:
         _stamp(page, rng)
-    margin = rng.uniform(0, 0.04, 2) * [pw, ph]
-    cw, ch = int(pw + 2 * margin[0]), int(ph + 2 * margin[1])
     angle = float(rng.normal(0, 1.2) * severity)
+    tilt = abs(np.sin(np.deg2rad(angle)))  # room for the rotated corners, so the whole sheet stays in the scan
+    margin = rng.uniform(0, 0.04, 2) * [pw, ph] + tilt * np.array([ph, pw]) / 2 + 0.01 * np.array([pw, ph])
+    cw, ch = int(pw + 2 * margin[0]), int(ph + 2 * margin[1])
     mat = cv2.getRotationMatrix2D((pw / 2, ph / 2), angle, 1.0)
-    mat[:, 2] += margin + rng.normal(0, 0.004, 2) * [pw, ph]
+    mat[:, 2] += margin + rng.normal(0, 0.003, 2) * [pw, ph]
     grey = rng.uniform(215, 255) if rng.random() < 0.8 else rng.uniform(20, 90)  # scanner lid or open lid
     bed = tuple(int(v) for v in np.clip(grey + rng.normal(0, 4, 3), 0, 255))
     img = cv2.warpAffine(page, mat, (cw, ch), flags=cv2.INTER_LINEAR, borderValue=bed)
