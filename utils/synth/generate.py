@@ -17,6 +17,8 @@ from .scan import make_scan
 from .waveform import LEADS, simulate
 
 STYLES = ("photo", "scan")
+# Bumped whenever a change alters the pictures, so cached datasets made by older code are not reused.
+SYNTH_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class SynthSettings:
             raise ValueError(f"page {self.page_width}x{self.page_height} px is too small to draw an ECG on")
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "layouts": list(self.layouts)}
+        return {**asdict(self), "layouts": list(self.layouts), "version": SYNTH_VERSION}
 
 
 def streams(seed: int, index: int, style: str = "photo") -> tuple[np.random.Generator, ...]:

@@ -12,11 +12,12 @@ import numpy as np
 
 PAGE_MM = (279.4, 215.9)  # US letter, landscape (the common ECG printout)
 MM_PER_S, MM_PER_MV = 25.0, 10.0
-# (minor, major) grid colours, RGB: red, pink, green, blue, grey, black-and-white
+# (minor, major) grid colours, RGB: red, pink, green, blue, grey, black-and-white, orange
 GRIDS = {
     "red": ((246, 190, 190), (228, 110, 110)), "pink": ((250, 214, 226), (236, 150, 178)),
     "green": ((196, 232, 200), (120, 190, 130)), "blue": ((196, 214, 240), (110, 150, 215)),
     "grey": ((214, 214, 214), (160, 160, 160)), "bw": ((225, 225, 225), (120, 120, 120)),
+    "orange": ((250, 206, 180), (236, 120, 70)),
 }
 LAYOUTS = {
     "3x4": [["I", "aVR", "V1", "V4"], ["II", "aVL", "V2", "V5"], ["III", "aVF", "V3", "V6"]],

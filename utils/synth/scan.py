@@ -88,6 +88,11 @@ def make_scan(page: np.ndarray, rng: np.random.Generator, severity: float = 1.0)
     blur = float(rng.uniform(0, 0.8) * severity)
     if blur > 0.3:
         img = cv2.GaussianBlur(img, (0, 0), blur)
+    low_dpi = bool(rng.random() < 0.2 * min(severity, 1.5))
+    if low_dpi:  # many archived scans are 72-100 dpi: resolution lost, then stored at the page size again
+        f = float(rng.uniform(0.35, 0.6))
+        small = cv2.resize(img, (max(2, int(cw * f)), max(2, int(ch * f))), interpolation=cv2.INTER_AREA)
+        img = cv2.resize(small, (cw, ch), interpolation=cv2.INTER_LINEAR)
     greyscale = bool(rng.random() < 0.15)
     if greyscale:
         img = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
@@ -97,5 +102,5 @@ def make_scan(page: np.ndarray, rng: np.random.Generator, severity: float = 1.0)
         return p @ mat[:, :2].T + mat[:, 2]
 
     params = {"canvas": [cw, ch], "rotation_deg": round(angle, 2), "creases": creases, "handwriting": strokes,
-              "stamp": stamped, "noise_sigma": round(sigma, 2), "blur_sigma": round(blur, 2), "greyscale": greyscale}
+              "stamp": stamped, "low_dpi": low_dpi, "noise_sigma": round(sigma, 2), "blur_sigma": round(blur, 2), "greyscale": greyscale}
     return Picture(img, forward, params)
