@@ -55,6 +55,20 @@ OPTIONS: tuple[Option, ...] = (
     _o("synth_labels_csv", str, "", "labels for --from-wfdb records without PTB-XL metadata (id + 5 labels)"),
     _o("synth_severity", float, 1.0, "scales every artefact's strength (0: clean pages, 1: default mix)"),
     _o("synth_jpeg_quality", int, 0, "JPEG quality of written images; 0: drawn per image (photo 60-95, scan 75-97)"),
+    # --- 01 assemble: sources, checks, manifest, folds ---
+    _o("target", str, "competition", "Stage II target: competition (Kaggle data) or synth (step 00's photos)",
+       choices=("competition", "synth")),
+    _o("competition_dir", str, "", "competition folder; empty: the attached dataset holding sample_submission.csv"),
+    _o("stage1_synth", bool, True, "use step 00's scan-like images in Stage I"),
+    _o("stage1_scan_dirs", str, "auto", "class-folder scan sets (Khan 2021, COVID-19, NHF 2023), comma-separated; "
+       "auto: every attached dataset laid out that way; empty: none"),
+    _o("stage1_render_dirs", str, "", "folders made by `python -m utils.synth --from-wfdb` (CODE-15%, PTB-XL), "
+       "comma-separated"),
+    _o("allow_ptbxl_overlap", bool, False, "accept Stage I renders of PTB-XL records that are also in the target"),
+    _o("n_folds", int, 5, "Stage II cross-validation folds"),
+    _o("stage1_val_fraction", float, 0.1, "share of Stage I groups held out for early stopping"),
+    _o("min_image_side", int, 256, "images with a shorter side are reported and left out"),
+    _o("check_duplicates", bool, True, "hash every image to find exact duplicates within and across sources"),
 )
 
 OPTION_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
