@@ -15,6 +15,7 @@ PARAMS = 'profile: str = "kaggle"  # configuration profile\nrun_dir: str = ""  #
 def _ok_notebook(folder: Path, name: str) -> Path:
     body = (f'import utils\nstep = utils.start_step("{name}", globals())\n'
             '(step.dir / "value.txt").write_text(str(step.cfg.seed))\n'
+            '(step.dir / "root.txt").write_text(str(step.paths.working_root))\n'
             'counter = step.run_dir / "executions.txt"\n'
             f'counter.write_text(counter.read_text() + "{name}\\n" if counter.exists() else "{name}\\n")\n'
             'utils.finish_step(step, ["value.txt"])')
@@ -56,6 +57,8 @@ def test_chain_runs_in_order_and_records_everything(tmp_path, chain):
     assert run == tmp_path / "work" / "outputs" / "smoke" / "run-001"
     assert (run / "executions.txt").read_text() == "00_first\n01_second\n"
     assert (run / "00_first" / "value.txt").read_text() == "11"
+    # keys the notebook does not declare still come from the run's configuration
+    assert (run / "00_first" / "root.txt").read_text() == str(tmp_path / "work")
     for step in ("00_first", "01_second"):
         assert is_step_complete(run / step)
         executed = json.loads((run / step / f"{step}.ipynb").read_text())

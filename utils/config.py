@@ -69,6 +69,26 @@ OPTIONS: tuple[Option, ...] = (
     _o("stage1_val_fraction", float, 0.1, "share of Stage I groups held out for early stopping"),
     _o("min_image_side", int, 256, "images with a shorter side are reported and left out"),
     _o("check_duplicates", bool, True, "hash every image to find exact duplicates within and across sources"),
+    # --- 02 preprocess: detector, strategies, cache ---
+    _o("strategies", str, "roi_clahe", "comma-separated strategies to cache: raw, roi_clahe (the paper's), seg_rect"),
+    _o("cache_long_side", int, 1024, "long side of cached images, px (training reads these)"),
+    _o("crop_margin", float, 0.02, "margin added around the detected sheet, as a share of its size"),
+    _o("clahe_clip", float, 2.0, "CLAHE clip limit (lightness channel)"),
+    _o("clahe_tiles", int, 8, "CLAHE tile grid size"),
+    _o("detector", str, "yolo", "yolo (trained here, classical fallback) or classical only",
+       choices=("yolo", "classical")),
+    _o("yolo_model", str, "yolov8n.yaml", "YOLO architecture to train from scratch when no weights are given"),
+    _o("yolo_weights", str, "", "YOLO weights to start from (a .pt file, e.g. an attached dataset)"),
+    _o("yolo_train_images", int, 3000, "synthetic photos and scans made to train the detector"),
+    _o("yolo_epochs", int, 30, "detector training epochs; 0: use yolo_weights as they are"),
+    _o("yolo_imgsz", int, 640, "detector input size"),
+    _o("yolo_conf", float, 0.5, "below this confidence the classical finder is used instead"),
+    _o("classical_conf", float, 0.6, "below this the picture is kept whole (raw) and the fallback reported"),
+    _o("seg_method", str, "auto", "seg_rect segmentation: auto (SAM if sam_checkpoint is set), sam or classical",
+       choices=("auto", "sam", "classical")),
+    _o("sam_checkpoint", str, "", "SAM checkpoint file (.pth); required for seg_method sam"),
+    _o("sam_model_type", str, "vit_b", "SAM model type matching the checkpoint: vit_b, vit_l or vit_h"),
+    _o("min_quad_cover", float, 0.6, "a segmented sheet covering less of the detected box falls back to roi_clahe"),
 )
 
 OPTION_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}

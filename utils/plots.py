@@ -66,3 +66,43 @@ def sample_grid_by_source(manifest: pd.DataFrame, path: Path, per_source: int = 
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return Path(path)
+
+
+def before_after_grid(table: pd.DataFrame, path: Path, n: int = 4, seed: int = 0, title: str = "") -> Path:
+    """Original pictures beside their cached versions, with the method and any fallback."""
+    plt = _plt()
+    ok = table[table["ok"].astype(bool)]
+    pick = ok.sample(min(n, len(ok)), random_state=seed) if len(ok) else ok
+    fig, axes = plt.subplots(max(1, len(pick)), 2, figsize=(8, 3.2 * max(1, len(pick))), squeeze=False)
+    for r, row in enumerate(pick.itertuples()):
+        axes[r][0].imshow(thumbnail(row.source_image))
+        axes[r][1].imshow(thumbnail(row.cached))
+        fb = getattr(row, "fallback", "") or ""
+        axes[r][0].set_title(f"{row.id[-30:]}", fontsize=8)
+        axes[r][1].set_title(f"{title} {row.method} {('fallback: ' + fb) if isinstance(fb, str) and fb else ''}",
+                             fontsize=8)
+        axes[r][0].axis("off")
+        axes[r][1].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return Path(path)
+
+
+def image_strip(images: list[str], titles: list[str], path: Path, cols: int = 4) -> Path:
+    """A grid of pictures with titles (worst detections, fallbacks, failures)."""
+    plt = _plt()
+    n = max(1, len(images))
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.0 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, img, t in zip(axes.ravel(), images, titles):
+        ax.imshow(thumbnail(img))
+        ax.set_title(t, fontsize=7)
+    if not images:
+        axes[0][0].set_title("nothing to show", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return Path(path)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .config import Config, diff_configs, load_config, notebook_overrides, resolve_config, save_config
+from .config import CONFIG_KEYS, Config, diff_configs, load_config, notebook_overrides, resolve_config, save_config
 from .io import atomic_write_json, read_json
 from .paths import Paths, resolve_paths
 
@@ -136,7 +136,8 @@ class Step:
 def start_step(name: str, namespace: Mapping[str, Any]) -> Step:
     """Called by each notebook's resolve cell with its parameters (`globals()`)."""
     profile = namespace.get("profile", "kaggle")
-    cfg = resolve_config(profile, notebook_overrides(namespace))
+    overrides = notebook_overrides(namespace)
+    cfg = resolve_config(profile, overrides)
     run_dir_text = cfg["run_dir"]
     if run_dir_text:
         run_dir = Path(run_dir_text)
@@ -144,6 +145,10 @@ def start_step(name: str, namespace: Mapping[str, Any]) -> Step:
     else:  # opened by hand: continue the newest run of this profile, or start one
         root = profile_root(resolve_paths(cfg), profile)
         run_dir = latest_run(root) or open_run(cfg, new_run=True)
+    if (run_dir / "config.yaml").is_file():  # the run's settings hold for every step; the notebook's changes on top
+        run_cfg = load_config(run_dir / "config.yaml")
+        cfg = resolve_config(profile, {**{k: v for k, v in run_cfg.items() if k in CONFIG_KEYS and k != "profile"},
+                                       **overrides})
     step_dir = run_dir / name
     if is_step_complete(step_dir):  # only when opened by hand: the runner skips or moves complete steps first
         kept = move_aside(step_dir)

@@ -1,0 +1,135 @@
+"""Step 02: crop, CLAHE, rectification, fallbacks, SAM without a checkpoint, the cache and its records."""
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from utils.cache import PrepSettings, build_cache, prepare, safe_name
+from utils.config import resolve_config
+from utils.preprocess import parse_strategies, seg_method
+from utils.roi import apply_clahe, box_iou, classical_detect, crop_with_margin, order_corners, quad_is_plausible, rectify
+from utils.sam import SamSegmenter, mask_to_quad
+
+
+def _photo(quad=((300, 200), (900, 240), (880, 700), (320, 660)), size=(900, 1200)):
+    """A white sheet with dark lines on a brown table, at a known quadrilateral."""
+    img = np.zeros((*size, 3), np.uint8)
+    img[:] = (40, 70, 110)
+    cv2.fillPoly(img, [np.array(quad, np.int32)], (245, 245, 245))
+    for k in range(5):  # 'traces' inside the sheet
+        y = 300 + 80 * k
+        cv2.line(img, (400, y), (800, y + 20), (20, 20, 20), 2)
+    return img, np.array(quad, float)
+
+
+def test_crop_with_margin_is_clipped_and_sized():
+    img = np.zeros((100, 200, 3), np.uint8)
+    crop, win = crop_with_margin(img, [10, 10, 110, 60], 0.1)
+    assert win == [0, 5, 120, 65] and crop.shape == (60, 120, 3)
+    with pytest.raises(ValueError, match="empty"):
+        crop_with_margin(img, [150, 50, 150.5, 50.5], 0.0)
+
+
+def test_clahe_raises_local_contrast_and_keeps_shape():
+    rng = np.random.default_rng(0)
+    img = (100 + rng.integers(0, 20, (128, 128, 3))).astype(np.uint8)
+    out = apply_clahe(img, 3.0, 8)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert cv2.cvtColor(out, cv2.COLOR_BGR2GRAY).std() > 1.5 * cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).std()
+
+
+def test_classical_finder_locates_the_sheet():
+    img, quad = _photo()
+    found = classical_detect(img)
+    truth = [quad[:, 0].min(), quad[:, 1].min(), quad[:, 0].max(), quad[:, 1].max()]
+    assert box_iou(found["box"], truth) > 0.9 and found["confidence"] > 0.8
+    assert np.abs(np.array(found["corners"]) - order_corners(quad)).max() < 15
+
+
+def test_rectification_of_a_known_quadrilateral():
+    img, quad = _photo()
+    marker = (quad[0] * 0.75 + quad[2] * 0.25).astype(int)  # a point a quarter of the way along the diagonal
+    cv2.circle(img, tuple(int(v) for v in marker), 6, (0, 0, 255), -1)
+    out, hom = rectify(img, quad)
+    h, w = out.shape[:2]
+    assert abs(w - 580) < 25 and abs(h - 460) < 25
+    assert out[h // 2, w // 2].mean() > 200  # the middle is paper, not table
+    red = np.argwhere((out[..., 2] > 200) & (out[..., 0] < 80))
+    cy, cx = red.mean(0)
+    assert abs(cx / w - 0.25) < 0.05 and abs(cy / h - 0.25) < 0.05
+    mapped = cv2.perspectiveTransform(quad.reshape(-1, 1, 2).astype(np.float32), hom).reshape(-1, 2)
+    np.testing.assert_allclose(mapped, [[0, 0], [w - 1, 0], [w - 1, h - 1], [0, h - 1]], atol=1e-3)
+
+
+def test_roi_clahe_crops_to_the_sheet():
+    img, quad = _photo()
+    out, rec = prepare(img, PrepSettings(strategy="roi_clahe", long_side=400))
+    assert rec["method"] == "classical" and rec["fallback"] == "" and max(out.shape[:2]) == 400
+    x0, y0, x1, y1 = rec["window"]
+    assert x0 <= 300 and y0 <= 200 and x1 >= 900 and y1 >= 700 and x1 - x0 < 700
+
+
+def test_no_sheet_falls_back_to_the_whole_picture_and_says_why():
+    rng = np.random.default_rng(1)
+    clutter = rng.integers(0, 255, (600, 800, 3), dtype=np.uint8)
+    out, rec = prepare(clutter, PrepSettings(strategy="roi_clahe", long_side=320))
+    assert rec["fallback"] == "raw" and rec["applied"] == "raw" and "classical" in rec["reason"]
+    assert out.shape[1] == 320
+
+
+def test_segmentation_that_cuts_the_sheet_falls_back_to_roi_clahe():
+    ok, why = quad_is_plausible([[0, 0], [50, 0], [50, 50], [0, 50]], [0, 0, 100, 100], 0.6)
+    assert not ok and "covers 25%" in why
+
+    class HalfSheet:  # a segmenter that mistakes a crease for the sheet's edge (the paper's Figure 6)
+        def corners(self, img, box):
+            x0, y0, x1, y1 = box
+            return [[x0, y0], [(x0 + x1) / 2, y0], [(x0 + x1) / 2, y1], [x0, y1]]
+
+    img, _ = _photo()
+    out, rec = prepare(img, PrepSettings(strategy="seg_rect", long_side=300), segmenter=HalfSheet())
+    assert rec["applied"] == "roi_clahe" and rec["fallback"] == "roi_clahe" and "likely cut" in rec["reason"]
+    out, rec = prepare(img, PrepSettings(strategy="seg_rect", long_side=300))
+    assert rec["applied"] == "seg_rect" and rec["homography"] is not None
+
+
+def test_sam_needs_a_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="needs a SAM checkpoint: set sam_checkpoint"):
+        SamSegmenter("")
+    with pytest.raises(FileNotFoundError, match=r"missing.pth not found \(set by 'sam_checkpoint'\)"):
+        SamSegmenter(str(tmp_path / "missing.pth"))
+    with pytest.raises(FileNotFoundError, match="seg_method 'sam' needs sam_checkpoint"):
+        seg_method(resolve_config("smoke", {"seg_method": "sam"}))
+    assert seg_method(resolve_config("smoke", {"seg_method": "auto"})) == "classical"
+    mask = np.zeros((100, 100), np.uint8)
+    cv2.fillPoly(mask, [np.array([[10, 10], [90, 15], [85, 80], [12, 85]])], 255)
+    assert np.abs(np.array(mask_to_quad(mask)) - [[10, 10], [90, 15], [85, 80], [12, 85]]).max() <= 2
+
+
+def test_cache_records_corrupt_pictures_and_resumes(tmp_path):
+    img, _ = _photo()
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), img)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    items = pd.DataFrame({"id": ["competition:good", "competition:bad"], "image": [str(good), str(bad)]})
+    s = PrepSettings(strategy="roi_clahe", long_side=256)
+    table = build_cache(items, s, tmp_path / "cache", workers=1, progress=False)
+    assert table.set_index("id").loc["competition:good", "ok"]
+    assert "cannot decode" in table.set_index("id").loc["competition:bad", "error"]
+    cached = tmp_path / "cache" / "images" / f"{safe_name('competition:good')}.jpg"
+    assert cached.is_file() and max(cv2.imread(str(cached)).shape[:2]) == 256
+    mtime = cached.stat().st_mtime_ns
+    again = build_cache(items, s, tmp_path / "cache", workers=1, progress=False)
+    assert cached.stat().st_mtime_ns == mtime and len(again) == 2  # done once, the failure tried again
+    with pytest.raises(ValueError, match="other preprocessing settings"):
+        build_cache(items, PrepSettings(strategy="roi_clahe", long_side=300), tmp_path / "cache", workers=1)
+
+
+def test_strategy_names_are_checked():
+    assert parse_strategies("raw, seg_rect") == ["raw", "seg_rect"]
+    with pytest.raises(ValueError, match="choose from"):
+        parse_strategies("roi,raw")
+    with pytest.raises(ValueError, match="strategy 'crop'"):
+        PrepSettings(strategy="crop")
+    assert safe_name("a:b/c") != safe_name("a_b_c") and "/" not in safe_name("x/y")
