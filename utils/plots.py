@@ -106,3 +106,23 @@ def image_strip(images: list[str], titles: list[str], path: Path, cols: int = 4)
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return Path(path)
+
+
+def training_curves(histories: dict[str, pd.DataFrame], path: Path) -> Path:
+    """Loss and validation macro-AUROC per epoch, one line per run (Stage I, or each fold)."""
+    plt = _plt()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6))
+    for name, h in histories.items():
+        a.plot(h["epoch"], h["train_loss"], label=f"{name} train")
+        a.plot(h["epoch"], h["val_loss"], "--", label=f"{name} val")
+        b.plot(h["epoch"], h["macro_auroc"], marker="o", label=name)
+    a.set_xlabel("epoch")
+    a.set_ylabel("masked BCE")
+    b.set_xlabel("epoch")
+    b.set_ylabel("validation macro-AUROC")
+    a.legend(fontsize=7)
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)

@@ -97,7 +97,8 @@ def evaluate_detection(data: dict[str, Path], settings: PrepSettings, weights: s
             c = classical_detect(img)
             row.update(classical_iou=box_iou(c["box"], gt) if c["box"] else 0.0, classical_conf=c["confidence"])
             chosen = find_sheet(img, settings, det)
-            row.update(chosen=chosen["method"], chosen_iou=box_iou(chosen["box"], gt) if chosen["box"] else 0.0)
+            used = chosen["box"] or [0, 0, img.shape[1], img.shape[0]]  # no sheet found: the whole picture is kept
+            row.update(chosen=chosen["method"], chosen_iou=box_iou(used, gt))
             if c["corners"] is not None:
                 row["corner_err_px"] = float(np.abs(np.array(c["corners"]) - np.array(ann["paper_corners"])).max())
             rows.append(row)

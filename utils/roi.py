@@ -74,8 +74,8 @@ def classical_detect(img: np.ndarray) -> dict:
     x, y, bw, bh = cv2.boundingRect(c)
     box = [x / scale, y / scale, (x + bw) / scale, (y + bh) / scale]
     fill = cv2.contourArea(c) / max(1.0, quad_area(quad * scale))   # a sheet fills its quadrilateral
-    share = bw * bh / (scale * scale * w * h)                        # and is neither a speck nor everything
-    confidence = float(np.clip(fill, 0, 1) * (0.05 < share < 0.995))
+    share = bw * bh / (scale * scale * w * h)                        # and is not a speck
+    confidence = float(np.clip(fill, 0, 1) * (share > 0.05))
     return {"box": [float(v) for v in box], "corners": quad.tolist(), "confidence": round(confidence, 3),
             "method": "classical"}
 

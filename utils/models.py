@@ -1,0 +1,90 @@
+"""Model factory on timm: backbone, weights from a local file or folder (Kaggle dataset) or the hub, else scratch.
+
+Never pretends: without weights the run says loudly that it trains from scratch, and records it.
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("utils.models")
+# The paper's comparison (ResNet-50, ViT, Swin, ConvNeXt) and small ones for CPU runs.
+BACKBONES = {
+    "convnext_base.fb_in22k": "the paper's (ImageNet-22k)", "convnext_base.fb_in22k_ft_in1k": "22k, tuned on 1k",
+    "resnet50.a1_in1k": "ResNet-50", "vit_base_patch16_224.augreg2_in21k_ft_in1k": "ViT-B/16",
+    "swin_base_patch4_window7_224.ms_in22k_ft_in1k": "Swin-B", "convnext_tiny.fb_in22k": "ConvNeXt-T",
+    "convnext_atto.d2_in1k": "CPU-sized ConvNeXt", "resnet18.a1_in1k": "CPU-sized ResNet",
+    "test_convnext": "test-sized", "test_resnet": "test-sized",
+}
+
+
+def check_backbone(name: str) -> str:
+    import timm
+
+    base = name.split(".")[0]
+    if timm.is_model(base):
+        return name
+    near = difflib.get_close_matches(base, timm.list_models(), n=3)
+    raise ValueError(f"unknown backbone {name!r}" + (f"; did you mean {', '.join(near)}?" if near else ""))
+
+
+def _weights_file(path: Path) -> Path:
+    """A weights file, or the one weights file inside a folder (a Kaggle dataset of a timm model)."""
+    if path.is_file():
+        return path
+    if path.is_dir():
+        found = [p for ext in ("*.safetensors", "*.bin", "*.pth", "*.pt") for p in sorted(path.rglob(ext))]
+        if found:
+            return found[0]
+        raise FileNotFoundError(f"no .safetensors/.bin/.pth file in {path} (set by 'backbone_weights')")
+    raise FileNotFoundError(f"backbone weights {path} not found (set by 'backbone_weights')")
+
+
+def create_model(backbone: str, num_classes: int = 5, weights: str = "", hub: bool = False, drop_rate: float = 0.2,
+                 img_size: tuple[int, int] | None = None) -> tuple[torch.nn.Module, str]:
+    """(model, where its weights came from): a local file/folder, the hub, or 'scratch'."""
+    import timm
+
+    check_backbone(backbone)
+    kw = dict(num_classes=num_classes, drop_rate=drop_rate)
+    if img_size is not None and any(k in backbone for k in ("vit", "swin")):
+        kw["img_size"] = img_size  # transformers take the training size (position embeddings are resized)
+    if weights:
+        file = _weights_file(Path(weights))
+        model = timm.create_model(backbone, pretrained=True, pretrained_cfg_overlay=dict(file=str(file)), **kw)
+        return model, f"file:{file}"
+    if hub and os.environ.get("HF_HUB_OFFLINE") != "1":
+        try:
+            return timm.create_model(backbone, pretrained=True, **kw), "hub"
+        except Exception as exc:  # no internet, no such tag: say so, then train from scratch
+            log.warning("could not download %s weights (%s)", backbone, exc)
+    msg = (f"NO PRETRAINED WEIGHTS for {backbone}: training from scratch. Set backbone_weights to a local "
+           f"weights file or folder (e.g. an attached Kaggle dataset) to start from ImageNet.")
+    log.warning(msg)
+    print(f"WARNING: {msg}")
+    return timm.create_model(backbone, pretrained=False, **kw), "scratch"
+
+
+def data_config(model: torch.nn.Module) -> dict:
+    """Normalisation and the backbone's native input size, from timm's config of the model."""
+    import timm
+
+    cfg = timm.data.resolve_model_data_config(model)
+    return {"mean": tuple(cfg["mean"]), "std": tuple(cfg["std"]), "native_size": tuple(cfg["input_size"][1:])}
+
+
+def cam_target_layer(model: torch.nn.Module):
+    """The layer Grad-CAM hooks: ConvNeXt's last stage, ResNet's last block, a transformer's last block's norm."""
+    if hasattr(model, "stages"):
+        return model.stages[-1]
+    if hasattr(model, "layer4"):
+        return model.layer4[-1]
+    if hasattr(model, "blocks"):
+        return model.blocks[-1].norm1
+    if hasattr(model, "layers"):
+        return model.layers[-1].blocks[-1].norm1
+    raise ValueError(f"no Grad-CAM target layer known for {type(model).__name__}")
