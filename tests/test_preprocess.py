@@ -71,7 +71,9 @@ def test_roi_clahe_crops_to_the_sheet():
 
 def test_no_sheet_falls_back_to_the_whole_picture_and_says_why():
     rng = np.random.default_rng(1)
-    clutter = rng.integers(0, 255, (600, 800, 3), dtype=np.uint8)
+    clutter = rng.integers(10, 60, (600, 800, 3), dtype=np.uint8)  # a dark cloth with a few bright specks
+    for x, y in rng.integers(20, 580, (6, 2)):
+        cv2.circle(clutter, (int(x), int(y)), 6, (250, 250, 250), -1)
     out, rec = prepare(clutter, PrepSettings(strategy="roi_clahe", long_side=320))
     assert rec["fallback"] == "raw" and rec["applied"] == "raw" and "classical" in rec["reason"]
     assert out.shape[1] == 320
