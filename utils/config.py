@@ -114,6 +114,13 @@ OPTIONS: tuple[Option, ...] = (
     _o("stage2_init", str, "stage1", "Stage II starts from: stage1 (best Stage I weights), imagenet or scratch",
        choices=("stage1", "imagenet", "scratch")),
     _o("folds_to_run", str, "", "comma-separated fold numbers to train (empty: all)"),
+    # --- 05 ensemble, evaluation, submission ---
+    _o("ensemble_rule", str, "soft", "how fold models are combined for the submission: soft (mean probability), "
+       "hard (the paper's majority vote) or rank", choices=("soft", "hard", "rank")),
+    _o("tta", bool, False, "test-time augmentation: slight zoom, brighter and darker copies (never flips)"),
+    _o("allow_missing_test", bool, False, "submit even if some test pictures cannot be read (they get the "
+       "training prevalence, and are listed)"),
+    _o("bootstrap_samples", int, 1000, "bootstrap resamples for the AUROC confidence intervals"),
 )
 
 OPTION_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}

@@ -126,3 +126,49 @@ def training_curves(histories: dict[str, pd.DataFrame], path: Path) -> Path:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return Path(path)
+
+
+def roc_curves(y: np.ndarray, score: np.ndarray, path: Path, title: str = "") -> Path:
+    """One ROC curve per label (known labels only)."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.8, 4.6))
+    for j, k in enumerate(LABELS):
+        keep = ~np.isnan(y[:, j])
+        yy = y[keep, j]
+        if 0 < yy.sum() < len(yy):
+            fpr, tpr, _ = roc_curve(yy, score[keep, j])
+            ax.plot(fpr, tpr, label=f"{k} {roc_auc_score(yy, score[keep, j]):.3f}")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)
+
+
+def reliability(y: np.ndarray, before: np.ndarray, after: np.ndarray, path: Path, bins: int = 10) -> Path:
+    """Observed positive rate against predicted probability, per label, before and after calibration."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(LABELS), figsize=(3.0 * len(LABELS), 3.0), squeeze=False)
+    edges = np.linspace(0, 1, bins + 1)
+    for j, (ax, k) in enumerate(zip(axes[0], LABELS)):
+        keep = ~np.isnan(y[:, j])
+        for p, name in ((before, "before"), (after, "after")):
+            idx = np.clip(np.digitize(p[keep, j], edges) - 1, 0, bins - 1)
+            xs = [p[keep, j][idx == b].mean() for b in range(bins) if (idx == b).any()]
+            ys = [y[keep, j][idx == b].mean() for b in range(bins) if (idx == b).any()]
+            ax.plot(xs, ys, marker="o", label=name)
+        ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+        ax.set_title(k, fontsize=9)
+        ax.set_xlabel("predicted")
+    axes[0][0].set_ylabel("observed")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,117 @@
+"""Step 05 and the predict command: voting rules, calibration, submission checks, the package, bad files."""
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from utils.cache import PrepSettings
+from utils.ensemble import apply_temperature, bootstrap_auroc, combine, ece, f1_thresholds, fit_temperature
+from utils.evaluate import SubmissionError, submission_ids, write_submission
+from utils.predict import Predictor, main as predict_main, package_model
+
+LABELS = ["MI", "AF", "HYP", "CD", "STTC"]
+
+
+def test_voting_rules_on_hand_made_inputs():
+    a = np.array([[0.9, 0.2, 0.6, 0.1, 0.4], [0.4, 0.7, 0.5, 0.3, 0.6]])
+    b = np.array([[0.7, 0.4, 0.2, 0.2, 0.8], [0.2, 0.9, 0.4, 0.6, 0.5]])
+    np.testing.assert_allclose(combine([a, b], "soft"), (a + b) / 2)
+    np.testing.assert_allclose(combine([a, b], "hard"), [[1, 0, 0.5, 0, 0.5], [0, 1, 0.5, 0.5, 1]])
+    np.testing.assert_allclose(combine([a, b], "rank"), [[1, 0.5, 0.75, 0.5, 0.75], [0.5, 1, 0.75, 1, 0.75]])
+    with pytest.raises(ValueError, match="unknown voting rule 'majority'"):
+        combine([a], "majority")
+
+
+def test_hard_voting_leaves_few_distinct_scores():
+    rng = np.random.default_rng(0)
+    folds = [rng.random((200, 5)) for _ in range(5)]
+    assert len(np.unique(combine(folds, "hard")[:, 0])) <= 6
+    assert len(np.unique(combine(folds, "soft")[:, 0])) == 200
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 2, 20000)
+    y = (rng.random(20000) < 1 / (1 + np.exp(-z))).astype(float)
+    over = 1 / (1 + np.exp(-3 * z))  # overconfident by a factor 3
+    t = fit_temperature(over, y)
+    assert t == pytest.approx(3.0, rel=0.06)
+    fixed = apply_temperature(over, t)
+    assert ece(fixed, y) < 0.3 * ece(over, y)
+
+
+def test_f1_thresholds_and_bootstrap():
+    y = np.array([[0, 0, 1, 1, 1]] * 5).T.astype(float)
+    p = np.array([[0.1, 0.3, 0.35, 0.8, 0.9]] * 5).T
+    assert f1_thresholds(p, y) == [0.35] * 5
+    ci = bootstrap_auroc(y, p, n=200, seed=0)
+    assert ci["macro"][0] == 1.0 and ci["MI"][1] <= 1.0
+
+
+def test_submission_follows_the_sample_and_is_checked(tmp_path):
+    sample = tmp_path / "sample_submission.csv"
+    sample.write_text("ECG_ID,mi,af,hyp,cd,sttc\nb,0,0,0,0,0\na,0,0,0,0,0\n")
+    probs = np.array([[0.1] * 5, [0.9] * 5])
+    out = write_submission(tmp_path / "sub.csv", ["a", "b"], probs, sample)
+    assert list(out.columns) == ["ECG_ID", "mi", "af", "hyp", "cd", "sttc"] and list(out["ECG_ID"]) == ["b", "a"]
+    assert out.iloc[0, 1] == 0.9
+    with pytest.raises(SubmissionError, match="exists: nothing is overwritten"):
+        write_submission(tmp_path / "sub.csv", ["a", "b"], probs, sample)
+    with pytest.raises(SubmissionError, match="1 missing, 1 extra"):
+        write_submission(tmp_path / "s2.csv", ["a", "c"], probs, sample)
+    with pytest.raises(SubmissionError, match="1 row"):
+        write_submission(tmp_path / "s3.csv", ["a", "b"], np.array([[0.1] * 5, [np.nan] * 5]), sample)
+    with pytest.raises(SubmissionError, match="outside"):
+        write_submission(tmp_path / "s4.csv", ["a", "b"], probs * 2, None)
+    assert not (tmp_path / "s2.csv").exists()
+    rows = pd.DataFrame({"id": ["competition:x1", "synth_photo:000600"], "submission_id": ["x1.png", np.nan]})
+    assert submission_ids(rows) == ["x1.png", "000600"]
+
+
+@pytest.fixture
+def package(tmp_path):
+    import timm
+
+    ckpts = []
+    for k in range(2):
+        torch.manual_seed(k)
+        m = timm.create_model("test_convnext", num_classes=5)
+        state = {"model": m.state_dict(), "settings": {"backbone": "test_convnext", "image_height": 64,
+                                                       "image_width": 96},
+                 "data_config": {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}}
+        torch.save(state, tmp_path / f"fold{k}.pt")
+        ckpts.append(tmp_path / f"fold{k}.pt")
+    return package_model(tmp_path / "model.pt", ckpts, PrepSettings(long_side=128), "soft", [1.5] * 5, [0.5] * 5)
+
+
+def test_package_is_weights_only_and_predict_handles_bad_files(package, tmp_path):
+    pkg = torch.load(package, weights_only=True)
+    assert pkg["backbone"] == "test_convnext" and len(pkg["folds"]) == 2 and pkg["temperatures"] == [1.5] * 5
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    img = np.full((300, 400, 3), 40, np.uint8)
+    cv2.rectangle(img, (50, 40), (350, 260), (245, 245, 245), -1)
+    cv2.imwrite(str(pics / "ok.jpg"), img)
+    (pics / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (pics / "notes.txt").write_text("not a picture")
+    out = tmp_path / "preds.csv"
+    assert predict_main(["--model", str(package), "--images", str(pics), "--out", str(out)]) == 0
+    table = pd.read_csv(out).set_index("id")
+    assert table.loc["ok", "error"] != table.loc["ok", "error"]  # NaN: no error
+    assert 0 <= table.loc["ok", "MI"] <= 1 and table.loc["ok", "roi_method"] == "classical"
+    assert "cannot decode" in table.loc["broken", "error"] and "not an image file type" in table.loc["notes", "error"]
+    assert predict_main(["--model", str(package), "--images", str(pics), "--out", str(out)]) == 2  # no overwrite
+    # the command reproduces the library's probabilities for the same picture
+    probs, _, _ = Predictor(package).predict_image(cv2.imread(str(pics / "ok.jpg")))
+    np.testing.assert_allclose(table.loc["ok", LABELS].to_numpy(float), probs, atol=1e-6)
+
+
+def test_predict_writes_gradcam_overlays(package, tmp_path):
+    img = np.full((300, 400, 3), 40, np.uint8)
+    cv2.rectangle(img, (50, 40), (350, 260), (245, 245, 245), -1)
+    cv2.imwrite(str(tmp_path / "one.jpg"), img)
+    assert predict_main(["--model", str(package), "--images", str(tmp_path / "one.jpg"), "--out",
+                         str(tmp_path / "p.csv"), "--gradcam", str(tmp_path / "cam")]) == 0
+    over = cv2.imread(str(tmp_path / "cam" / "one.jpg"))
+    assert over is not None and over.shape[2] == 3
