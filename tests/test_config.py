@@ -76,3 +76,11 @@ def test_saved_config_round_trips(tmp_path):
     assert yaml.safe_load((tmp_path / "config.yaml").read_text()) == dict(cfg)
     assert diff_configs(cfg, {**cfg, "seed": 10}) == {"seed": (9, 10)}
     assert set(cfg) == CONFIG_KEYS
+
+
+def test_a_key_added_later_is_no_difference_for_old_runs():
+    cfg = resolve_config("demo")
+    old = {k: v for k, v in cfg.items() if k != "bootstrap_samples"}  # written before the key existed
+    assert diff_configs(old, cfg) == {}
+    assert diff_configs(old, {**cfg, "seed": 1}) == {"seed": (42, 1)}
+    assert diff_configs({**cfg, "gone": 1}, cfg) == {"gone": (1, None)}

@@ -241,8 +241,9 @@ def notebook_overrides(namespace: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def diff_configs(old: Mapping[str, Any], new: Mapping[str, Any], ignore=("run_dir",)) -> dict[str, tuple]:
-    keys = (set(old) | set(new)) - set(ignore)
-    return {k: (old.get(k), new.get(k)) for k in sorted(keys) if old.get(k) != new.get(k)}
+    """Keys whose values differ. A key the old run did not know yet is no difference: none of its steps used it."""
+    keys = (set(old) & set(new)) | (set(old) - set(new))
+    return {k: (old.get(k), new.get(k)) for k in sorted(keys - set(ignore)) if old.get(k) != new.get(k)}
 
 
 def save_config(cfg: Mapping[str, Any], path: Path) -> None:
