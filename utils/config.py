@@ -121,6 +121,10 @@ OPTIONS: tuple[Option, ...] = (
     _o("allow_missing_test", bool, False, "submit even if some test pictures cannot be read (they get the "
        "training prevalence, and are listed)"),
     _o("bootstrap_samples", int, 1000, "bootstrap resamples for the AUROC confidence intervals"),
+    # --- 06 Grad-CAM analysis and report ---
+    _o("cam_method", str, "gradcam", "gradcam, gradcam++ or xgradcam", choices=("gradcam", "gradcam++", "xgradcam")),
+    _o("cam_images", int, 60, "test pictures whose CAMs are measured (attention table)"),
+    _o("gallery_size", int, 4, "pictures per row of each label's gallery (TP, FP, FN)"),
 )
 
 OPTION_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
