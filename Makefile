@@ -30,3 +30,15 @@ test: env
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Kaggle: upload-ready folders (see the README's Kaggle section).
+KAGGLE_USER ?= your-kaggle-username
+.PHONY: kaggle-code kaggle-wheels kaggle-weights
+kaggle-code: env
+	$(PY) -m utils.kaggle code --out dist/kaggle-code --user $(KAGGLE_USER)
+
+kaggle-wheels: env
+	$(PY) -m utils.kaggle wheels --out dist/kaggle-wheels
+
+kaggle-weights: env
+	$(PY) -m utils.kaggle weights --out dist/kaggle-weights

@@ -1,7 +1,7 @@
 """Shared code of the notebook suite: notebooks orchestrate, `utils` computes."""
 from .config import CONFIG_KEYS, Config, ConfigError, resolve_config
 from .paths import Paths, on_kaggle, resolve_paths
-from . import io
+from . import io, kaggle
 from .runs import RunError, Step, finish_step, start_step
 
 __all__ = ["CONFIG_KEYS", "Config", "ConfigError", "Paths", "RunError", "Step", "finish_step", "on_kaggle",

@@ -24,7 +24,10 @@ def _img(path: Path) -> str:
 
 
 def _table(path: Path, index: bool = False) -> str:
-    df = pd.read_csv(path)
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return '<p class="note">no rows (for example: the test labels are hidden)</p>'
     return df.to_html(index=index, float_format=lambda v: f"{v:.4g}", border=0)
 
 
