@@ -1,7 +1,6 @@
 """Kaggle readiness: upload-ready folders, offline installs, and the chain on a /kaggle/input-shaped folder."""
 import json
 import subprocess
-import sys
 
 import cv2
 import numpy as np

@@ -4,5 +4,5 @@ from .paths import Paths, on_kaggle, resolve_paths
 from . import io, kaggle
 from .runs import RunError, Step, finish_step, start_step
 
-__all__ = ["CONFIG_KEYS", "Config", "ConfigError", "Paths", "RunError", "Step", "finish_step", "on_kaggle",
-           "resolve_config", "resolve_paths", "start_step"]
+__all__ = ["CONFIG_KEYS", "Config", "ConfigError", "Paths", "RunError", "Step", "finish_step", "io", "kaggle",
+           "on_kaggle", "resolve_config", "resolve_paths", "start_step"]

@@ -10,7 +10,7 @@ import pandas as pd
 from .datachecks import inspect_images
 from .folds import fold_prevalence, make_folds, split_stage1_validation
 from .io import atomic_write_text
-from .paths import Paths, find_inputs, resolve_input_path
+from .paths import Paths, resolve_input_path
 from .sources import LABELS, class_labels, load_class_folders, load_competition, load_synth
 
 PROBLEM_COLUMNS = ["kind", "where", "detail"]

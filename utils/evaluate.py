@@ -10,7 +10,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
-from .ensemble import VOTES, apply_temperature, bootstrap_auroc, combine, ece, f1_thresholds, fit_temperature
+from .ensemble import VOTES, apply_temperature, bootstrap_auroc, combine, ece, fit_temperature
 from .io import atomic_write_text
 from .metrics import LABELS
 

@@ -18,6 +18,16 @@ def order_corners(pts: np.ndarray) -> np.ndarray:
     return np.array([pts[s.argmin()], pts[d.argmax()], pts[s.argmax()], pts[d.argmin()]])
 
 
+def contour_to_quad(contour: np.ndarray) -> np.ndarray:
+    """Four corners of a sheet outline: polygon approximation of its hull, else the minimum-area rectangle."""
+    hull = cv2.convexHull(contour)
+    for eps in (0.01, 0.02, 0.03, 0.05, 0.08):
+        approx = cv2.approxPolyDP(hull, eps * cv2.arcLength(hull, True), True)
+        if len(approx) == 4:
+            return order_corners(approx.reshape(4, 2))
+    return order_corners(cv2.boxPoints(cv2.minAreaRect(hull)))
+
+
 def quad_area(q: np.ndarray) -> float:
     x, y = np.asarray(q)[:, 0], np.asarray(q)[:, 1]
     return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
@@ -62,16 +72,7 @@ def classical_detect(img: np.ndarray) -> dict:
     if not contours:
         return {"box": None, "corners": None, "confidence": 0.0, "method": "classical"}
     c = max(contours, key=cv2.contourArea)
-    hull = cv2.convexHull(c)
-    quad = None
-    for eps in (0.01, 0.02, 0.03, 0.05, 0.08):
-        approx = cv2.approxPolyDP(hull, eps * cv2.arcLength(hull, True), True)
-        if len(approx) == 4:
-            quad = approx.reshape(4, 2)
-            break
-    if quad is None:
-        quad = cv2.boxPoints(cv2.minAreaRect(c))
-    quad = order_corners(quad) / scale
+    quad = contour_to_quad(c) / scale
     x, y, bw, bh = cv2.boundingRect(c)
     box = [x / scale, y / scale, (x + bw) / scale, (y + bh) / scale]
     fill = cv2.contourArea(c) / max(1.0, quad_area(quad * scale))   # a sheet fills its quadrilateral

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .roi import order_corners
+from .roi import contour_to_quad
 
 
 class SamSegmenter:
@@ -40,13 +40,8 @@ class SamSegmenter:
 
 
 def mask_to_quad(mask: np.ndarray) -> list | None:
-    """The quadrilateral of a sheet mask: polygon approximation of its hull, else the minimum-area rectangle."""
+    """The quadrilateral of a sheet mask (its largest outline), or None for an empty mask."""
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
         return None
-    hull = cv2.convexHull(max(contours, key=cv2.contourArea))
-    for eps in (0.01, 0.02, 0.04, 0.08):
-        approx = cv2.approxPolyDP(hull, eps * cv2.arcLength(hull, True), True)
-        if len(approx) == 4:
-            return order_corners(approx.reshape(4, 2)).tolist()
-    return order_corners(cv2.boxPoints(cv2.minAreaRect(hull))).tolist()
+    return contour_to_quad(max(contours, key=cv2.contourArea)).tolist()

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             s = SynthSettings(style=style, page_width=660, page_height=510, photo_max_side=800)
             print(f"\nshortcut check, {style}, {n} images (AUROC should be within 0.5 +- chance_band):")
             print(shortcut_check(s, n=n).to_string(index=False))
-            print(f"same, traces drawn flat (style and artefacts alone):")
+            print("same, traces drawn flat (style and artefacts alone):")
             print(shortcut_check(s, n=n, flat=True).to_string(index=False))
     if args.what in ("learn", "all"):
         print(f"\nlearnability from simple signal measurements, {args.n * 15} simulated records:")

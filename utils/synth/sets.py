@@ -5,8 +5,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pandas as pd
 
 from .dataset import generate_dataset
@@ -68,22 +66,11 @@ def summary_table(sets: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _thumb(path: Path, width: int = 360) -> np.ndarray:
-    img = cv2.imread(str(path))
-    if img is None:
-        return np.full((int(width * 0.75), width, 3), 255, np.uint8)
-    scale = width / img.shape[1]
-    small = cv2.resize(img, (width, int(img.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
-
-
 def sample_grid(sets: dict[str, dict], path: Path, per_label: int = 1) -> Path:
     """One example per style and label (and a normal), with its findings, saved as a figure."""
-    import matplotlib
+    from ..plots import _plt, thumbnail
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _plt()
     columns = ["normal", *LABELS]
     names = list(sets)
     fig, axes = plt.subplots(len(names), len(columns), figsize=(3.2 * len(columns), 3.4 * len(names)),
@@ -100,7 +87,7 @@ def sample_grid(sets: dict[str, dict], path: Path, per_label: int = 1) -> Path:
                 continue
             sid = hits.iloc[0]["id"]
             ann = json.loads((folder / "annotations" / f"{sid}.json").read_text())
-            ax.imshow(_thumb(folder / ann["image"]))
+            ax.imshow(thumbnail(folder / ann["image"]))
             ax.set_title(f"{name} {col}\n{', '.join(ann.get('findings', [])[:2])}", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
