@@ -30,9 +30,9 @@ MODULES = {"albumentations": "albumentations==2.0.8", "ultralytics": "ultralytic
 
 def missing_modules() -> list[str]:
     out = [m for m in MODULES if importlib.util.find_spec(m) is None]
-    if "albumentations" not in out:
-        import albumentations
-        if albumentations.__version__ != "2.0.8":
+    if "albumentations" not in out:  # read the version without importing it (an import would pin the old one)
+        from importlib.metadata import version
+        if version("albumentations") != "2.0.8":
             out.append("albumentations")
     return out
 
