@@ -149,3 +149,27 @@ def test_kill_and_resume_gives_the_same_weights(tmp_path, monkeypatch):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     with pytest.raises(ValueError, match="written with other settings"):
         fit(_settings(lr=1e-3), df, df, tmp_path / "killed")
+
+
+@pytest.mark.slow
+def test_distributed_data_parallel_under_torchrun(tmp_path):
+    """Two processes on the CPU (gloo): the path the Kaggle notebooks take on two T4s (nccl)."""
+    import json
+    import subprocess
+    import sys
+    from dataclasses import asdict
+
+    from utils.paths import REPO_ROOT
+
+    df = _tiny_table(tmp_path)
+    df.to_csv(tmp_path / "rows.csv", index=False)
+    (tmp_path / "s.json").write_text(json.dumps(asdict(_settings(epochs=2))))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "utils.train",
+           "--settings", str(tmp_path / "s.json"), "--train", str(tmp_path / "rows.csv"),
+           "--val", str(tmp_path / "rows.csv"), "--out", str(tmp_path / "out")]
+    done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    history = pd.read_csv(tmp_path / "out" / "history.csv")
+    assert list(history["epoch"]) == [1, 2] and history["macro_auroc"].notna().all()
+    assert json.loads((tmp_path / "out" / "result.json").read_text())["epochs_run"] == 2
+    assert (tmp_path / "out" / "best.pt").is_file()
