@@ -114,6 +114,8 @@ OPTIONS: tuple[Option, ...] = (
     _o("stage2_init", str, "stage1", "Stage II starts from: stage1 (best Stage I weights), imagenet or scratch",
        choices=("stage1", "imagenet", "scratch")),
     _o("folds_to_run", str, "", "comma-separated fold numbers to train (empty: all)"),
+    _o("stage1_sources", str, "all", "Stage I images: all, real (scanned paper, stage1_scan_dirs) or synthetic "
+       "(the synthesizer and WFDB renders)", choices=("all", "real", "synthetic")),
     # --- 05 ensemble, evaluation, submission ---
     _o("ensemble_rule", str, "soft", "how fold models are combined for the submission: soft (mean probability), "
        "hard (the paper's majority vote) or rank", choices=("soft", "hard", "rank")),
@@ -125,6 +127,14 @@ OPTIONS: tuple[Option, ...] = (
     _o("cam_method", str, "gradcam", "gradcam, gradcam++ or xgradcam", choices=("gradcam", "gradcam++", "xgradcam")),
     _o("cam_images", int, 60, "test pictures whose CAMs are measured (attention table)"),
     _o("gallery_size", int, 4, "pictures per row of each label's gallery (TP, FP, FN)"),
+    # --- 07 ablations and robustness (not in the default chain: python -m utils.pipeline --steps 07) ---
+    _o("ablation_scale", str, "paper", "paper: the paper's backbones at the profile's settings (GPU); cpu: "
+       "CPU-sized backbones, fewer images, folds and epochs; smoke: test-sized", choices=("paper", "cpu", "smoke")),
+    _o("ablations", str, "backbone,strategy,preprocessing,robustness", "comparisons to run, comma-separated: "
+       "backbone, strategy, preprocessing, robustness (voting and photo/scan come with the baseline)"),
+    _o("ablation_weights", str, "", "pretrained weights of the comparison backbones, e.g. "
+       "'ResNet=/kaggle/input/resnet50,ViT=...,Swin=...' (rows without: the hub when online, else scratch)"),
+    _o("robustness_images", int, 300, "photo-like test pictures per level of each robustness sweep"),
 )
 
 OPTION_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}

@@ -51,7 +51,7 @@ def package_model(path: Path, checkpoints: list[Path], prep: PrepSettings, rule:
 
 class Predictor:
     def __init__(self, package: Path, detector: str = "", device: str = "cpu"):
-        import timm
+        from .models import build_untrained
 
         pkg = torch.load(package, map_location="cpu", weights_only=True)
         if pkg.get("format") != "ecg-photo-ensemble/1":
@@ -59,7 +59,7 @@ class Predictor:
         self.pkg, self.device = pkg, torch.device(device)
         self.models = []
         for state in pkg["folds"]:
-            m = timm.create_model(pkg["backbone"], pretrained=False, num_classes=len(LABELS))
+            m = build_untrained(pkg["backbone"], len(LABELS), pkg["image_size"])
             m.load_state_dict(state)
             self.models.append(m.to(self.device).eval())
         self.prep = PrepSettings(**{**pkg["prep"], "yolo_weights": detector, "seg_method": "classical"})

@@ -1,6 +1,7 @@
 """Step 02: train (or load) the paper detector, measure it, and cache every strategy asked for."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -39,8 +40,10 @@ def detector_data(cfg, paths) -> dict[str, Path]:
     out = {}
     for style, share in (("photo", 0.7), ("scan", 0.3)):
         n_train, n_test = max(1, int(n * share)), max(4, int(n * share * 0.2))
-        folder = paths.data_root / f"detector-{style}-{n_train}-{n_test}-s{cfg['seed']}"
-        generate_dataset(folder, SynthSettings(style=style, **common), n_train=n_train, n_test=n_test,
+        settings = SynthSettings(style=style, **common)
+        key = hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+        folder = paths.data_root / f"detector-{style}-{n_train}-{n_test}-{key}"  # new settings, new folder
+        generate_dataset(folder, settings, n_train=n_train, n_test=n_test,
                          workers=cfg["num_workers"])
         out[style] = folder
     return out

@@ -60,11 +60,26 @@ def run_fit(s: TrainSettings, train_df: pd.DataFrame, val_df: pd.DataFrame, out_
     return json.loads((out_dir / "result.json").read_text())
 
 
-def stage1(cfg, table: pd.DataFrame, out_dir: Path) -> dict:
-    train = table[table["split"] == "stage1"]
-    val = table[table["split"] == "stage1_val"]
+def is_real_scan(source: pd.Series) -> pd.Series:
+    """Scanned or photographed paper (class-folder sets); everything else in Stage I is rendered by software."""
+    return source.astype(str).str.startswith("scans:")
+
+
+def stage1_rows(table: pd.DataFrame, which: str = "all") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stage I training and validation rows of the chosen kind (all, real or synthetic)."""
+    rows = table[table["split"].isin(["stage1", "stage1_val"])]
+    if which != "all":
+        rows = rows[is_real_scan(rows["source"]) == (which == "real")]
+    train, val = rows[rows["split"] == "stage1"], rows[rows["split"] == "stage1_val"]
     if train.empty or val.empty:
-        raise ValueError("Stage I needs 'stage1' and 'stage1_val' rows in the manifest (step 01 sources)")
+        kinds = table.loc[table["stage"] == "I", "source"].value_counts().to_dict()
+        raise ValueError(f"Stage I needs 'stage1' and 'stage1_val' rows of kind {which!r} in the manifest; its "
+                         f"Stage I sources are {kinds or 'none'} (real ones come from stage1_scan_dirs)")
+    return train, val
+
+
+def stage1(cfg, table: pd.DataFrame, out_dir: Path) -> dict:
+    train, val = stage1_rows(table, cfg["stage1_sources"])
     s = settings_from(cfg, cfg["stage1_epochs"])
     return run_fit(s, train, val, out_dir, cfg["multi_gpu"]) | {"train_rows": len(train), "val_rows": len(val)}
 

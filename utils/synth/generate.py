@@ -17,8 +17,9 @@ from .scan import make_scan
 from .waveform import LEADS, simulate
 
 STYLES = ("photo", "scan")
+ARTEFACT_CONTROLS = ("perspective", "shadow", "blur")
 # Bumped whenever a change alters the pictures, so cached datasets made by older code are not reused.
-SYNTH_VERSION = 2
+SYNTH_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,10 @@ class SynthSettings:
     photo_max_side: int = 3460
     severity: float = 1.0
     jpeg_quality: int = 0         # 0: drawn per image
+    # one artefact of photos set apart from `severity` (None: follows it): the robustness curves sweep these
+    perspective: float | None = None  # rotation, keystone, corner jitter and paper curl
+    shadow: float | None = None       # light gradient, vignette and shadow darkness
+    blur: float | None = None         # defocus and motion blur
     fs: int = 500
     layouts: tuple = ("3x4",)
     signal_noise: float = 1.0
@@ -40,8 +45,20 @@ class SynthSettings:
         if self.page_width < 200 or self.page_height < 150:
             raise ValueError(f"page {self.page_width}x{self.page_height} px is too small to draw an ECG on")
 
+        for name in ARTEFACT_CONTROLS:
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 10:
+                raise ValueError(f"{name} must lie between 0 and 10 (a multiple of the default strength), got {value}")
+        if not 0 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must lie between 1 and 100 (0: drawn per image), got {self.jpeg_quality}")
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "layouts": list(self.layouts), "version": SYNTH_VERSION}
+        out = {**asdict(self), "layouts": list(self.layouts), "version": SYNTH_VERSION}
+        return {k: v for k, v in out.items() if not (k in ARTEFACT_CONTROLS and v is None)}
+
+    def artefact_strengths(self) -> dict[str, float]:
+        return {name: self.severity if getattr(self, name) is None else getattr(self, name)
+                for name in ARTEFACT_CONTROLS}
 
 
 def streams(seed: int, index: int, style: str = "photo") -> tuple[np.random.Generator, ...]:
@@ -90,7 +107,8 @@ def make_sample(settings: SynthSettings, index: int, signals: np.ndarray | None 
     page_style = draw_page_style(rng_style, settings.page_width, settings.page_height, settings.layouts)
     page, boxes = render_page(signals, settings.fs, LEADS, page_style, rng_style)
     if settings.style == "photo":
-        pic = make_photo(page, rng_style, settings.photo_max_side, settings.severity)
+        pic = make_photo(page, rng_style, settings.photo_max_side, settings.severity,
+                         **settings.artefact_strengths())
         quality = settings.jpeg_quality or int(rng_style.integers(60, 96))
     else:
         pic = make_scan(page, rng_style, settings.severity)

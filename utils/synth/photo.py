@@ -71,12 +71,21 @@ def _placement(rng: np.random.Generator, pw: int, ph: int, max_side: int, severi
     return (cw, ch), dst.astype(np.float32), params
 
 
-def make_photo(page: np.ndarray, rng: np.random.Generator, max_side: int, severity: float = 1.0) -> Picture:
+def make_photo(page: np.ndarray, rng: np.random.Generator, max_side: int, severity: float = 1.0,
+               perspective: float | None = None, shadow: float | None = None, blur: float | None = None) -> Picture:
+    """`severity` scales every artefact; `perspective`, `shadow` and `blur` set one apart from it.
+
+    Every random draw happens whatever the strengths, so the same index gives the same page, placement and
+    lighting pattern at every strength: a sweep of one artefact changes nothing else.
+    """
+    geo = severity if perspective is None else perspective
+    light_s = severity if shadow is None else shadow
+    blur_s = severity if blur is None else blur
     ph, pw = page.shape[:2]
-    (cw, ch), dst, params = _placement(rng, pw, ph, max_side, severity)
+    (cw, ch), dst, params = _placement(rng, pw, ph, max_side, geo)
     src = np.array([[0, 0], [pw, 0], [pw, ph], [0, ph]], np.float32)
     hom = cv2.getPerspectiveTransform(src, dst)
-    disp, curl_params = _curl(rng, pw, ph, severity)
+    disp, curl_params = _curl(rng, pw, ph, geo)
 
     def forward(p: np.ndarray) -> np.ndarray:
         q = np.asarray(p, np.float64) + disp(np.asarray(p, np.float64))
@@ -109,19 +118,20 @@ def make_photo(page: np.ndarray, rng: np.random.Generator, max_side: int, severi
         page = cv2.resize(page, (max(2, int(pw * f)), max(2, int(ph * f))), interpolation=cv2.INTER_AREA)
         mapx, mapy = mapx * (page.shape[1] / pw), mapy * (page.shape[0] / ph)
     cv2.remap(page, mapx, mapy, cv2.INTER_LINEAR, dst=canvas, borderMode=cv2.BORDER_TRANSPARENT)
-    light, light_params = lighting(rng, ch, cw, severity, int(rng.choice([0, 1, 1, 2, 3])))
+    light, light_params = lighting(rng, ch, cw, light_s, int(rng.choice([0, 1, 1, 2, 3])))
     temp = float(rng.uniform(-1, 1) * severity)
     gains = (1 - 0.1 * temp, 1.0, 1 + 0.1 * temp)  # BGR: warm light boosts red, cold boosts blue
     sigma = float(rng.uniform(1, 6) * severity)
     img = finish(canvas, light, gains, sigma, rng)
-    blur = float(rng.uniform(0, 1.2) * severity * max(cw, ch) / 2000)
+    blur = float(rng.uniform(0, 1.2) * blur_s * max(cw, ch) / 2000)
     if blur > 0.3:
         img = cv2.GaussianBlur(img, (0, 0), blur)
     motion = 0
-    if rng.random() < 0.25 * min(severity, 1):
-        motion = int(rng.integers(3, 10))
+    motion_draw, motion_len, ends = rng.random(), int(rng.integers(3, 10)), rng.random(2)  # drawn whatever the strength
+    if motion_draw < 0.25 * min(blur_s, 1):
+        motion = int(round(motion_len * max(1.0, blur_s)))
         k = np.zeros((motion, motion), np.float32)
-        cv2.line(k, (0, int(rng.integers(motion))), (motion - 1, int(rng.integers(motion))), 1.0, 1)
+        cv2.line(k, (0, int(ends[0] * motion)), (motion - 1, int(ends[1] * motion)), 1.0, 1)
         img = cv2.filter2D(img, -1, k / k.sum())
     params.update(curl_params, **light_params, background=bg_kind, colour_temperature=round(temp, 3),
                   noise_sigma=round(sigma, 2), defocus_sigma=round(blur, 2), motion_blur_px=motion)
