@@ -7,7 +7,7 @@ STAMP := $(VENV)/.requirements.sha256
 PROFILE ?= demo
 ARGS ?=
 
-.PHONY: demo test smoke env clean-venv
+.PHONY: demo test smoke ablations env clean-venv
 
 env:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: env
 
 smoke: env
 	$(PY) -m utils.pipeline --profile smoke $(ARGS)
+
+# Notebook 07 (not in the default chain): the paper's ablation tables and the robustness curves.
+ablations: env
+	$(PY) -m utils.pipeline --profile $(PROFILE) --steps 07 $(ARGS)
 
 # pytest exits 5 when it collects no test: not a failure of the code.
 test: env

@@ -52,6 +52,30 @@ def test_steps_are_discovered_and_selected(chain):
         select_steps(steps, "05")
 
 
+def test_optional_notebooks_run_only_when_named(tmp_path, chain):
+    import json
+
+    nb = json.loads((chain / "01_second.ipynb").read_text())
+    nb["metadata"]["pipeline"] = {"optional": True}
+    (chain / "01_second.ipynb").write_text(json.dumps(nb))
+    steps = discover_steps(chain)
+    assert [s.optional for s in steps] == [False, True]
+    assert [s.id for s in select_steps(steps, None)] == ["00"]
+    assert [s.id for s in select_steps(steps, "00-01")] == ["00"]
+    assert [s.id for s in select_steps(steps, "01")] == ["01"]
+    assert [s.id for s in select_steps(steps, "00,01")] == ["00", "01"]
+    (chain / "01_second.ipynb").write_text("{not json")
+    with pytest.raises(ConfigError, match="01_second.ipynb cannot be read"):
+        discover_steps(chain)
+
+
+def test_the_ablations_notebook_is_optional():
+    from utils.paths import REPO_ROOT
+
+    steps = {s.id: s for s in discover_steps(REPO_ROOT / "notebooks")}
+    assert steps["07"].optional and not any(s.optional for k, s in steps.items() if k != "07")
+
+
 def test_chain_runs_in_order_and_records_everything(tmp_path, chain):
     run = _run(tmp_path, chain, overrides={"seed": 11})
     assert run == tmp_path / "work" / "outputs" / "smoke" / "run-001"

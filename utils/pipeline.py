@@ -27,6 +27,17 @@ class NotebookStep:
     id: str
     name: str  # folder name of the step in a run, e.g. 00_synthesize
     path: Path
+    optional: bool = False  # run only when named by its id (notebook metadata "pipeline": {"optional": true})
+
+
+def _is_optional(path: Path) -> bool:
+    import json
+
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"notebook {path} cannot be read as JSON: {exc}") from None
+    return bool(meta.get("pipeline", {}).get("optional", False))
 
 
 def discover_steps(notebook_dir: Path) -> list[NotebookStep]:
@@ -34,12 +45,17 @@ def discover_steps(notebook_dir: Path) -> list[NotebookStep]:
     for path in sorted(Path(notebook_dir).glob("*.ipynb")):
         m = NOTEBOOK_PATTERN.match(path.name)
         if m:
-            steps.append(NotebookStep(m.group(1), path.stem, path))
+            steps.append(NotebookStep(m.group(1), path.stem, path, _is_optional(path)))
     return steps
 
 
 def select_steps(steps: list[NotebookStep], spec: str | None) -> list[NotebookStep]:
-    """`01-06`, `03-`, `-02`, `02`, `00,03`: ids are the notebooks' two-digit prefixes."""
+    """`01-06`, `03-`, `-02`, `02`, `00,03`: ids are the notebooks' two-digit prefixes.
+
+    Optional notebooks (the ablations) run only when their id is named on its own, e.g. `--steps 07`.
+    """
+    named = {f"{int(p):02d}" for p in (spec or "").replace(" ", "").split(",") if p.isdigit()}
+    steps = [s for s in steps if not s.optional or s.id in named]
     if not spec:
         return steps
     wanted: set[str] = set()
@@ -134,12 +150,13 @@ def run_step(step: NotebookStep, cfg: dict, run_dir: Path, force: bool) -> str:
 
 
 def run_pipeline(profile: str, steps: str | None = None, overrides: dict | None = None, run_name: str | None = None,
-                 force: bool = False, new_run: bool = False, notebook_dir: Path | None = None) -> Path:
+                 force: bool = False, new_run: bool = False, notebook_dir: Path | None = None,
+                 set_latest: bool = True) -> Path:
     cfg = resolve_config(profile, overrides)
     # the kernels papermill starts must import utils whatever their working directory
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     chain = select_steps(discover_steps(notebook_dir or REPO_ROOT / "notebooks"), steps)
-    run_dir = open_run(cfg, run_name=run_name, new_run=new_run, force=force)
+    run_dir = open_run(cfg, run_name=run_name, new_run=new_run, force=force, set_as_latest=set_latest)
     file_handler = logging.FileHandler(run_dir / "pipeline.log", encoding="utf-8")
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(file_handler)
@@ -157,7 +174,8 @@ def run_pipeline(profile: str, steps: str | None = None, overrides: dict | None 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m utils.pipeline", description=__doc__)
     ap.add_argument("--profile", default="kaggle", help="kaggle, demo, smoke, or a YAML file of overrides")
-    ap.add_argument("--steps", help="which notebooks, by prefix: 01-06, 03-, 02 or 00,03 (default: all)")
+    ap.add_argument("--steps", help="which notebooks, by prefix: 01-06, 03-, 02 or 00,03 (default: all but the "
+                    "optional ablations, which run when named: --steps 07)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override one configuration key (repeatable)")
     ap.add_argument("--run-name", help="name of the run folder (default: the newest run if its settings match, else run-NNN)")

@@ -53,7 +53,8 @@ def set_latest(root: Path, run_dir: Path) -> None:
         (root / "latest.txt").write_text(run_dir.name + "\n")
 
 
-def open_run(cfg: Config, run_name: str | None = None, new_run: bool = False, force: bool = False) -> Path:
+def open_run(cfg: Config, run_name: str | None = None, new_run: bool = False, force: bool = False,
+             set_as_latest: bool = True) -> Path:
     """The run folder: the named one, else the newest run of the profile if its settings match, else a new one.
 
     A run is reopened only with identical settings (or --force), and the log says so: never reused silently.
@@ -78,7 +79,8 @@ def open_run(cfg: Config, run_name: str | None = None, new_run: bool = False, fo
         log.info("reopening run %s (same settings): complete steps are skipped; --new-run starts afresh", run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config({**cfg, "run_dir": str(run_dir)}, config_file)
-    set_latest(root, run_dir)
+    if set_as_latest:
+        set_latest(root, run_dir)
     return run_dir
 
 

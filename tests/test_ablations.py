@@ -1,0 +1,167 @@
+"""Step 07: the grid's plan, its statistics on known answers, the paired artefact sweeps, and the notebook at smoke scale."""
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from utils import ablations as ab
+from utils import robustness as rb
+from utils.config import ConfigError, resolve_config
+from utils.paths import resolve_paths
+from utils.metrics import LABELS
+from utils.synth.generate import SynthSettings, make_sample
+
+
+def _cfg(tmp_path, profile="smoke", **kw):
+    return resolve_config(profile, {"working_root": str(tmp_path), **kw})
+
+
+def test_every_scale_plans_the_three_tables_around_one_baseline(tmp_path):
+    for scale, profile in (("smoke", "smoke"), ("cpu", "demo"), ("paper", "kaggle")):
+        cfg = _cfg(tmp_path, profile, ablation_scale=scale)
+        vs = {v.name: v for v in ab.variants(cfg)}
+        base = ab.base_overrides(cfg)
+        assert base["strategies"] == "raw,roi_clahe,seg_rect" and base["stage2_init"] == "stage1"
+        assert {k: v for k, v in ab.SCALE_OVERRIDES[scale].items()} == {k: base[k] for k in ab.SCALE_OVERRIDES[scale]}
+        backbones = {v.row: v.overrides["backbone"] for v in vs.values() if v.table == "backbone"}
+        expected = ab.SCALE_BACKBONES[scale]
+        assert backbones == {k: n for k, n in expected.items() if k != "ConvNeXt"}
+        assert vs["baseline"].overrides["backbone"] == (expected["ConvNeXt"] or cfg["backbone"])
+        # each non-baseline row changes exactly one thing against the baseline
+        for v in vs.values():
+            if v.name == "baseline" or v.table == "backbone":
+                continue
+            changed = {k for k, val in v.overrides.items() if vs["baseline"].overrides.get(k, base.get(k)) != val}
+            assert len(changed) == 1, (v.name, changed)
+        assert vs["stage2-alone"].steps == "04-05" and vs["stage1-real"].needs_real
+
+
+def test_grid_folder_follows_the_settings_that_matter(tmp_path):
+    a = ab.Grid(_cfg(tmp_path), resolve_paths(_cfg(tmp_path)))
+    b = ab.Grid(_cfg(tmp_path, robustness_images=20, num_workers=1), resolve_paths(_cfg(tmp_path)))
+    c = ab.Grid(_cfg(tmp_path, stage2_epochs=3), resolve_paths(_cfg(tmp_path)))
+    assert a.root == b.root != c.root
+    assert a.root.parent == tmp_path / "outputs" / "smoke" / "ablations"
+
+
+def test_bad_names_are_errors_that_name_them(tmp_path):
+    with pytest.raises(ConfigError, match="unknown comparison 'backbones'"):
+        ab.parse_ablations("backbones,robustness")
+    with pytest.raises(ConfigError, match="unknown row 'Resnet'"):
+        ab.variants(_cfg(tmp_path, ablation_weights="Resnet=/x"))
+    with pytest.raises(ConfigError, match="'ViT' is not of the form"):
+        ab.variants(_cfg(tmp_path, ablation_weights="ViT"))
+    vs = {v.row: v for v in ab.variants(_cfg(tmp_path, ablation_weights="ViT=/w/vit, Swin=/w/swin"))}
+    assert vs["ViT"].overrides["backbone_weights"] == "/w/vit" and vs["ResNet"].overrides["backbone_weights"] == ""
+
+
+@pytest.mark.parametrize("lo,hi,paper,expected", [(0.01, 0.2, -0.1, "disagrees"), (-0.2, -0.01, -0.1, "agrees"),
+                                                  (-0.05, 0.05, -0.1, "inconclusive"), (0.01, 0.2, None, "no paper")])
+def test_verdict_needs_an_interval_that_excludes_zero(lo, hi, paper, expected):
+    assert ab.verdict(paper, lo, hi).startswith(expected)
+
+
+def _fake_run(root: Path, y: np.ndarray, fold_probs: np.ndarray) -> Path:
+    """The files step 01 and step 05 leave that the tables read: manifest test rows, fold probabilities, temperatures."""
+    (root / "01_assemble").mkdir(parents=True)
+    (root / "05_ensemble").mkdir(parents=True)
+    man = pd.DataFrame(y, columns=list(LABELS)).assign(id=[f"t{i}" for i in range(len(y))], stage="II", split="test")
+    man.to_csv(root / "01_assemble" / "manifest.csv", index=False)
+    np.save(root / "05_ensemble" / "test_fold_probs.npy", fold_probs)
+    pd.DataFrame({"label": list(LABELS), "temperature": 1.0}).to_csv(root / "05_ensemble" / "calibration.csv", index=False)
+    return root
+
+
+def test_paired_difference_and_voting_on_known_answers(tmp_path):
+    rng = np.random.default_rng(0)
+    y = (rng.random((300, 5)) < 0.3).astype(float)
+    good = np.clip(y * 0.35 + rng.random((3, 300, 5)) * 0.65, 0, 1)  # informative, three folds
+    noise = rng.random((3, 300, 5))
+    a, b = _fake_run(tmp_path / "a", y, good), _fake_run(tmp_path / "b", y, noise)
+    d, lo, hi = ab.paired_delta(a, b, 200, 0)
+    assert 0.2 < d and lo > 0.1 and hi > lo
+    d0, lo0, hi0 = ab.paired_delta(a, a, 50, 0)
+    assert d0 == lo0 == hi0 == 0
+    votes = ab.voting_table(a, 200, 0).set_index("rule")
+    assert votes.loc["hard", "distinct_scores_per_label"] <= 4 < votes.loc["soft", "distinct_scores_per_label"]
+    assert votes.loc["soft", "test_auroc"] > votes.loc["hard", "test_auroc"] > 0.6
+    assert votes.loc["soft", "test_low"] < votes.loc["soft", "test_auroc"] < votes.loc["soft", "test_high"]
+
+
+def _sample(**kw):
+    s = SynthSettings(style="photo", seed=5, page_width=550, page_height=425, photo_max_side=700, **kw)
+    data, ann, _ = make_sample(s, 3)
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), ann
+
+
+def test_a_sweep_changes_its_artefact_and_nothing_else():
+    img0, ann0 = _sample()
+    moves = {"perspective": {"rotation_deg", "keystone", "bow_px", "corner_lift_px"},
+             "blur": {"defocus_sigma", "motion_blur_px"}, "shadow": {"light_gradient", "vignette"},
+             "jpeg_quality": {"jpeg_quality"}}
+    for key, level in (("perspective", 3.0), ("blur", 4.0), ("shadow", 0.0), ("jpeg_quality", 20)):
+        img, ann = _sample(**{key: level})
+        assert ann["labels"] == ann0["labels"] and ann["findings"] == ann0["findings"] and ann["page"] == ann0["page"]
+        changed = {k for k, v in ann["artefacts"].items() if ann0["artefacts"].get(k) != v}
+        assert changed and changed <= moves[key], (key, changed)
+    flat, flat_ann = _sample(perspective=0.0)
+    steep, steep_ann = _sample(perspective=3.0)
+    assert flat_ann["artefacts"]["rotation_deg"] == 0 and flat_ann["artefacts"]["keystone"] == 0
+    assert abs(steep_ann["artefacts"]["keystone"]) == pytest.approx(3 * abs(ann0["artefacts"]["keystone"]), abs=2e-3)
+    sharp, _ = _sample(blur=0.0)
+    soft, soft_ann = _sample(blur=4.0)
+    lap = lambda im: cv2.Laplacian(cv2.cvtColor(im, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var()  # noqa: E731
+    assert soft_ann["artefacts"]["defocus_sigma"] > 0 and lap(soft) < 0.7 * lap(sharp)
+    assert _sample(jpeg_quality=20)[1]["artefacts"]["jpeg_quality"] == 20
+    with pytest.raises(ValueError, match="blur must lie between 0 and 10"):
+        SynthSettings(blur=-1.0)
+    # unset controls leave the settings (and so the cached datasets' keys) as they were
+    assert "blur" not in SynthSettings().to_dict() and SynthSettings(blur=2.0).to_dict()["blur"] == 2.0
+
+
+def test_sweep_plan_shares_the_default_set(tmp_path):
+    plan = rb.plan_sets(_cfg(tmp_path))
+    assert sum(p["sweep"] == "default" for p in plan) == 1 and plan[-1]["settings"].style == "scan"
+    for name, (key, levels, _) in rb.SWEEPS.items():
+        got = sorted(p["level"] for p in plan if p["sweep"] == name)
+        assert got == sorted(lv for lv in levels if key == "jpeg_quality" or lv != 1.0)
+    seeds = {p["settings"].seed for p in plan}
+    assert seeds == {_cfg(tmp_path)["seed"] + rb.SEED_OFFSET}
+    with pytest.raises(ValueError, match="robustness_images must be at least 4"):
+        rb.make_sets(_cfg(tmp_path), tmp_path, 2)
+
+
+@pytest.mark.slow
+def test_notebook_07_builds_tables_reuses_runs_and_lists_failures(tmp_path):
+    from utils.pipeline import run_pipeline
+    from utils.io import read_json
+
+    over = {"working_root": str(tmp_path), "ablations": "preprocessing,robustness", "robustness_images": 6,
+            "bootstrap_samples": 30}
+    run = run_pipeline("smoke", "07", over)
+    out = run / "07_ablations"
+    table = pd.read_csv(out / "table_preprocessing.csv")
+    assert list(table["row"]) == ["raw", "roi_clahe", "seg_rect"]
+    assert (table["status"] == "complete").all() and table["test_auroc"].between(0, 1).all()
+    for r in table.itertuples():
+        assert (Path(r.run_dir) / "05_ensemble" / "model.pt").is_file()
+        cfg = (Path(r.run_dir) / "config.yaml").read_text()
+        assert f"train_strategy: {r.row}" in cfg
+    assert table.loc[table.row != "roi_clahe", "delta"].str.match(r"^-?\d\.\d{3} \[").all()
+    curve = pd.read_csv(out / "robustness.csv")
+    assert len(curve) == len(rb.plan_sets(resolve_config("smoke"))) and set(curve["style"]) == {"photo", "scan"}
+    assert "## preprocessing" in (out / "tables.md").read_text() and (out / "robustness.png").is_file()
+    grid_root = Path(read_json(out / "step.json")["summary"]["grid"])
+    stamps = {p: p.stat().st_mtime for p in grid_root.glob("*/0[3-5]_*/step.json")}
+    # a second run of the notebook reuses every grid run
+    run_pipeline("smoke", "07", over, force=True)
+    assert {p: p.stat().st_mtime for p in grid_root.glob("*/0[3-5]_*/step.json")} == stamps
+    # a row that fails is a listed row, not the end of the grid
+    grid = ab.Grid(resolve_config("smoke", over), resolve_paths(resolve_config("smoke", over)))
+    bad = ab.Variant("backbone", "broken", "backbone-broken", {"backbone": "no_such_net"})
+    row = grid.run_variant(bad)
+    assert row["status"].startswith("failed") and "no_such_net" in row["status"]
+    assert json.loads((grid.root / "base" / "01_assemble" / "step.json").read_text())["status"] == "complete"

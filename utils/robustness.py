@@ -1,0 +1,171 @@
+"""How the packaged ensemble degrades as pictures get worse: one artefact swept at a time, the rest at their defaults.
+
+Every level of a sweep holds the same ECGs (same seed and index: same waveform, labels, page, placement, lighting
+pattern); only the swept artefact's strength differs, so the curve compares like with like. The test ECGs are drawn
+with their own seed, apart from every training image.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .ensemble import bootstrap_auroc
+from .metrics import LABELS
+from .synth.dataset import generate_dataset
+from .synth.generate import SynthSettings
+
+# (setting of SynthSettings, levels, what a level means). Strength 1 is the synthesizer's default mix.
+SWEEPS = {
+    "perspective": ("perspective", (0.0, 1.0, 2.0, 3.0),
+                    "x default: rotation SD 4 deg, keystone up to 10%, corner jitter 2.5%, bow and lifted corner"),
+    "shadow": ("shadow", (0.0, 1.0, 2.0, 3.0), "x default: light gradient, vignette and shadow darkness"),
+    "blur": ("blur", (0.0, 1.0, 2.0, 4.0), "x default: defocus sigma up to 1.2 px per 2000 px, motion blur"),
+    "jpeg": ("jpeg_quality", (95, 50, 20, 8), "JPEG quality (default: drawn per picture, 60-95)"),
+}
+SEED_OFFSET = 7919  # test ECGs of the sweeps are drawn apart from every training and test picture of the run
+
+
+def sweep_settings(cfg) -> SynthSettings:
+    return SynthSettings(style="photo", seed=cfg["seed"] + SEED_OFFSET, page_width=cfg["synth_page_width"],
+                         page_height=cfg["synth_page_height"], photo_max_side=cfg["synth_photo_max_side"],
+                         severity=cfg["synth_severity"])
+
+
+def plan_sets(cfg, sweeps=tuple(SWEEPS)) -> list[dict]:
+    """The sets to make: the default mix, each sweep's other levels, and a scan-like set of the same size."""
+    base = sweep_settings(cfg)
+    sets = [{"sweep": "default", "level": np.nan, "settings": base}]
+    for name in sweeps:
+        key, levels, _ = SWEEPS[name]
+        for level in levels:
+            if key != "jpeg_quality" and level == 1.0:
+                continue  # the default set is this level
+            sets.append({"sweep": name, "level": level, "settings": replace(base, **{key: level})})
+    sets.append({"sweep": "style", "level": np.nan, "settings": replace(base, style="scan")})
+    return sets
+
+
+def set_folder(data_root: Path, settings: SynthSettings, n: int) -> Path:
+    key = hashlib.sha256(json.dumps({"s": settings.to_dict(), "t": n}, sort_keys=True).encode()).hexdigest()[:10]
+    return Path(data_root) / f"robustness-{settings.style}-{key}"
+
+
+def make_sets(cfg, data_root: Path, n: int, workers: int = 0, progress: bool = True) -> list[dict]:
+    """Make (or reuse) every set; returns the plan with each set's folder."""
+    if n < 4:
+        raise ValueError(f"robustness_images must be at least 4 (an AUROC needs positives and negatives), got {n}")
+    out = []
+    for item in plan_sets(cfg):
+        folder = set_folder(data_root, item["settings"], n)
+        info = generate_dataset(folder, item["settings"], n_test=n, workers=workers, progress=progress)
+        out.append({**item, "folder": str(folder), "failed": info["failed"]})
+    return out
+
+
+def set_rows(folder: Path) -> pd.DataFrame:
+    labels = pd.read_csv(Path(folder) / "test_labels.csv", dtype={"id": str})
+    labels["image"] = [str(Path(folder) / "test" / f"{i}.jpg") for i in labels["id"]]
+    return labels
+
+
+def predict_sets(predictor, sets: list[dict], cache_dir: Path) -> list[dict]:
+    """Per-fold probabilities of every set, saved per set so a re-run predicts only what is missing."""
+    from .evaluate import predict_rows
+
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    out = []
+    for item in sets:
+        file = cache_dir / f"{Path(item['folder']).name}.npz"
+        rows = set_rows(Path(item["folder"]))
+        if file.is_file():
+            probs = np.load(file)["probs"]
+        else:
+            probs, problems = predict_rows(predictor, rows)
+            if problems:
+                print(f"{item['folder']}: {len(problems)} unreadable picture(s), left out: {problems[:3]}")
+            np.savez(file, probs=probs)
+        out.append({**item, "probs": probs, "y": rows[list(LABELS)].to_numpy(float)})
+    return out
+
+
+def curve_table(predicted: list[dict], n_boot: int, seed: int) -> pd.DataFrame:
+    """Macro-AUROC (soft vote) with a 95% bootstrap interval, and per-label AUROC, for every set."""
+    from .ensemble import combine
+
+    rows = []
+    for item in predicted:
+        score = combine(list(item["probs"]), "soft")
+        ok = ~np.isnan(score).any(1)
+        ci = bootstrap_auroc(item["y"][ok], score[ok], n_boot, seed)
+        s = item["settings"]
+        rows.append({"sweep": item["sweep"], "level": item["level"], "style": s.style, "images": int(ok.sum()),
+                     "macro_auroc": ci["macro"][0], "low": ci["macro"][1], "high": ci["macro"][2],
+                     **{k: ci[k][0] for k in LABELS}, "folder": item["folder"]})
+    return pd.DataFrame(rows)
+
+
+def plot_curves(table: pd.DataFrame, path: Path, title: str = "") -> Path:
+    """One panel per artefact: macro-AUROC and its interval against strength; the default mix as a band."""
+    from .plots import _plt
+
+    plt = _plt()
+    names = [n for n in SWEEPS if n in set(table["sweep"])]
+    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(4.2 * max(1, len(names)), 3.6), squeeze=False)
+    default = table[table["sweep"] == "default"].iloc[0]
+    for ax, name in zip(axes[0], names):
+        key, _, meaning = SWEEPS[name]
+        part = table[table["sweep"] == name]
+        if key != "jpeg_quality":  # the default set is level 1 of the strength sweeps
+            part = pd.concat([part, default.to_frame().T.assign(sweep=name, level=1.0)])
+        part = part.astype({"level": float, "macro_auroc": float, "low": float, "high": float}).sort_values("level")
+        ax.axhspan(default["low"], default["high"], color="0.85", label="default mix (95% CI)")
+        ax.fill_between(part["level"], part["low"], part["high"], alpha=0.25)
+        ax.plot(part["level"], part["macro_auroc"], "o-", label="macro-AUROC")
+        ax.axhline(0.5, color="0.5", lw=0.8, ls=":")
+        if key == "jpeg_quality":
+            ax.invert_xaxis()
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(meaning if len(meaning) < 40 else meaning.split(":")[0], fontsize=8)
+        ax.set_ylim(0.3, 1.0)
+    axes[0][0].set_ylabel("test macro-AUROC")
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def examples(sets: list[dict], path: Path, index: int = 0) -> Path:
+    """The same ECG at every level of every sweep: what the strengths mean, to the eye."""
+    from .plots import _plt, thumbnail
+
+    plt = _plt()
+    sweeps = [s for s in SWEEPS if any(i["sweep"] == s for i in sets)]
+    default = next(i for i in sets if i["sweep"] == "default")
+    cols = max(len(SWEEPS[s][1]) for s in sweeps)
+    fig, axes = plt.subplots(len(sweeps), cols, figsize=(3 * cols, 2.6 * len(sweeps)), squeeze=False)
+    for r, name in enumerate(sweeps):
+        key, levels, _ = SWEEPS[name]
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c >= len(levels):
+                continue
+            level = levels[c]
+            item = default if (key != "jpeg_quality" and level == 1.0) else \
+                next(i for i in sets if i["sweep"] == name and i["level"] == level)
+            image = sorted((Path(item["folder"]) / "test").glob("*.jpg"))[index]
+            ax.imshow(thumbnail(str(image)))
+            ax.set_title(f"{name} {level:g}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
