@@ -73,15 +73,22 @@ def set_rows(folder: Path) -> pd.DataFrame:
     return labels
 
 
-def predict_sets(predictor, sets: list[dict], cache_dir: Path) -> list[dict]:
-    """Per-fold probabilities of every set, saved per set so a re-run predicts only what is missing."""
+def model_key(model_file: Path) -> str:
+    """Changes whenever the package is written again (a re-trained baseline never meets old predictions)."""
+    st = Path(model_file).stat()
+    return hashlib.sha256(f"{Path(model_file).resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:8]
+
+
+def predict_sets(predictor, sets: list[dict], cache_dir: Path, model_file: Path) -> list[dict]:
+    """Per-fold probabilities of every set, saved per set and model so a re-run predicts only what is missing."""
     from .evaluate import predict_rows
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    key = model_key(model_file)
     out = []
     for item in sets:
-        file = cache_dir / f"{Path(item['folder']).name}.npz"
+        file = cache_dir / f"{Path(item['folder']).name}-model-{key}.npz"
         rows = set_rows(Path(item["folder"]))
         if file.is_file():
             probs = np.load(file)["probs"]
