@@ -138,7 +138,7 @@ def plot_curves(table: pd.DataFrame, path: Path, title: str = "") -> Path:
         if key == "jpeg_quality":
             ax.invert_xaxis()
         ax.set_title(name, fontsize=10)
-        ax.set_xlabel(meaning if len(meaning) < 40 else meaning.split(":")[0], fontsize=8)
+        ax.set_xlabel("JPEG quality" if key == "jpeg_quality" else "strength (x default)", fontsize=8)
         ax.set_ylim(0.3, 1.0)
     axes[0][0].set_ylabel("test macro-AUROC")
     axes[0][0].legend(fontsize=7, loc="lower left")
@@ -150,9 +150,26 @@ def plot_curves(table: pd.DataFrame, path: Path, title: str = "") -> Path:
     return path
 
 
+def _detail(item: dict, index: int, zoom: bool) -> np.ndarray:
+    """The picture, or (zoom) a full-resolution window on the middle of its sheet where blur and JPEG show."""
+    import cv2
+
+    from .plots import thumbnail
+
+    image = sorted((Path(item["folder"]) / "test").glob("*.jpg"))[index]
+    if not zoom:
+        return thumbnail(str(image))
+    ann = json.loads((Path(item["folder"]) / "annotations" / f"{image.stem}.json").read_text())
+    corners = np.array(ann["paper_corners"], float)
+    (cx, cy), (w, h) = corners.mean(0), corners.max(0) - corners.min(0)
+    img = cv2.imread(str(image))
+    x0, y0 = int(max(0, cx - 0.15 * w)), int(max(0, cy - 0.1 * h))
+    return cv2.cvtColor(img[y0:int(cy + 0.1 * h), x0:int(cx + 0.15 * w)], cv2.COLOR_BGR2RGB)
+
+
 def examples(sets: list[dict], path: Path, index: int = 0) -> Path:
-    """The same ECG at every level of every sweep: what the strengths mean, to the eye."""
-    from .plots import _plt, thumbnail
+    """The same ECG at every level of every sweep (blur and JPEG: a full-resolution detail of the sheet)."""
+    from .plots import _plt
 
     plt = _plt()
     sweeps = [s for s in SWEEPS if any(i["sweep"] == s for i in sets)]
@@ -169,9 +186,9 @@ def examples(sets: list[dict], path: Path, index: int = 0) -> Path:
             level = levels[c]
             item = default if (key != "jpeg_quality" and level == 1.0) else \
                 next(i for i in sets if i["sweep"] == name and i["level"] == level)
-            image = sorted((Path(item["folder"]) / "test").glob("*.jpg"))[index]
-            ax.imshow(thumbnail(str(image)))
-            ax.set_title(f"{name} {level:g}", fontsize=9)
+            zoom = name in ("blur", "jpeg")
+            ax.imshow(_detail(item, index, zoom))
+            ax.set_title(f"{name} {level:g}" + (" (detail)" if zoom else ""), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
