@@ -62,7 +62,8 @@ def make_sets(cfg, data_root: Path, n: int, workers: int = 0, progress: bool = T
     out = []
     for item in plan_sets(cfg):
         folder = set_folder(data_root, item["settings"], n)
-        info = generate_dataset(folder, item["settings"], n_test=n, workers=workers, progress=progress)
+        done = (folder / "test_labels.csv").is_file()  # a finished set: no empty progress bar
+        info = generate_dataset(folder, item["settings"], n_test=n, workers=workers, progress=progress and not done)
         out.append({**item, "folder": str(folder), "failed": info["failed"]})
     return out
 
@@ -113,7 +114,10 @@ def curve_table(predicted: list[dict], n_boot: int, seed: int) -> pd.DataFrame:
         s = item["settings"]
         rows.append({"sweep": item["sweep"], "level": item["level"], "style": s.style, "images": int(ok.sum()),
                      "macro_auroc": ci["macro"][0], "low": ci["macro"][1], "high": ci["macro"][2],
-                     **{k: ci[k][0] for k in LABELS}, "folder": item["folder"]})
+                     **{k: ci[k][0] for k in LABELS}, **{f"{k}_low": ci[k][1] for k in LABELS},
+                     **{f"{k}_high": ci[k][2] for k in LABELS},
+                     "positives": {k: int(item["y"][ok][:, j].sum()) for j, k in enumerate(LABELS)},
+                     "folder": item["folder"]})
     return pd.DataFrame(rows)
 
 
@@ -130,18 +134,21 @@ def plot_curves(table: pd.DataFrame, path: Path, title: str = "") -> Path:
         part = table[table["sweep"] == name]
         if key != "jpeg_quality":  # the default set is level 1 of the strength sweeps
             part = pd.concat([part, default.to_frame().T.assign(sweep=name, level=1.0)])
-        part = part.astype({"level": float, "macro_auroc": float, "low": float, "high": float}).sort_values("level")
+        part = part.astype({"level": float, "macro_auroc": float, "low": float, "high": float,
+                            **{k: float for k in LABELS}}).sort_values("level")
         ax.axhspan(default["low"], default["high"], color="0.85", label="default mix (95% CI)")
-        ax.fill_between(part["level"], part["low"], part["high"], alpha=0.25)
-        ax.plot(part["level"], part["macro_auroc"], "o-", label="macro-AUROC")
+        for k in LABELS:  # each label's AUROC, thin: which finding suffers first
+            ax.plot(part["level"], part[k], lw=0.8, alpha=0.6, label=k)
+        ax.fill_between(part["level"], part["low"], part["high"], alpha=0.25, color="k")
+        ax.plot(part["level"], part["macro_auroc"], "o-", color="k", label="macro-AUROC")
         ax.axhline(0.5, color="0.5", lw=0.8, ls=":")
         if key == "jpeg_quality":
             ax.invert_xaxis()
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("JPEG quality" if key == "jpeg_quality" else "strength (x default)", fontsize=8)
-        ax.set_ylim(0.3, 1.0)
-    axes[0][0].set_ylabel("test macro-AUROC")
-    axes[0][0].legend(fontsize=7, loc="lower left")
+        ax.set_ylim(0.2, 1.0)
+    axes[0][0].set_ylabel("test AUROC")
+    axes[0][0].legend(fontsize=6, loc="lower left", ncol=2)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
