@@ -85,6 +85,10 @@ def test_paired_difference_and_voting_on_known_answers(tmp_path):
     assert 0.2 < d and lo > 0.1 and hi > lo
     d0, lo0, hi0 = ab.paired_delta(a, a, 50, 0)
     assert d0 == lo0 == hi0 == 0
+    (a / "05_ensemble" / "test_fold_probs.npy").unlink()
+    with pytest.raises(FileNotFoundError, match=r"test_fold_probs.npy is missing: step 05 of .*/a did not finish"):
+        ab.paired_delta(a, b, 10, 0)
+    a = _fake_run(tmp_path / "a2", y, good)
     votes = ab.voting_table(a, 200, 0).set_index("rule")
     assert votes.loc["hard", "distinct_scores_per_label"] <= 4 < votes.loc["soft", "distinct_scores_per_label"]
     assert votes.loc["soft", "test_auroc"] > votes.loc["hard", "test_auroc"] > 0.6

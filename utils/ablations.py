@@ -11,19 +11,21 @@ import json
 import logging
 import os
 import traceback
+import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from .config import ConfigError, coerce_value, resolve_config
 from .ensemble import VOTES, apply_temperature, bootstrap_auroc, combine
 from .io import read_json
-from .metrics import LABELS
+from .metrics import LABELS, auroc_table
 from .paths import Paths
 from .runs import find_step_dir, is_step_complete
+from .stages import is_real_scan
 
 log = logging.getLogger("utils.ablations")
 
@@ -170,9 +172,14 @@ class Grid:
         """Steps 00-02 once for the whole grid (skipped when complete)."""
         return self._run("base", "00-02", self.base)
 
-    def has_real_stage1(self) -> bool:
+    @cached_property
+    def _real_stage1(self) -> bool:
         manifest = pd.read_csv(self.run_dir("base") / "01_assemble" / "manifest.csv", usecols=["source", "stage"])
-        return bool(manifest.loc[manifest["stage"] == "I", "source"].astype(str).str.startswith("scans:").any())
+        return bool(is_real_scan(manifest.loc[manifest["stage"] == "I", "source"]).any())
+
+    def has_real_stage1(self) -> bool:
+        """Whether the base run's Stage I holds real (scanned) images; read once, after the base run."""
+        return self._real_stage1
 
     def run_variant(self, v: Variant) -> dict:
         """One row: run (or reuse) its run; a failure is recorded in the row, never the end of the grid."""
@@ -235,6 +242,9 @@ def test_truth(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 def test_scores(run_dir: Path, rule: str = "soft") -> np.ndarray:
     """The run's test scores under a voting rule, from step 05's per-fold probabilities."""
     s05 = Path(run_dir) / "05_ensemble"
+    if not (s05 / "test_fold_probs.npy").is_file():
+        raise FileNotFoundError(f"{s05 / 'test_fold_probs.npy'} is missing: step 05 of {run_dir} did not finish, or "
+                                f"was made by an older version; re-run it (--steps 05 --force)")
     probs = np.load(s05 / "test_fold_probs.npy")
     scores = combine(list(probs), rule)
     if rule == "soft":
@@ -276,16 +286,13 @@ def paired_delta(run_dir: Path, base_dir: Path, n_boot: int, seed: int) -> tuple
     a, b = test_scores(run_dir), test_scores(base_dir)
     rng = np.random.default_rng(seed)
 
-    def macro(idx, s):
-        vals = [roc_auc_score(y[idx, j], s[idx, j]) for j in range(y.shape[1]) if 0 < y[idx, j].sum() < len(idx)]
-        return float(np.mean(vals))
+    def diff(idx):
+        return auroc_table(y[idx], a[idx])[0] - auroc_table(y[idx], b[idx])[0]
 
-    full = np.arange(len(y))
-    point = macro(full, a) - macro(full, b)
-    draws = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
-        draws.append(macro(idx, a) - macro(idx, b))
+    with warnings.catch_warnings():  # a resample may hold one class of a rare label: it is left out, silently
+        warnings.simplefilter("ignore")
+        point = diff(np.arange(len(y)))
+        draws = [diff(rng.integers(0, len(y), len(y))) for _ in range(n_boot)]
     lo, hi = np.percentile(draws, [2.5, 97.5])
     return point, float(lo), float(hi)
 
@@ -303,7 +310,7 @@ def verdict(paper_delta: float | None, lo: float, hi: float) -> str:
 def results_table(grid: Grid, status: pd.DataFrame, table: str, n_boot: int, seed: int) -> pd.DataFrame:
     """One table beside the paper: ours (test and OOF, 95% CI), the paper's, and the difference to the baseline."""
     base_dir = grid.run_dir("baseline")
-    base_ok = (status.set_index("row").get("status", pd.Series(dtype=str)).get("baseline") == "complete")
+    base_ok = bool((status.loc[status["row"] == "baseline", "status"] == "complete").any())
     rows = []
     for name, (pub, hidden) in PAPER[table].items():
         is_base = name == BASELINE[table] or (table == "strategy" and name == "Stage I real + synthetic")
@@ -333,9 +340,10 @@ def voting_table(base_dir: Path, n_boot: int, seed: int) -> pd.DataFrame:
     y, _ = test_truth(base_dir)
     rows = []
     for rule in VOTES:
-        ci = bootstrap_auroc(y, test_scores(base_dir, rule), n_boot, seed)["macro"]
+        scores = test_scores(base_dir, rule)
+        ci = bootstrap_auroc(y, scores, n_boot, seed)["macro"]
         rows.append({"rule": rule, "test": _fmt(*ci), "test_auroc": ci[0], "test_low": ci[1], "test_high": ci[2],
-                     "distinct_scores_per_label": int(np.mean([len(np.unique(test_scores(base_dir, rule)[:, j]))
+                     "distinct_scores_per_label": int(np.mean([len(np.unique(scores[:, j]))
                                                               for j in range(len(LABELS))])),
                      "run_dir": str(base_dir)})
     return pd.DataFrame(rows)
