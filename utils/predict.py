@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from .cache import PrepSettings, prepare
+from .data import model_rgb
 from .ensemble import apply_temperature, combine
 from .io import atomic_write_bytes, atomic_write_text
 from .metrics import LABELS
@@ -41,8 +42,8 @@ def package_model(path: Path, checkpoints: list[Path], prep: PrepSettings, rule:
            "backbone": meta["settings"]["backbone"], "image_size": [meta["settings"]["image_height"],
                                                                    meta["settings"]["image_width"]],
            "mean": list(meta["data_config"]["mean"]), "std": list(meta["data_config"]["std"]),
-           "prep": prep_dict, "vote": rule, "temperatures": [float(t) for t in temperatures],
-           "thresholds": [float(t) for t in thresholds]}
+           "input_channels": meta["settings"].get("input_channels", "rgb"), "prep": prep_dict, "vote": rule,
+           "temperatures": [float(t) for t in temperatures], "thresholds": [float(t) for t in thresholds]}
     buf = io.BytesIO()
     torch.save(pkg, buf)
     atomic_write_bytes(Path(path), buf.getvalue())
@@ -71,8 +72,7 @@ class Predictor:
         self.std = np.array(pkg["std"], np.float32) * 255
 
     def tensor(self, prepared: np.ndarray) -> torch.Tensor:
-        h, w = self.pkg["image_size"]
-        img = cv2.cvtColor(cv2.resize(prepared, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+        img = model_rgb(prepared, tuple(self.pkg["image_size"]), self.pkg.get("input_channels", "rgb"))
         x = (img.astype(np.float32) - self.mean) / self.std
         return torch.from_numpy(x.transpose(2, 0, 1).copy())[None]
 

@@ -28,7 +28,8 @@ def settings_from(cfg, epochs: int, init_checkpoint: str = "", backbone_weights:
         drop_rate=cfg["drop_rate"], aug_strength=cfg["aug_strength"],
         num_workers=min(cfg["num_workers"] or os.cpu_count() or 1, 8), seed=cfg["seed"],
         device="cpu" if cfg["device"] == "cpu" else "auto", amp=cfg["amp"], channels_last=cfg["channels_last"],
-        max_steps_per_epoch=cfg["max_steps_per_epoch"])
+        max_steps_per_epoch=cfg["max_steps_per_epoch"], frozen_stages=cfg["frozen_stages"],
+        threads=cfg["torch_threads"], input_channels=cfg["input_channels"])
 
 
 def load_training_table(run_dir_01: Path, run_dir_02: Path, strategy: str) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -26,7 +26,7 @@ from .augment import train_transform
 from .data import CachedImages
 from .io import atomic_write_bytes, atomic_write_text
 from .metrics import LABELS, EarlyStopping, auroc_table, cosine_lambda, masked_bce, pos_weight
-from .models import create_model, data_config
+from .models import create_model, data_config, freeze_early
 
 
 @dataclass
@@ -53,6 +53,30 @@ class TrainSettings:
     amp: bool = True
     channels_last: bool = True
     max_steps_per_epoch: int = 0   # 0: whole epoch (a cap for quick CPU runs)
+    frozen_stages: int = 0         # stem + this many early stages keep their pretrained weights
+    threads: int = 0               # CPU threads for torch; 0: the cores free when training starts
+    input_channels: str = "rgb"    # rgb, gray or max (brightest channel: coloured grid lines fade)
+
+
+def free_cores(interval: float = 0.5) -> int:
+    """Cores not busy with other work right now (measured over `interval` s), at least one.
+
+    On a CPU, torch threads that outnumber the free cores spin against the other work: a step ran 5-10x slower.
+    """
+    import psutil
+
+    busy = psutil.cpu_percent(interval=interval) / 100.0
+    n = os.cpu_count() or 1
+    return max(1, min(n, int(round(n * (1.0 - busy) + 0.25))))
+
+
+def resolve_threads(s: "TrainSettings", device: torch.device) -> int:
+    """Set torch's CPU threads for this run (GPU runs keep torch's default) and return the count."""
+    if device.type != "cpu":
+        return torch.get_num_threads()
+    n = s.threads or free_cores()
+    torch.set_num_threads(n)
+    return n
 
 
 def resolve_device(name: str) -> torch.device:
@@ -133,13 +157,19 @@ def fit(s: TrainSettings, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir:
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     device = resolve_device(f"cuda:{local}" if world > 1 and torch.cuda.is_available() else s.device)
     seed_everything(s.seed)
+    threads = resolve_threads(s, device)
     model, source = build(s, device)
+    frozen = freeze_early(model, s.frozen_stages)
     dc = data_config(model)
     size = (s.image_height, s.image_width)
-    train_ds = CachedImages(train_df, size, dc["mean"], dc["std"], train_transform(s.aug_strength), s.seed)
-    val_ds = CachedImages(val_df, size, dc["mean"], dc["std"])
+    train_ds = CachedImages(train_df, size, dc["mean"], dc["std"], train_transform(s.aug_strength), s.seed,
+                            s.input_channels)
+    val_ds = CachedImages(val_df, size, dc["mean"], dc["std"], channels=s.input_channels)
     weight = torch.tensor(pos_weight(train_ds.y * train_ds.mask, train_ds.mask), dtype=torch.float32, device=device)
-    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.lr, weight_decay=s.weight_decay)
+    if rank == 0 and device.type == "cpu":
+        print(f"training on CPU with {threads} torch thread(s); weights: {source}"
+              + (f"; stem and {s.frozen_stages} stage(s) frozen" if frozen else ""))
     per_epoch = len(_loader(train_ds, s, True, world=world, rank=rank))
     if s.max_steps_per_epoch:
         per_epoch = min(per_epoch, s.max_steps_per_epoch)
@@ -170,6 +200,8 @@ def fit(s: TrainSettings, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir:
         train_ds.epoch = epoch
         loader = _loader(train_ds, s, True, epoch, world, rank)
         net.train()
+        for m in frozen:
+            m.eval()
         t0, seen, total = time.time(), 0, 0.0
         bar = tqdm(loader, total=per_epoch, desc=f"epoch {epoch + 1}/{s.epochs}", disable=rank != 0, unit="batch")
         opt.zero_grad(set_to_none=True)

@@ -37,8 +37,11 @@ class RecordRef:
     source: str = "wfdb"
 
 
+PTBXL_TABLES = ("ptbxl_database.csv", "ptbxl_rows.csv")  # the full database, or a subset's rows of it
+
+
 def _ptbxl_refs(root: Path, problems: list) -> list[RecordRef]:
-    db = pd.read_csv(root / "ptbxl_database.csv", index_col="ecg_id")
+    db = pd.read_csv(next(root / t for t in PTBXL_TABLES if (root / t).is_file()), index_col="ecg_id")
     statements = pd.read_csv(root / "scp_statements.csv", index_col=0)
     diag = statements[statements.get("diagnostic", 0) == 1]["diagnostic_class"].to_dict()
     refs = []
@@ -54,7 +57,8 @@ def _ptbxl_refs(root: Path, problems: list) -> list[RecordRef]:
         classes = {diag[c] for c in codes if c in diag}
         labels = {k: int(k in classes) for k in ("MI", "HYP", "CD", "STTC")} | {"AF": int("AFIB" in codes)}
         group = "" if pd.isna(row.get("patient_id")) else f"p{int(row['patient_id'])}"
-        refs.append(RecordRef(f"ptbxl{int(ecg_id):05d}", root / row["filename_hr"], labels, group, "ptbxl"))
+        file = row["filename_hr"] if isinstance(row.get("filename_hr"), str) else row["filename_lr"]
+        refs.append(RecordRef(f"ptbxl{int(ecg_id):05d}", root / file, labels, group, "ptbxl"))
     return refs
 
 
@@ -73,7 +77,7 @@ def list_records(root: Path, labels_csv: Path | None = None) -> tuple[list[Recor
     problems: list[tuple[str, str]] = []
     if not root.is_dir():
         raise FileNotFoundError(f"WFDB folder not found: {root}")
-    if (root / "ptbxl_database.csv").is_file() and labels_csv is None:
+    if any((root / t).is_file() for t in PTBXL_TABLES) and labels_csv is None:
         return _ptbxl_refs(root, problems), problems
     table = {}
     if labels_csv is not None:

@@ -1,0 +1,78 @@
+"""The real-ECG check: PTB-XL-layout folders rendered as photos, scored by a package, AUROC with intervals."""
+import numpy as np
+import pandas as pd
+import pytest
+import wfdb
+
+from utils.realcheck import main as realcheck_main, present_folders, real_check
+from utils.synth.waveform import LEADS, simulate
+from utils.synth.wfdb_source import list_records
+
+LABELS = ["MI", "AF", "HYP", "CD", "STTC"]
+# a few rows of PTB-XL's statement table: enough to map these records' codes to superclasses
+STATEMENTS = "code,diagnostic,diagnostic_class\nNORM,1,NORM\nIMI,1,MI\nLVH,1,HYP\nCRBBB,1,CD\nNDT,1,STTC\nAFIB,,\nSR,,\n"
+CODES = ["{'NORM': 100.0, 'SR': 0.0}", "{'IMI': 100.0, 'SR': 0.0}", "{'AFIB': 100.0, 'NDT': 50.0}",
+         "{'LVH': 100.0, 'SR': 0.0}", "{'CRBBB': 100.0, 'IMI': 50.0}", "{'NORM': 100.0, 'SR': 0.0}"]
+
+
+def _ptbxl_subset(folder, n=len(CODES)):
+    """A folder laid out like ptbxl-more: ptbxl_rows.csv, scp_statements.csv, records100/*_lr (100 Hz)."""
+    (folder / "records100").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        sig = simulate({}, np.random.default_rng(i), fs=100).signals
+        wfdb.wrsamp(f"{i + 1:05d}_lr", fs=100, units=["mV"] * 12, sig_name=list(LEADS),
+                    p_signal=sig.T.astype(np.float64), fmt=["16"] * 12, write_dir=str(folder / "records100"))
+        rows.append({"ecg_id": i + 1, "patient_id": 100 + i, "scp_codes": CODES[i], "strat_fold": 1,
+                     "filename_lr": f"records100/{i + 1:05d}_lr"})
+    pd.DataFrame(rows).to_csv(folder / "ptbxl_rows.csv", index=False)
+    (folder / "scp_statements.csv").write_text(STATEMENTS)
+    return folder
+
+
+def test_subset_layout_is_read_with_its_labels(tmp_path):
+    refs, problems = list_records(_ptbxl_subset(tmp_path / "sub"))
+    assert problems == [] and [r.id for r in refs][:2] == ["ptbxl00001", "ptbxl00002"]
+    by_id = {r.id: r.labels for r in refs}
+    assert by_id["ptbxl00005"] == {"MI": 1, "HYP": 0, "CD": 1, "STTC": 0, "AF": 0}
+    assert by_id["ptbxl00003"]["AF"] == 1 and by_id["ptbxl00003"]["STTC"] == 1
+    assert refs[0].group == "p100" and refs[0].path.name == "00001_lr"
+
+
+def test_real_check_renders_scores_and_tabulates(tmp_path, package):
+    data = _ptbxl_subset(tmp_path / "ptbxl-sub")
+    out = tmp_path / "check"
+    table, notes = real_check(package, f"{data},{tmp_path / 'absent'}", out, page=(440, 340), photo_max_side=500,
+                              n_boot=20)
+    assert notes == [f"{tmp_path / 'absent'}: not found, skipped"]
+    assert table["label"].tolist() == [*LABELS, "macro"]
+    pos = table.set_index("label")["positives"]
+    assert pos["MI"] == 2 and pos["AF"] == 1 and pos["HYP"] == 1 and pos["CD"] == 1 and pos["macro"] == 6
+    auc = table.set_index("label")["auroc"]
+    assert auc.between(0, 1).all()
+    preds = pd.read_csv(out / "real_predictions.csv", dtype={"id": str})
+    assert len(preds) == 6 and (preds["error"].fillna("") == "").all()
+    assert preds[[f"p_{k}" for k in LABELS]].apply(lambda c: c.between(0, 1)).all().all()
+    renders = list(out.glob("render-ptbxl-sub-*/train/*.jpg"))
+    assert len(renders) == 6
+    before = {p: p.stat().st_mtime_ns for p in renders}
+    real_check(package, str(data), out, page=(440, 340), photo_max_side=500, n_boot=20)  # renders are reused
+    assert {p: p.stat().st_mtime_ns for p in renders} == before
+
+
+def test_real_check_without_data_says_so(tmp_path, package, capsys):
+    found, notes = present_folders(f"{tmp_path / 'nope'},relative/nowhere")
+    assert found == [] and notes[1] == "relative/nowhere: not found, skipped"
+    rc = realcheck_main(["--model", str(package), "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "the real-ECG check is skipped" in out and not (tmp_path / "o").exists()
+    assert realcheck_main(["--model", str(tmp_path / "missing.pt"), "--data", "x"]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.shared_data
+def test_ptbxl_more_labels_match_its_readme(shared_data):
+    refs, problems = list_records(shared_data / "ptbxl-more")
+    assert len(refs) == 771 and problems == []
+    counts = {k: sum(r.labels[k] for r in refs) for k in LABELS}
+    assert counts == {"MI": 155, "AF": 46, "HYP": 93, "CD": 168, "STTC": 205}
