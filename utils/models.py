@@ -146,9 +146,12 @@ def data_config(model: torch.nn.Module) -> dict:
 
 
 def cam_target_layer(model: torch.nn.Module):
-    """The layer Grad-CAM hooks: ConvNeXt's last stage, ResNet's last block, a transformer's last block's norm."""
+    """The layer Grad-CAM hooks: ConvNeXt's last stage, EfficientNet's head, ResNet's last block, a transformer's
+    last block's norm."""
     if hasattr(model, "stages"):
         return model.stages[-1]
+    if hasattr(model, "conv_head"):  # EfficientNet: the last feature map, after the head's norm and activation
+        return model.bn2
     if hasattr(model, "layer4"):
         return model.layer4[-1]
     if hasattr(model, "blocks"):
