@@ -68,6 +68,8 @@ def build_report(run_dir: Path, out: Path) -> Path:
     section("Evaluation", "05", [("table", "test_auroc_ci.csv", "test AUROC with bootstrap 95% intervals"),
                                  ("table", "test_auroc_by_rule.csv", "voting rules"),
                                  ("table", "test_auroc_by_severity.csv", "by artefact severity"),
+                                 ("table", "real_auroc.csv", "real ECGs: PTB-XL records (cardiologists' labels) "
+                                                             "rendered as photos, with bootstrap 95% intervals"),
                                  ("img", "roc_test.png", "ROC curves"), ("table", "calibration.csv", "calibration"),
                                  ("img", "reliability.png", "")])
     step6 = find_step_dir(run_dir, "06")
