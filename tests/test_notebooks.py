@@ -6,6 +6,7 @@ from pathlib import Path
 import papermill as pm
 import pytest
 
+from utils.compare import stage2_alone
 from utils.config import CONFIG_KEYS, DEFAULTS
 from utils.pipeline import discover_steps, run_pipeline
 from utils.runs import is_step_complete
@@ -51,3 +52,12 @@ def test_smoke_chain_runs_every_notebook(tmp_path):
         assert is_step_complete(run / step.name), step.name
         assert (run / step.name / f"{step.name}.ipynb").is_file()
     assert (run / "config.yaml").is_file() and (run / "pipeline.log").is_file()
+    # Stage II alone on the same run: a sibling that links 00-03, and the paired difference on the same pictures
+    table = stage2_alone(run, n_boot=20)
+    sibling = run.parent / f"{run.name}-stage2-alone"
+    assert table["run"].tolist() == ["Stage I + Stage II", "Stage II alone"]
+    assert -1 <= table["delta"][0] <= 1 and table["delta_low"][0] <= table["delta"][0] <= table["delta_high"][0]
+    assert (sibling / "03_stage1").is_symlink() and is_step_complete(sibling / "05_ensemble")
+    first = json.loads(next((sibling / "04_stage2" / "folds").glob("fold*/result.json")).read_text())
+    assert not first["weights_source"].startswith("checkpoint:")  # Stage II did not start from Stage I
+    assert table["weights"][1] == first["weights_source"]

@@ -99,3 +99,13 @@ def test_free_cores_is_within_the_machine():
     import os
 
     assert 1 <= free_cores(0.1) <= (os.cpu_count() or 1)
+
+
+def test_learning_benchmark_configurations_are_checked():
+    from utils.bench_learning import parse_configs
+
+    got = parse_configs("run,mine:lr=0.002;input_channels=rgb")
+    assert got == {"run": {}, "mine": {"lr": "0.002", "input_channels": "rgb"}}
+    assert parse_configs("previous-demo")["previous-demo"]["backbone"] == "convnext_atto"
+    with pytest.raises(SystemExit, match="unknown configuration 'nope'"):
+        parse_configs("nope")

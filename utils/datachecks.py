@@ -1,20 +1,20 @@
 """Image checks for the manifest: readable, complete, large enough, and a content hash for duplicates.
 
-Each file is read once: the bytes give the hash and the trailer check (a PNG must end with IEND, a JPEG with EOI),
-Pillow verifies the structure and reads the size without decoding every pixel. Results are cached by path,
+Each file is read for its bytes (the hash and the trailer check: a PNG must end with IEND, a JPEG with EOI), then
+`utils.imageio.read_image` checks its type, the size limits and the structure without decoding every pixel. Results are cached by path,
 size and modification time, so a re-run only looks at new or changed files.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image
 from tqdm.auto import tqdm
+
+from .imageio import ImageReadError, read_image
 
 COLUMNS = ["image", "bytes", "mtime", "ok", "width", "height", "sha1", "error"]
 
@@ -32,12 +32,12 @@ def inspect_image(path: str, want_hash: bool = True) -> dict:
             raise ValueError("truncated PNG (no IEND chunk at the end)")
         if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-16:]:
             raise ValueError("truncated JPEG (no end-of-image marker)")
-        with Image.open(io.BytesIO(data)) as im:
-            im.verify()
-        with Image.open(io.BytesIO(data)) as im:
-            out["width"], out["height"] = im.size
+        pic = read_image(p, decode=False)  # header, structure and size limits, no pixel decoded
+        out["width"], out["height"] = pic.width, pic.height
         out["ok"] = True
-    except Exception as exc:  # any decoder error means the file cannot be used
+    except ImageReadError as exc:
+        out["error"] = str(exc)
+    except Exception as exc:  # any other reading error means the file cannot be used
         out["error"] = f"{type(exc).__name__}: {exc}"
     return out
 

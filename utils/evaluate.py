@@ -11,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from .ensemble import VOTES, apply_temperature, bootstrap_auroc, combine, ece, fit_temperature
+from .imageio import ImageReadError, read_image
 from .io import atomic_write_text
 from .metrics import LABELS
 
@@ -62,9 +63,10 @@ def predict_rows(predictor, rows: pd.DataFrame, tta: bool = False) -> tuple[np.n
     out = np.full((len(predictor.models), len(rows), len(LABELS)), np.nan)
     problems = []
     for i, r in enumerate(tqdm(rows.itertuples(), total=len(rows), desc="predict test", unit="img")):
-        img = cv2.imread(r.image, cv2.IMREAD_COLOR)
-        if img is None:
-            problems.append({"id": r.id, "image": r.image, "error": "cannot decode the image"})
+        try:
+            img = read_image(r.image).image
+        except ImageReadError as exc:
+            problems.append({"id": r.id, "image": r.image, "error": str(exc)})
             continue
         prepared, _ = prepare(img, predictor.prep, predictor.detector)
         views = [prepared] + (tta_views(prepared) if tta else [])

@@ -15,12 +15,12 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from .evaluate import bootstrap_table
+from .imageio import ImageReadError, read_image
 from .io import atomic_write_text
 from .metrics import LABELS
 
@@ -69,10 +69,11 @@ def score(model: Path, rows: pd.DataFrame, detector: str = "") -> pd.DataFrame:
     pred = Predictor(model, detector)
     out = []
     for r in tqdm(rows.itertuples(), total=len(rows), desc="score real ECGs", unit="img"):
-        img = cv2.imread(r.image, cv2.IMREAD_COLOR)
-        probs = pred.predict_image(img)[0] if img is not None else np.full(len(LABELS), np.nan)
-        out.append({"id": r.id, **{f"p_{k}": float(p) for k, p in zip(LABELS, probs)},
-                    "error": "" if img is not None else f"cannot read {r.image}"})
+        try:
+            probs, error = pred.predict_image(read_image(r.image).image)[0], ""
+        except ImageReadError as exc:
+            probs, error = np.full(len(LABELS), np.nan), str(exc)
+        out.append({"id": r.id, **{f"p_{k}": float(p) for k, p in zip(LABELS, probs)}, "error": error})
     return rows.merge(pd.DataFrame(out), on="id")
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from .imageio import IMAGE_EXTS
+
 LABELS = ("MI", "AF", "HYP", "CD", "STTC")
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 # Class folders of the Kaggle scan sets (Khan et al. 2021 "ECG Images dataset of Cardiac and COVID-19 Patients",
 # the COVID-19 ECG set built from it, and the National Heart Foundation 2023 set), matched by keywords.

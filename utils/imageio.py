@@ -1,0 +1,122 @@
+"""One way to open a picture, for every step that reads one (01's checks, 02's cache, 05's test set, 06, predict).
+
+Pillow reads the header first, so the size limits are checked before a pixel is decoded; the decoder's warnings are
+captured and truncated data is an error, never a silently grey half-picture; EXIF orientation is applied; any
+depth and channel layout (16-bit, grey, palette, RGBA on white paper, CMYK) becomes 8-bit BGR for OpenCV; a link
+that leaves the given root is not followed.
+"""
+from __future__ import annotations
+
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# Competition photos are about 1900x3460 (6.6 Mpx); 80 Mpx leaves room for any phone or scanner (and stays below
+# the size at which Pillow starts warning of decompression bombs).
+MAX_PIXELS = 80_000_000
+_BOMB_LOCK = threading.Lock()
+
+
+class ImageReadError(ValueError):
+    """A picture that cannot be used; the message says why, with the numbers."""
+
+
+@dataclass
+class Picture:
+    image: np.ndarray | None        # BGR uint8 (None when only the header was read)
+    width: int
+    height: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def _check_place(path: Path, root: Path | None) -> None:
+    if root is None:
+        return
+    real, base = path.resolve(), Path(root).resolve()
+    if not real.is_relative_to(base):
+        raise ImageReadError(f"{path.name} is a link that leads outside {base} (to {real}); links out of the "
+                             f"input folder are not followed")
+
+
+def _check_type(path: Path) -> None:
+    if path.suffix.lower() not in IMAGE_EXTS:
+        raise ImageReadError(f"not an image file type ({path.suffix or 'no extension'}); accepted: "
+                             f"{', '.join(IMAGE_EXTS)}")
+    if not path.is_file():
+        raise ImageReadError(f"no such file: {path}" if not path.exists() else f"not a file: {path}")
+    if path.stat().st_size == 0:
+        raise ImageReadError("empty file (0 bytes)")
+
+
+def _check_size(w: int, h: int, min_side: int, max_pixels: int) -> None:
+    if max_pixels and w * h > max_pixels:
+        raise ImageReadError(f"image too large: {w}x{h} ({w * h / 1e6:.1f} Mpx); the limit is "
+                             f"{max_pixels / 1e6:.0f} Mpx")
+    if min_side and min(w, h) < min_side:
+        raise ImageReadError(f"image too small: {w}x{h} px; its shorter side must be at least {min_side} px "
+                             f"(min_image_side)")
+
+
+def to_bgr8(im: Image.Image) -> np.ndarray:
+    """Any Pillow mode as 8-bit BGR: 16-bit scaled down, transparency composited on white paper."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if a.max() > 255 else 255.0
+        g = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(paper, rgba)
+    rgb = np.asarray(im.convert("RGB"))
+    return np.ascontiguousarray(rgb[..., ::-1])
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """Width and height from the header alone, for a picture Pillow refuses to open as a decompression bomb."""
+    with _BOMB_LOCK:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(path) as im:
+                return im.size
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
+def _open(path: Path, min_side: int, max_pixels: int) -> Image.Image:
+    try:
+        im = Image.open(path)
+    except Image.DecompressionBombError:
+        _check_size(*_header_size(path), min_side, max_pixels)
+        raise
+    _check_size(*im.size, min_side, max_pixels)
+    return im
+
+
+def read_image(path, root=None, min_side: int = 0, max_pixels: int = MAX_PIXELS, decode: bool = True) -> Picture:
+    """The picture as BGR uint8 (or only its size with decode=False); ImageReadError names what is wrong."""
+    path = Path(path)
+    _check_place(path, root)
+    _check_type(path)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with _open(path, min_side, max_pixels) as im:
+                if not decode:
+                    im.verify()
+                    return Picture(None, im.size[0], im.size[1], [str(w.message) for w in caught])
+                im.load()
+                bgr = to_bgr8(ImageOps.exif_transpose(im))
+        return Picture(bgr, bgr.shape[1], bgr.shape[0], [str(w.message) for w in caught])
+    except UnidentifiedImageError:
+        raise ImageReadError("cannot decode: not an image, or an unknown format (corrupt or text with an image "
+                             "extension)") from None
+    except ImageReadError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:  # truncated or corrupt data
+        raise ImageReadError(f"truncated or corrupt image data ({type(exc).__name__}: {exc})") from None
