@@ -12,6 +12,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -73,8 +74,8 @@ def to_bgr8(im: Image.Image) -> np.ndarray:
         rgba = im.convert("RGBA")
         paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         im = Image.alpha_composite(paper, rgba)
-    rgb = np.asarray(im.convert("RGB"))
-    return np.ascontiguousarray(rgb[..., ::-1])
+    rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
 
 
 def _header_size(path: Path) -> tuple[int, int]:
