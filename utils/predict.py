@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from .cache import PrepSettings, prepare
+from .config import DEFAULTS
 from .data import model_rgb
 from .ensemble import apply_temperature, combine
 from .io import atomic_write_bytes, atomic_write_text
@@ -120,7 +121,7 @@ def run(model: Path, images: Path, out: Path, detector: str = "", gradcam: Path 
         row = {"id": path.stem, "file": str(path), "warning": ""}
         t0 = time.perf_counter()
         try:
-            pic = read_image(path, root=root, min_side=pred.pkg.get("min_image_side", 0))
+            pic = read_image(path, root=root, min_side=pred.pkg.get("min_image_side", DEFAULTS["min_image_side"]))
             probs, rec, prepared = pred.predict_image(pic.image)
             row.update({k: round(float(p), 6) for k, p in zip(LABELS, probs)})
             row.update({f"{k}_positive": int(p >= t) for k, p, t in zip(LABELS, probs, pred.pkg["thresholds"])})
