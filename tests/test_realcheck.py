@@ -68,6 +68,12 @@ def test_real_check_without_data_says_so(tmp_path, package, capsys):
     assert rc == 0 and "the real-ECG check is skipped" in out and not (tmp_path / "o").exists()
     assert realcheck_main(["--model", str(tmp_path / "missing.pt"), "--data", "x"]) == 2
     assert "no such file" in capsys.readouterr().err
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a package")
+    here = _ptbxl_subset(tmp_path / "one", n=1)
+    assert realcheck_main(["--model", str(junk), "--data", str(here), "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert "not an ensemble package" in err and "Traceback" not in err
 
 
 @pytest.mark.shared_data

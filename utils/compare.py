@@ -49,10 +49,13 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, required=True, help="a finished run (steps 00-05)")
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     a = ap.parse_args(argv)
     try:
         table = stage2_alone(a.run, a.bootstrap)
-    except (FileNotFoundError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - a user error is one line; --debug shows where it came from
+        if a.debug:
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
     pd.set_option("display.width", 200)

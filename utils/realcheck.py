@@ -94,6 +94,9 @@ def real_check(model: Path, data: str, out: Path, page=(1100, 850), photo_max_si
     folders, notes = present_folders(data)
     if not folders:
         return None, notes + ["no real ECG folder present: the real-ECG check is skipped"]
+    from .predict import load_package
+
+    load_package(Path(model))  # a bad package fails before anything is rendered
     out.mkdir(parents=True, exist_ok=True)
     scored = score(model, render_real(folders, out, page, photo_max_side, seed, limit), detector)
     table = auroc_with_ci(scored, n_boot)
@@ -114,6 +117,7 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="at most this many records per folder (0: all)")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--detector", default="", help="YOLO weights; default: the classical sheet finder")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     a = ap.parse_args(argv)
     if not a.model.is_file():
         print(f"error: --model {a.model}: no such file", file=sys.stderr)
@@ -123,8 +127,14 @@ def main(argv=None) -> int:
     except ValueError:
         print(f"error: --page {a.page!r}: use WxH, e.g. 1100x850", file=sys.stderr)
         return 2
-    table, notes = real_check(a.model, a.data, a.out, (w, h), a.photo_max_side, a.seed, a.limit, a.bootstrap,
-                              a.detector)
+    try:
+        table, notes = real_check(a.model, a.data, a.out, (w, h), a.photo_max_side, a.seed, a.limit, a.bootstrap,
+                                  a.detector)
+    except Exception as err:  # noqa: BLE001 - a user error is one line; --debug shows where it came from
+        if a.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     for note in notes:
         print(f"note: {note}")
     if table is not None:
