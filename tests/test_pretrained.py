@@ -109,3 +109,13 @@ def test_learning_benchmark_configurations_are_checked():
     assert parse_configs("previous-demo")["previous-demo"]["backbone"] == "convnext_atto"
     with pytest.raises(SystemExit, match="unknown configuration 'nope'"):
         parse_configs("nope")
+
+
+def test_freezing_random_weights_is_refused(tmp_path):
+    import pandas as pd
+
+    from utils.train import TrainSettings, fit
+
+    s = TrainSettings(backbone="test_convnext", frozen_stages=1, device="cpu", threads=1)
+    with pytest.raises(ValueError, match="frozen_stages=1 would freeze random weights: test_convnext"):
+        fit(s, pd.DataFrame(), pd.DataFrame(), tmp_path)

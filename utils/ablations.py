@@ -58,7 +58,8 @@ SCALE_OVERRIDES = {
     "paper": {},
     "cpu": {"synth_scan_train": 300, "synth_photo_train": 300, "synth_photo_test": 200, "n_folds": 3,
             "detector": "classical", "cache_long_side": 384, "image_height": 192, "image_width": 256,
-            "stage1_epochs": 4, "stage2_epochs": 4, "patience": 2, "batch_size": 16, "lr": 5e-4},
+            "stage1_epochs": 4, "stage2_epochs": 4, "patience": 2, "batch_size": 16, "lr": 5e-4,
+            "backbone_weights": "", "frozen_stages": 0, "input_channels": "rgb", "aug_strength": 1.0},
     "smoke": {},
 }
 # Keys that do not change what a grid computes (so they do not change its folder).

@@ -159,6 +159,9 @@ def fit(s: TrainSettings, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir:
     seed_everything(s.seed)
     threads = resolve_threads(s, device)
     model, source = build(s, device)
+    if s.frozen_stages and source == "scratch":
+        raise ValueError(f"frozen_stages={s.frozen_stages} would freeze random weights: {s.backbone} has no "
+                         f"pretrained weights here (set backbone_weights, or frozen_stages=0)")
     frozen = freeze_early(model, s.frozen_stages)
     dc = data_config(model)
     size = (s.image_height, s.image_width)
