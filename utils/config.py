@@ -117,6 +117,7 @@ OPTIONS: tuple[Option, ...] = (
     _o("max_steps_per_epoch", int, 0, "cap on steps per epoch (0: none; for quick CPU runs)"),
     _o("stage1_epochs", int, 50, "Stage I (morphology learning) epochs, early stopping aside"),
     _o("stage2_epochs", int, 30, "Stage II epochs per fold"),
+    _o("stage2_lr", float, 0.0, "Stage II learning rate; 0: the same as lr (the paper's)"),
     _o("stage2_init", str, "stage1", "Stage II starts from: stage1 (best Stage I weights), imagenet or scratch",
        choices=("stage1", "imagenet", "scratch")),
     _o("folds_to_run", str, "", "comma-separated fold numbers to train (empty: all)"),

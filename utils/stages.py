@@ -5,7 +5,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +105,7 @@ def stage2(cfg, table: pd.DataFrame, out_dir: Path, stage1_best: Path | None) ->
             print(f"fold {k}: complete, skipped (best macro-AUROC {result['best_macro_auroc']:.4f})")
         else:
             s = settings_from(cfg, cfg["stage2_epochs"], init, weights, hub)
+            s = replace(s, lr=cfg["stage2_lr"] or s.lr)
             train, val = target[target["fold"] != k], target[target["fold"] == k]
             result = run_fit(s, train, val, fold_dir, cfg["multi_gpu"])
         rows.append({"fold": k, **result})
