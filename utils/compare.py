@@ -11,6 +11,7 @@ difference of their test macro-AUROC.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -67,6 +68,7 @@ def main(argv=None) -> int:
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         change = parse_overrides(a.changes) if a.changes else STAGE2_ALONE
         table = compare_stage2(a.run, change, a.bootstrap)
