@@ -7,6 +7,7 @@ import torch
 
 from utils.ensemble import apply_temperature, bootstrap_auroc, combine, ece, f1_thresholds, fit_temperature
 from utils.evaluate import SubmissionError, submission_ids, write_submission
+from utils.imageio import read_image
 from utils.predict import Predictor, main as predict_main
 
 LABELS = ["MI", "AF", "HYP", "CD", "STTC"]
@@ -83,10 +84,11 @@ def test_package_is_weights_only_and_predict_handles_bad_files(package, tmp_path
     table = pd.read_csv(out).set_index("id")
     assert table.loc["ok", "error"] != table.loc["ok", "error"]  # NaN: no error
     assert 0 <= table.loc["ok", "MI"] <= 1 and table.loc["ok", "roi_method"] == "classical"
-    assert "cannot decode" in table.loc["broken", "error"] and "not an image file type" in table.loc["notes", "error"]
+    assert "truncated or corrupt image data" in table.loc["broken", "error"]
+    assert "not an image file type" in table.loc["notes", "error"]
     assert predict_main(["--model", str(package), "--images", str(pics), "--out", str(out)]) == 2  # no overwrite
     # the command reproduces the library's probabilities for the same picture
-    probs, _, _ = Predictor(package).predict_image(cv2.imread(str(pics / "ok.jpg")))
+    probs, _, _ = Predictor(package).predict_image(read_image(pics / "ok.jpg").image)
     np.testing.assert_allclose(table.loc["ok", LABELS].to_numpy(float), probs, atol=1e-6)
 
 
