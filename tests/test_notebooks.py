@@ -3,6 +3,7 @@ import ast
 import json
 from pathlib import Path
 
+import numpy as np
 import papermill as pm
 import pytest
 
@@ -56,7 +57,8 @@ def test_smoke_chain_runs_every_notebook(tmp_path):
     table = stage2_alone(run, n_boot=20)
     sibling = run.parent / f"{run.name}-stage2-alone"
     assert table["run"].tolist() == ["Stage I + Stage II", "Stage II alone"]
-    assert -1 <= table["delta"][0] <= 1 and table["delta_low"][0] <= table["delta"][0] <= table["delta_high"][0]
+    d, lo, hi = table.loc[0, ["delta", "delta_low", "delta_high"]].astype(float)
+    assert -1 <= d <= 1 and (np.isnan(lo) or lo - 1e-9 <= d <= hi + 1e-9)  # a six-photo test set may give no interval
     assert (sibling / "03_stage1").is_symlink() and is_step_complete(sibling / "05_ensemble")
     first = json.loads(next((sibling / "04_stage2" / "folds").glob("fold*/result.json")).read_text())
     assert not first["weights_source"].startswith("checkpoint:")  # Stage II did not start from Stage I

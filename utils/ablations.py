@@ -294,7 +294,7 @@ def paired_delta(run_dir: Path, base_dir: Path, n_boot: int, seed: int) -> tuple
         warnings.simplefilter("ignore")
         point = diff(np.arange(len(y)))
         draws = [diff(rng.integers(0, len(y), len(y))) for _ in range(n_boot)]
-    lo, hi = np.percentile(draws, [2.5, 97.5])
+    lo, hi = np.nanpercentile(draws, [2.5, 97.5])  # a resample with one class of every label has no AUROC
     return point, float(lo), float(hi)
 
 
