@@ -17,10 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from .evaluate import bootstrap_table
-from .imageio import ImageReadError, read_image
 from .io import atomic_write_text
 from .metrics import LABELS
 
@@ -63,18 +61,18 @@ def render_real(folders: list[Path], out: Path, page: tuple[int, int], photo_max
 
 
 def score(model: Path, rows: pd.DataFrame, detector: str = "") -> pd.DataFrame:
-    """The package's calibrated probabilities for each rendered photo; unreadable ones get an error."""
+    """The package's calibrated probabilities for each rendered photo (step 05's loop); unreadable ones get an error."""
+    from .ensemble import apply_temperature, combine
+    from .evaluate import predict_rows
     from .predict import Predictor
 
     pred = Predictor(model, detector)
-    out = []
-    for r in tqdm(rows.itertuples(), total=len(rows), desc="score real ECGs", unit="img"):
-        try:
-            probs, error = pred.predict_image(read_image(r.image).image)[0], ""
-        except ImageReadError as exc:
-            probs, error = np.full(len(LABELS), np.nan), str(exc)
-        out.append({"id": r.id, **{f"p_{k}": float(p) for k, p in zip(LABELS, probs)}, "error": error})
-    return rows.merge(pd.DataFrame(out), on="id")
+    fold_probs, problems = predict_rows(pred, rows)
+    probs = apply_temperature(combine(list(fold_probs), pred.pkg["vote"]), pred.pkg["temperatures"])
+    errors = {p["id"]: p["error"] for p in problems}
+    out = pd.DataFrame(probs, columns=[f"p_{k}" for k in LABELS]).assign(
+        id=rows["id"].to_numpy(), error=[errors.get(i, "") for i in rows["id"]])
+    return rows.merge(out, on="id")
 
 
 def auroc_with_ci(scored: pd.DataFrame, n_boot: int, seed: int = 0) -> pd.DataFrame:
