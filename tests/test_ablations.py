@@ -36,7 +36,9 @@ def test_every_scale_plans_the_three_tables_around_one_baseline(tmp_path):
                 continue
             changed = {k for k, val in v.overrides.items() if vs["baseline"].overrides.get(k, base.get(k)) != val}
             assert len(changed) == 1, (v.name, changed)
-        assert vs["stage2-alone"].steps == "04-05" and vs["stage1-real"].needs_real
+        assert vs["stage2-alone"].steps == "04-05"
+        assert {vs[f"stage1-{k}"].overrides["stage1_sources"] for k in ("real", "synthetic", "recorded", "simulated")} \
+            == {"real", "synthetic", "recorded", "simulated"}
 
 
 def test_grid_folder_follows_the_settings_that_matter(tmp_path):
@@ -95,6 +97,88 @@ def test_paired_difference_and_voting_on_known_answers(tmp_path):
     assert votes.loc["soft", "test_low"] < votes.loc["soft", "test_auroc"] < votes.loc["soft", "test_high"]
 
 
+def _write_real(run_dir: Path, y: np.ndarray, p: np.ndarray, errors=None) -> Path:
+    """A run's real-ECG check as step 05 writes it: labels, calibrated probabilities and an error per record."""
+    out = run_dir / "05_ensemble" / "real_check"
+    out.mkdir(parents=True, exist_ok=True)
+    df = pd.DataFrame(y, columns=list(LABELS)).assign(id=[f"ptbxl{i:05d}" for i in range(len(y))])
+    df[[f"p_{k}" for k in LABELS]] = p
+    df["error"] = errors if errors is not None else ""
+    df.to_csv(out / "real_predictions.csv", index=False)
+    return run_dir
+
+
+def test_real_test_column_and_head_to_head_on_known_answers(tmp_path):
+    rng = np.random.default_rng(1)
+    y = (rng.random((200, 5)) < 0.3).astype(float)
+    good = np.clip(y * 0.4 + rng.random((3, 200, 5)) * 0.6, 0, 1)
+    noise = rng.random((3, 200, 5))
+    a, b = _fake_run(tmp_path / "a", y, good), _fake_run(tmp_path / "b", y, noise)
+    errors = [""] * 199 + ["unreadable: truncated JPEG"]  # a record that failed is left out of both sides
+    _write_real(a, y, good[0], errors)
+    _write_real(b, y, noise[0])
+    assert len(ab.real_predictions(a)) == 199 and ab.real_predictions(tmp_path / "nowhere") is None
+    d, lo, hi = ab.paired_delta_real(a, b, 100, 0)
+    assert d > 0.2 and lo > 0.1
+    assert ab.paired_delta_real(a, tmp_path / "nowhere", 10, 0) is None
+    status = pd.DataFrame([{"row": "R", "status": "complete", "run_dir": str(a)},
+                           {"row": "S", "status": "complete (the baseline run)", "run_dir": str(b)},
+                           {"row": "T", "status": "not run: no recorded Stage I images", "run_dir": ""}])
+    versus = ab.head_to_head(status, "R", "S", 100, 0).set_index("test_set")
+    assert list(versus["better"]) == ["R", "R"] and versus["delta"].str.match(r"^0\.\d{3} \[").all()
+    flipped = ab.head_to_head(status, "S", "R", 100, 0)
+    assert list(flipped["better"]) == ["R", "R"] and (flipped["high"] < 0).all()
+    missing = ab.head_to_head(status, "R", "T", 10, 0)
+    assert missing["status"].iloc[0] == "T: not complete in this grid"
+
+
+def test_stage1_sources_keep_their_kinds():
+    from utils.stages import stage1_kind, stage1_rows
+
+    table = pd.DataFrame({"source": ["synth_scan", "synth_scan", "ptbxl", "ptbxl", "scans:ecg-images", "scans:ecg-images",
+                                     "wfdb", "synth_photo"],
+                          "split": ["stage1", "stage1_val"] * 3 + ["stage1", "train"]}).assign(stage="I")
+    assert stage1_kind(table["source"]).tolist()[:5] == ["simulated", "simulated", "recorded", "recorded", "real"]
+    sizes = {k: tuple(len(part) for part in stage1_rows(table, k))
+             for k in ("all", "real", "synthetic", "simulated", "recorded")}
+    assert sizes == {"all": (4, 3), "real": (1, 1), "synthetic": (3, 2), "simulated": (1, 1), "recorded": (2, 1)}
+    with pytest.raises(ValueError, match="'stage1_val' rows of kind 'recorded'.*from stage1_render_dirs"):
+        stage1_rows(table[table["source"] != "ptbxl"], "recorded")
+
+
+def test_recorded_waveforms_leave_out_the_real_test_patients(tmp_path):
+    from tests.conftest import ptbxl_subset
+    from utils.assemble import leakage_guard, real_test_records
+
+    test_dir = ptbxl_subset(tmp_path / "real-test", n=3, first_id=1, patients=[11, 12, 13])
+    more = ptbxl_subset(tmp_path / "more", n=5, first_id=501, patients=[21, 12, 23, 24, 13])  # two patients shared
+    cfg = _cfg(tmp_path, "demo", ablation_real_test=str(test_dir), ablation_stage1_records=str(more),
+               synth_page_width=440, synth_page_height=340, num_workers=1)
+    base = ab.base_overrides(cfg)
+    assert base["real_check_dirs"] == str(test_dir)
+    folder = ab.recorded_folder(base)
+    assert base["stage1_render_dirs"] == str(folder) and folder.parent == tmp_path / "outputs" / "data"
+    info = ab.render_recorded(base, progress=False)
+    assert (info["records"], info["left_out"], info["failed"]) == (3, 2, 0)
+    made = pd.read_csv(folder / "train.csv", dtype={"id": str})
+    assert sorted(made["id"]) == ["ptbxl00501", "ptbxl00503", "ptbxl00504"]
+    left = pd.read_csv(folder / "left_out.csv")
+    assert sorted(left["group"]) == ["p12", "p13"] and (left["why"].str.contains("patient")).all()
+    # the manifest's guard refuses Stage I renders of a real-test patient, naming one
+    ids, groups = real_test_records(str(test_dir))
+    assert ids == {1, 2, 3} and groups == {"p11", "p12", "p13"}
+    df = pd.DataFrame({"stage": ["I", "I", "II"], "ecg_id": [501, 502, np.nan], "group": ["p21", "p12", "x"],
+                       "id": ["ptbxl:ptbxl00501", "ptbxl:ptbxl00502", "t0"]})
+    with pytest.raises(ValueError, match=r"1 Stage I rows are renders of records or patients of the real-ECG test "
+                                         r"set .*ptbxl:ptbxl00502 \(p12\)"):
+        leakage_guard(df, False, (ids, groups))
+    assert leakage_guard(df, True, (ids, groups))["real_test_overlap_rows"] == 1
+    assert leakage_guard(df.iloc[[0, 2]], False, (ids, groups))["real_test_overlap_rows"] == 0
+    # without the folders the grid renders nothing and leaves the Stage I sources alone
+    none = ab.base_overrides(_cfg(tmp_path, "demo", ablation_real_test="", ablation_stage1_records=str(tmp_path / "x")))
+    assert ab.recorded_folder(none) is None and none["stage1_render_dirs"] == ""
+
+
 def _sample(**kw):
     s = SynthSettings(style="photo", seed=5, page_width=550, page_height=425, photo_max_side=700, **kw)
     data, ann, _ = make_sample(s, 3)
@@ -143,10 +227,32 @@ def test_notebook_07_builds_tables_reuses_runs_and_lists_failures(tmp_path):
     from utils.pipeline import run_pipeline
     from utils.io import read_json
 
-    over = {"working_root": str(tmp_path), "ablations": "preprocessing,robustness", "robustness_images": 6,
-            "bootstrap_samples": 30}
+    from tests.conftest import ptbxl_subset
+
+    real = ptbxl_subset(tmp_path / "real-test", patients=[11, 12, 13, 14, 15, 16])
+    more = ptbxl_subset(tmp_path / "more", n=12, first_id=501, patients=[*range(21, 32), 13])  # one shared patient
+    over = {"working_root": str(tmp_path), "ablations": "strategy,preprocessing,robustness", "robustness_images": 6,
+            "bootstrap_samples": 30, "ablation_real_test": str(real), "ablation_stage1_records": str(more)}
     run = run_pipeline("smoke", "07", over)
     out = run / "07_ablations"
+    strategy = pd.read_csv(out / "table_strategy.csv").set_index("row")
+    assert strategy.loc["Stage I real", "status"].startswith("not run: no real Stage I images")
+    assert strategy.loc["Stage I synthetic", "status"].startswith("complete (the baseline run")
+    for row in ("Stage II alone", "Stage I recorded waveforms", "Stage I simulated waveforms"):
+        assert strategy.loc[row, "status"] == "complete" and strategy.loc[row, "real_records"] == 6
+        assert str(strategy.loc[row, "real_delta"])[:1] in "-0"
+    assert strategy["real"].dropna().str.match(r"^(\d\.\d{3} \[|-$)").all()
+    for row, sources in (("Stage I recorded waveforms", {"ptbxl"}), ("Stage I simulated waveforms", {"synth_scan"}),
+                         ("Stage I real + synthetic", {"ptbxl", "synth_scan"})):
+        summary = read_json(Path(strategy.loc[row, "run_dir"]) / "03_stage1" / "step.json")["summary"]
+        assert set(summary["train_sources"]) == sources, row
+    versus = pd.read_csv(out / "recorded_vs_simulated.csv")
+    assert list(versus["test_set"]) == ["synthetic photos", "real ECGs (PTB-XL, photo style)"]
+    grid_root = Path(read_json(out / "step.json")["summary"]["grid"])
+    base_cfg = (grid_root / "base" / "config.yaml").read_text()
+    assert f"real_check_dirs: {real}" in base_cfg and "stage1-recorded-" in base_cfg
+    left = pd.read_csv(next((tmp_path / "outputs" / "data").glob("stage1-recorded-*/left_out.csv")))
+    assert left["id"].tolist() == ["ptbxl00512"] and left["group"].tolist() == ["p13"]
     table = pd.read_csv(out / "table_preprocessing.csv")
     assert list(table["row"]) == ["raw", "roi_clahe", "seg_rect"]
     assert (table["status"] == "complete").all() and table["test_auroc"].between(0, 1).all()
@@ -158,7 +264,6 @@ def test_notebook_07_builds_tables_reuses_runs_and_lists_failures(tmp_path):
     curve = pd.read_csv(out / "robustness.csv")
     assert len(curve) == len(rb.plan_sets(resolve_config("smoke"))) and set(curve["style"]) == {"photo", "scan"}
     assert "## preprocessing" in (out / "tables.md").read_text() and (out / "robustness.png").is_file()
-    grid_root = Path(read_json(out / "step.json")["summary"]["grid"])
     stamps = {p: p.stat().st_mtime for p in grid_root.glob("*/0[3-5]_*/step.json")}
     # a second run of the notebook reuses every grid run
     run_pipeline("smoke", "07", over, force=True)

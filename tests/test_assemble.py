@@ -170,3 +170,18 @@ def test_folds_are_stratified_grouped_and_seeded():
         assert (prev - df[k].fillna(0).mean()).abs().max() < 0.03, k
     with pytest.raises(ValueError, match="only 3 groups for 5 folds"):
         make_folds(df.head(6), 5)
+
+
+def test_stage1_validation_holds_out_part_of_every_source():
+    from utils.folds import split_stage1_validation
+
+    df = pd.DataFrame({"source": ["synth_scan"] * 40 + ["ptbxl"] * 6 + ["scans:x"],
+                       "group": [f"s{i}" for i in range(40)] + ["p1", "p1", "p2", "p3", "p4", "p5"] + ["one"]})
+    split = split_stage1_validation(df, 0.1, seed=3)
+    val = df[split == "stage1_val"]
+    assert (val["source"] == "synth_scan").sum() == 4  # 10% of 40 groups
+    assert val.loc[val["source"] == "ptbxl", "group"].nunique() == 1  # rounds to 0: one group of five all the same
+    assert split[df["group"] == "one"].tolist() == ["stage1"]  # a source of one group keeps it for training
+    assert split[df["group"] == "p1"].nunique() == 1  # a group is never split
+    assert split.equals(split_stage1_validation(df, 0.1, seed=3))
+    assert (split_stage1_validation(df, 0.0, seed=3) == "stage1").all()

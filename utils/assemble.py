@@ -99,8 +99,9 @@ def apply_checks(df: pd.DataFrame, checks: pd.DataFrame, cfg, problems: list) ->
     return _drop(df, no_label, "no_known_label", "its source says nothing about any label; left out", problems)
 
 
-def leakage_guard(df: pd.DataFrame, allow: bool) -> dict:
-    """Stage I rows rendered from PTB-XL records that are also target ECGs: refused unless allowed."""
+def leakage_guard(df: pd.DataFrame, allow: bool, real_test: tuple[set, set] = (set(), set())) -> dict:
+    """Stage I rows rendered from PTB-XL records that are target ECGs, or records or patients of the real-ECG test
+    set (real_check_dirs: ecg ids, patient groups): refused unless allowed."""
     target = set(df.loc[df["stage"] == "II", "ecg_id"].dropna().astype(int))
     stage1 = df[(df["stage"] == "I") & df["ecg_id"].notna()]
     overlap = stage1[stage1["ecg_id"].astype(int).isin(target)]
@@ -109,7 +110,32 @@ def leakage_guard(df: pd.DataFrame, allow: bool) -> dict:
     if len(overlap) and not allow:
         raise ValueError(f"leakage: {len(overlap)} Stage I rows are renders of {info['overlapping_ecg_ids']} "
                          f"PTB-XL ECGs that are also in the target set; remove them or set allow_ptbxl_overlap")
+    ids, groups = real_test
+    groups = {g for g in groups if g}
+    if ids or groups:
+        group = stage1["group"].astype(str) if "group" in stage1 else pd.Series("", index=stage1.index)
+        hit = stage1[stage1["ecg_id"].astype(int).isin(ids) | group.isin(groups)]
+        info.update(real_test_records=len(ids), real_test_overlap_rows=int(len(hit)))
+        if len(hit) and not allow:
+            shown = ", ".join(f"{r.id} ({r.group})" for r in hit.head(5).itertuples())
+            raise ValueError(f"leakage: {len(hit)} Stage I rows are renders of records or patients of the real-ECG "
+                             f"test set (real_check_dirs), e.g. {shown}; leave those records out of Stage I or set "
+                             f"allow_ptbxl_overlap")
     return info
+
+
+def real_test_records(spec: str) -> tuple[set[int], set[str]]:
+    """PTB-XL ecg ids and patient groups of the real-ECG test folders that are present (real_check_dirs)."""
+    from .realcheck import present_folders
+    from .sources import _ptbxl_id
+    from .synth.wfdb_source import list_records
+
+    ids, groups = set(), set()
+    for folder in present_folders(spec)[0]:
+        refs, _ = list_records(folder)
+        ids |= {i for i in (_ptbxl_id(r.id) for r in refs if r.source == "ptbxl") if i is not None}
+        groups |= {r.group for r in refs if r.group}
+    return ids, groups
 
 
 def finalize(df: pd.DataFrame, cfg, folds_file: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -157,7 +183,7 @@ def build_manifest(cfg, paths: Paths, synth_sets: dict[str, str], step_dir: Path
     checks = inspect_images(df["image"].tolist(), cache=step_dir / "image_checks.csv",
                             want_hash=cfg["check_duplicates"], workers=cfg["num_workers"], progress=progress)
     df = apply_checks(df, checks, cfg, problems)
-    leakage = leakage_guard(df, cfg["allow_ptbxl_overlap"])
+    leakage = leakage_guard(df, cfg["allow_ptbxl_overlap"], real_test_records(cfg["real_check_dirs"]))
     df, fold_table = finalize(df.reset_index(drop=True), cfg, step_dir / "folds.csv")
     report = pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
     cols = ["image", "id", "source", "style", "stage", "split", "fold", *LABELS, *[f"known_{k}" for k in LABELS],

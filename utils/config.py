@@ -121,8 +121,9 @@ OPTIONS: tuple[Option, ...] = (
     _o("stage2_init", str, "stage1", "Stage II starts from: stage1 (best Stage I weights), imagenet or scratch",
        choices=("stage1", "imagenet", "scratch")),
     _o("folds_to_run", str, "", "comma-separated fold numbers to train (empty: all)"),
-    _o("stage1_sources", str, "all", "Stage I images: all, real (scanned paper, stage1_scan_dirs) or synthetic "
-       "(the synthesizer and WFDB renders)", choices=("all", "real", "synthetic")),
+    _o("stage1_sources", str, "all", "Stage I images: all, real (scanned paper, stage1_scan_dirs), synthetic "
+       "(every software render), simulated (the synthesizer's waveforms) or recorded (renders of recorded waveforms, "
+       "stage1_render_dirs)", choices=("all", "real", "synthetic", "simulated", "recorded")),
     # --- 05 ensemble, evaluation, submission ---
     _o("ensemble_rule", str, "soft", "how fold models are combined for the submission: soft (mean probability), "
        "hard (the paper's majority vote) or rank", choices=("soft", "hard", "rank")),
@@ -143,6 +144,10 @@ OPTIONS: tuple[Option, ...] = (
        "backbone, strategy, preprocessing, robustness (voting and photo/scan come with the baseline)"),
     _o("ablation_weights", str, "", "pretrained weights of the comparison backbones, e.g. "
        "'ResNet=/kaggle/input/resnet50,ViT=...,Swin=...' (rows without: the hub when online, else scratch)"),
+    _o("ablation_real_test", str, "", "real ECG records (PTB-XL layout, comma-separated) rendered as photos: every "
+       "table's second test set (step 05's real check of each row); empty or absent: synthetic test only"),
+    _o("ablation_stage1_records", str, "", "recorded waveforms (WFDB folders, comma-separated) the grid renders "
+       "scan-like for Stage I (the strategy table's recorded rows); patients of the real test are left out"),
     _o("robustness_images", int, 300, "photo-like test pictures per level of each robustness sweep"),
 )
 

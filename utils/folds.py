@@ -36,8 +36,14 @@ def fold_prevalence(df: pd.DataFrame, fold_col: str = "fold") -> pd.DataFrame:
 
 
 def split_stage1_validation(df: pd.DataFrame, fraction: float, seed: int) -> pd.Series:
-    """'stage1_val' for a seeded fraction of Stage I groups (early stopping), 'stage1' for the rest."""
-    groups = np.array(sorted(df["group"].astype(str).unique()))
+    """'stage1_val' for a seeded fraction of each source's Stage I groups (at least one where a source has two), so
+    that a Stage I of any one kind of picture validates on its own kind; 'stage1' for the rest."""
     rng = np.random.default_rng(seed)
-    val = set(rng.choice(groups, size=int(round(len(groups) * fraction)), replace=False)) if fraction > 0 else set()
+    val: set[str] = set()
+    sources = df["source"] if "source" in df else pd.Series("", index=df.index)
+    for _, part in df.groupby(sources, sort=True):
+        groups = np.array(sorted(part["group"].astype(str).unique()))
+        k = int(round(len(groups) * fraction)) if fraction > 0 else 0
+        k = 1 if fraction > 0 and k == 0 and len(groups) >= 2 else k
+        val |= set(rng.choice(groups, size=k, replace=False)) if k else set()
     return df["group"].astype(str).map(lambda g: "stage1_val" if g in val else "stage1")

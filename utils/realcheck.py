@@ -87,8 +87,10 @@ def auroc_with_ci(scored: pd.DataFrame, n_boot: int, seed: int = 0) -> pd.DataFr
 
 
 def real_check(model: Path, data: str, out: Path, page=(1100, 850), photo_max_side: int = 1400, seed: int = 2024,
-               limit: int = 0, n_boot: int = 1000, detector: str = "") -> tuple[pd.DataFrame | None, list[str]]:
-    """(AUROC table or None when no data folder is present, notes). Writes real_predictions.csv and real_auroc.csv."""
+               limit: int = 0, n_boot: int = 1000, detector: str = "",
+               render_dir: Path | None = None) -> tuple[pd.DataFrame | None, list[str]]:
+    """(AUROC table or None when no data folder is present, notes). Writes real_predictions.csv and real_auroc.csv;
+    the renders go to render_dir (default: out), cached by settings, so runs that share it render once."""
     folders, notes = present_folders(data)
     if not folders:
         return None, notes + ["no real ECG folder present: the real-ECG check is skipped"]
@@ -96,7 +98,7 @@ def real_check(model: Path, data: str, out: Path, page=(1100, 850), photo_max_si
 
     load_package(Path(model))  # a bad package fails before anything is rendered
     out.mkdir(parents=True, exist_ok=True)
-    scored = score(model, render_real(folders, out, page, photo_max_side, seed, limit), detector)
+    scored = score(model, render_real(folders, Path(render_dir or out), page, photo_max_side, seed, limit), detector)
     table = auroc_with_ci(scored, n_boot)
     atomic_write_text(out / "real_predictions.csv", scored.to_csv(index=False))
     atomic_write_text(out / "real_auroc.csv", table.to_csv(index=False))

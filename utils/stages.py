@@ -66,23 +66,42 @@ def is_real_scan(source: pd.Series) -> pd.Series:
     return source.astype(str).str.startswith("scans:")
 
 
+def is_simulated(source: pd.Series) -> pd.Series:
+    """Pictures of the project's simulated waveforms (step 00); renders of recorded ones carry their database's name."""
+    return source.astype(str).str.startswith("synth")
+
+
+def stage1_kind(source: pd.Series) -> pd.Series:
+    """real (scanned paper), simulated (simulated waveforms drawn by software) or recorded (recorded waveforms drawn
+    by software, e.g. PTB-XL or CODE-15% renders)."""
+    return pd.Series(np.where(is_real_scan(source), "real", np.where(is_simulated(source), "simulated", "recorded")),
+                     index=source.index)
+
+
+# stage1_sources -> the kinds of Stage I picture it keeps; "synthetic" is the paper's word for every software render
+STAGE1_KINDS = {"all": ("real", "simulated", "recorded"), "real": ("real",), "synthetic": ("simulated", "recorded"),
+                "simulated": ("simulated",), "recorded": ("recorded",)}
+
+
 def stage1_rows(table: pd.DataFrame, which: str = "all") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stage I training and validation rows of the chosen kind (all, real or synthetic)."""
+    """Stage I training and validation rows of the chosen kind (see STAGE1_KINDS)."""
     rows = table[table["split"].isin(["stage1", "stage1_val"])]
-    if which != "all":
-        rows = rows[is_real_scan(rows["source"]) == (which == "real")]
+    rows = rows[stage1_kind(rows["source"]).isin(STAGE1_KINDS[which]).to_numpy()]
     train, val = rows[rows["split"] == "stage1"], rows[rows["split"] == "stage1_val"]
     if train.empty or val.empty:
         kinds = table.loc[table["stage"] == "I", "source"].value_counts().to_dict()
         raise ValueError(f"Stage I needs 'stage1' and 'stage1_val' rows of kind {which!r} in the manifest; its "
-                         f"Stage I sources are {kinds or 'none'} (real ones come from stage1_scan_dirs)")
+                         f"Stage I sources are {kinds or 'none'} (real ones come from stage1_scan_dirs, recorded ones from "
+                         f"stage1_render_dirs)")
     return train, val
 
 
 def stage1(cfg, table: pd.DataFrame, out_dir: Path) -> dict:
     train, val = stage1_rows(table, cfg["stage1_sources"])
     s = settings_from(cfg, cfg["stage1_epochs"])
-    return run_fit(s, train, val, out_dir, cfg["multi_gpu"]) | {"train_rows": len(train), "val_rows": len(val)}
+    return run_fit(s, train, val, out_dir, cfg["multi_gpu"]) | {
+        "train_rows": len(train), "val_rows": len(val),
+        "train_sources": {str(k): int(v) for k, v in train["source"].value_counts().sort_index().items()}}
 
 
 def stage2(cfg, table: pd.DataFrame, out_dir: Path, stage1_best: Path | None) -> pd.DataFrame:
