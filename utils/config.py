@@ -139,7 +139,8 @@ OPTIONS: tuple[Option, ...] = (
     _o("gallery_size", int, 4, "pictures per row of each label's gallery (TP, FP, FN)"),
     # --- 07 ablations and robustness (not in the default chain: python -m utils.pipeline --steps 07) ---
     _o("ablation_scale", str, "paper", "paper: the paper's backbones at the profile's settings (GPU); cpu: "
-       "the demo's learning configuration at a third of its images and epochs (about 1.5 hours on 2 cores); smoke: test-sized", choices=("paper", "cpu", "smoke")),
+       "the demo's learning configuration at a third of its images and epochs (about 1.5 hours on 2 cores); "
+       "smoke: test-sized", choices=("paper", "cpu", "smoke")),
     _o("ablations", str, "backbone,strategy,preprocessing,robustness", "comparisons to run, comma-separated: "
        "backbone, strategy, preprocessing, robustness (voting and photo/scan come with the baseline)"),
     _o("ablation_weights", str, "", "pretrained weights of the comparison backbones, e.g. "
