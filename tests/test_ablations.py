@@ -174,6 +174,11 @@ def test_recorded_waveforms_leave_out_the_real_test_patients(tmp_path):
         leakage_guard(df, False, (ids, groups))
     assert leakage_guard(df, True, (ids, groups))["real_test_overlap_rows"] == 1
     assert leakage_guard(df.iloc[[0, 2]], False, (ids, groups))["real_test_overlap_rows"] == 0
+    # a folder that holds no records is an error that names it
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no WFDB header \(\.hea\) under .*empty"):
+        ab.render_recorded(ab.base_overrides(_cfg(tmp_path, "demo", ablation_real_test=str(test_dir),
+                                                  ablation_stage1_records=str(tmp_path / "empty"))), progress=False)
     # without the folders the grid renders nothing and leaves the Stage I sources alone
     none = ab.base_overrides(_cfg(tmp_path, "demo", ablation_real_test="", ablation_stage1_records=str(tmp_path / "x")))
     assert ab.recorded_folder(none) is None and none["stage1_render_dirs"] == ""

@@ -58,8 +58,8 @@ SCALE_BACKBONES = {
 # What a scale changes on top of the profile (the paper scale: nothing). The cpu scale is the demo's learning
 # configuration (EfficientNet-Lite0 ImageNet, two stages frozen, grayscale 256x352) at about a third of its images and
 # epochs: the strategy and preprocessing tables (six trainings) and the robustness curves take about 1.5 hours on two
-# cores (measured: 96 minutes): 800 simulated scans (as many as the recorded waveforms the strategy table renders beside them), 300
-# photos in three folds, 200 test photos.
+# cores (measured: 96 minutes). 800 simulated scans (as many as the recorded waveforms the strategy table renders
+# beside them), 300 photos in three folds, 200 test photos.
 SCALE_OVERRIDES = {
     "paper": {},
     "cpu": {"synth_scan_train": 800, "synth_photo_train": 300, "synth_photo_test": 200, "n_folds": 3,

@@ -91,8 +91,8 @@ def stage1_rows(table: pd.DataFrame, which: str = "all") -> tuple[pd.DataFrame, 
     if train.empty or val.empty:
         kinds = table.loc[table["stage"] == "I", "source"].value_counts().to_dict()
         raise ValueError(f"Stage I needs 'stage1' and 'stage1_val' rows of kind {which!r} in the manifest; its "
-                         f"Stage I sources are {kinds or 'none'} (real ones come from stage1_scan_dirs, recorded ones from "
-                         f"stage1_render_dirs)")
+                         f"Stage I sources are {kinds or 'none'} (real ones come from stage1_scan_dirs, recorded "
+                         f"ones from stage1_render_dirs)")
     return train, val
 
 
