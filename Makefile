@@ -39,10 +39,10 @@ clean-venv:
 KAGGLE_USER ?= your-kaggle-username
 .PHONY: kaggle-code kaggle-wheels kaggle-weights
 kaggle-code: env
-	$(PY) -m utils.kaggle code --out dist/kaggle-code --user $(KAGGLE_USER)
+	$(PY) -m utils.pipeline.kaggle code --out dist/kaggle-code --user $(KAGGLE_USER)
 
 kaggle-wheels: env
-	$(PY) -m utils.kaggle wheels --out dist/kaggle-wheels
+	$(PY) -m utils.pipeline.kaggle wheels --out dist/kaggle-wheels
 
 kaggle-weights: env
-	$(PY) -m utils.kaggle weights --out dist/kaggle-weights
+	$(PY) -m utils.pipeline.kaggle weights --out dist/kaggle-weights

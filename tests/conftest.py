@@ -41,8 +41,9 @@ def package(tmp_path):
     """A two-fold ensemble package of test-sized random models."""
     import timm
 
-    from utils.cache import PrepSettings
-    from utils.predict import package_model
+    from utils.preprocess.cache import PrepSettings
+    from utils.ensemble.predict import package_model
+    from utils.ensemble.vote import Calibration
 
     ckpts = []
     for k in range(2):
@@ -53,7 +54,8 @@ def package(tmp_path):
                  "data_config": {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}}
         torch.save(state, tmp_path / f"fold{k}.pt")
         ckpts.append(tmp_path / f"fold{k}.pt")
-    return package_model(tmp_path / "model.pt", ckpts, PrepSettings(long_side=128), "soft", [1.5] * 5, [0.5] * 5)
+    return package_model(tmp_path / "model.pt", ckpts, PrepSettings(long_side=128), "soft",
+                         Calibration((1.5,) * 5, (0.5,) * 5))
 
 
 # a few rows of PTB-XL's statement table: enough to map these records' codes to superclasses

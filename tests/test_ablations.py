@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils import ablations as ab
-from utils import robustness as rb
-from utils.config import ConfigError, resolve_config
-from utils.paths import resolve_paths
-from utils.metrics import LABELS
+from utils.ablations import grid as ab, recorded, results
+from utils.ablations import robustness as rb
+from utils.pipeline.config import ConfigError, resolve_config
+from utils.core.paths import resolve_paths
+from utils.core.labels import LABELS
 from utils.synth.generate import SynthSettings, make_sample
 
 
@@ -63,7 +63,7 @@ def test_bad_names_are_errors_that_name_them(tmp_path):
 @pytest.mark.parametrize("lo,hi,paper,expected", [(0.01, 0.2, -0.1, "disagrees"), (-0.2, -0.01, -0.1, "agrees"),
                                                   (-0.05, 0.05, -0.1, "inconclusive"), (0.01, 0.2, None, "no paper")])
 def test_verdict_needs_an_interval_that_excludes_zero(lo, hi, paper, expected):
-    assert ab.verdict(paper, lo, hi).startswith(expected)
+    assert results.verdict(paper, lo, hi).startswith(expected)
 
 
 def _fake_run(root: Path, y: np.ndarray, fold_probs: np.ndarray) -> Path:
@@ -83,15 +83,15 @@ def test_paired_difference_and_voting_on_known_answers(tmp_path):
     good = np.clip(y * 0.35 + rng.random((3, 300, 5)) * 0.65, 0, 1)  # informative, three folds
     noise = rng.random((3, 300, 5))
     a, b = _fake_run(tmp_path / "a", y, good), _fake_run(tmp_path / "b", y, noise)
-    d, lo, hi = ab.paired_delta(a, b, 200, 0)
+    d, lo, hi = results.paired_delta(a, b, 200, 0)
     assert 0.2 < d and lo > 0.1 and hi > lo
-    d0, lo0, hi0 = ab.paired_delta(a, a, 50, 0)
+    d0, lo0, hi0 = results.paired_delta(a, a, 50, 0)
     assert d0 == lo0 == hi0 == 0
     (a / "05_ensemble" / "test_fold_probs.npy").unlink()
     with pytest.raises(FileNotFoundError, match=r"test_fold_probs.npy is missing: step 05 of .*/a did not finish"):
-        ab.paired_delta(a, b, 10, 0)
+        results.paired_delta(a, b, 10, 0)
     a = _fake_run(tmp_path / "a2", y, good)
-    votes = ab.voting_table(a, 200, 0).set_index("rule")
+    votes = results.voting_table(a, 200, 0).set_index("rule")
     assert votes.loc["hard", "distinct_scores_per_label"] <= 4 < votes.loc["soft", "distinct_scores_per_label"]
     assert votes.loc["soft", "test_auroc"] > votes.loc["hard", "test_auroc"] > 0.6
     assert votes.loc["soft", "test_low"] < votes.loc["soft", "test_auroc"] < votes.loc["soft", "test_high"]
@@ -117,23 +117,23 @@ def test_real_test_column_and_head_to_head_on_known_answers(tmp_path):
     errors = [""] * 199 + ["unreadable: truncated JPEG"]  # a record that failed is left out of both sides
     _write_real(a, y, good[0], errors)
     _write_real(b, y, noise[0])
-    assert len(ab.real_predictions(a)) == 199 and ab.real_predictions(tmp_path / "nowhere") is None
-    d, lo, hi = ab.paired_delta_real(a, b, 100, 0)
+    assert len(results.real_predictions(a)) == 199 and results.real_predictions(tmp_path / "nowhere") is None
+    d, lo, hi = results.paired_delta_real(a, b, 100, 0)
     assert d > 0.2 and lo > 0.1
-    assert ab.paired_delta_real(a, tmp_path / "nowhere", 10, 0) is None
+    assert results.paired_delta_real(a, tmp_path / "nowhere", 10, 0) is None
     status = pd.DataFrame([{"row": "R", "status": "complete", "run_dir": str(a)},
                            {"row": "S", "status": "complete (the baseline run)", "run_dir": str(b)},
                            {"row": "T", "status": "not run: no recorded Stage I images", "run_dir": ""}])
-    versus = ab.head_to_head(status, "R", "S", 100, 0).set_index("test_set")
+    versus = results.head_to_head(status, "R", "S", 100, 0).set_index("test_set")
     assert list(versus["better"]) == ["R", "R"] and versus["delta"].str.match(r"^0\.\d{3} \[").all()
-    flipped = ab.head_to_head(status, "S", "R", 100, 0)
+    flipped = results.head_to_head(status, "S", "R", 100, 0)
     assert list(flipped["better"]) == ["R", "R"] and (flipped["high"] < 0).all()
-    missing = ab.head_to_head(status, "R", "T", 10, 0)
+    missing = results.head_to_head(status, "R", "T", 10, 0)
     assert missing["status"].iloc[0] == "T: not complete in this grid"
 
 
 def test_stage1_sources_keep_their_kinds():
-    from utils.stages import stage1_kind, stage1_rows
+    from utils.train.stages import stage1_kind, stage1_rows
 
     table = pd.DataFrame({"source": ["synth_scan", "synth_scan", "ptbxl", "ptbxl", "scans:ecg-images", "scans:ecg-images",
                                      "wfdb", "synth_photo"],
@@ -148,7 +148,7 @@ def test_stage1_sources_keep_their_kinds():
 
 def test_recorded_waveforms_leave_out_the_real_test_patients(tmp_path):
     from tests.conftest import ptbxl_subset
-    from utils.assemble import leakage_guard, real_test_records
+    from utils.data.leakage import leakage_guard, real_test_records
 
     test_dir = ptbxl_subset(tmp_path / "real-test", n=3, first_id=1, patients=[11, 12, 13])
     more = ptbxl_subset(tmp_path / "more", n=5, first_id=501, patients=[21, 12, 23, 24, 13])  # two patients shared
@@ -156,32 +156,32 @@ def test_recorded_waveforms_leave_out_the_real_test_patients(tmp_path):
                synth_page_width=440, synth_page_height=340, num_workers=1)
     base = ab.base_overrides(cfg)
     assert base["real_check_dirs"] == str(test_dir)
-    folder = ab.recorded_folder(base)
+    folder = recorded.recorded_folder(base)
     assert base["stage1_render_dirs"] == str(folder) and folder.parent == tmp_path / "outputs" / "data"
-    info = ab.render_recorded(base, progress=False)
+    info = recorded.render_recorded(base, progress=False)
     assert (info["records"], info["left_out"], info["failed"]) == (3, 2, 0)
     made = pd.read_csv(folder / "train.csv", dtype={"id": str})
     assert sorted(made["id"]) == ["ptbxl00501", "ptbxl00503", "ptbxl00504"]
     left = pd.read_csv(folder / "left_out.csv")
     assert sorted(left["group"]) == ["p12", "p13"] and (left["why"].str.contains("patient")).all()
     # the manifest's guard refuses Stage I renders of a real-test patient, naming one
-    ids, groups = real_test_records(str(test_dir))
-    assert ids == {1, 2, 3} and groups == {"p11", "p12", "p13"}
+    real = real_test_records(str(test_dir))
+    assert real.ids == {1, 2, 3} and real.groups == {"p11", "p12", "p13"}
     df = pd.DataFrame({"stage": ["I", "I", "II"], "ecg_id": [501, 502, np.nan], "group": ["p21", "p12", "x"],
                        "id": ["ptbxl:ptbxl00501", "ptbxl:ptbxl00502", "t0"]})
     with pytest.raises(ValueError, match=r"1 Stage I rows are renders of records or patients of the real-ECG test "
                                          r"set .*ptbxl:ptbxl00502 \(p12\)"):
-        leakage_guard(df, False, (ids, groups))
-    assert leakage_guard(df, True, (ids, groups))["real_test_overlap_rows"] == 1
-    assert leakage_guard(df.iloc[[0, 2]], False, (ids, groups))["real_test_overlap_rows"] == 0
+        leakage_guard(df, False, real)
+    assert leakage_guard(df, True, real)["real_test_overlap_rows"] == 1
+    assert leakage_guard(df.iloc[[0, 2]], False, real)["real_test_overlap_rows"] == 0
     # a folder that holds no records is an error that names it
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"no WFDB header \(\.hea\) under .*empty"):
-        ab.render_recorded(ab.base_overrides(_cfg(tmp_path, "demo", ablation_real_test=str(test_dir),
+        recorded.render_recorded(ab.base_overrides(_cfg(tmp_path, "demo", ablation_real_test=str(test_dir),
                                                   ablation_stage1_records=str(tmp_path / "empty"))), progress=False)
     # without the folders the grid renders nothing and leaves the Stage I sources alone
     none = ab.base_overrides(_cfg(tmp_path, "demo", ablation_real_test="", ablation_stage1_records=str(tmp_path / "x")))
-    assert ab.recorded_folder(none) is None and none["stage1_render_dirs"] == ""
+    assert recorded.recorded_folder(none) is None and none["stage1_render_dirs"] == ""
 
 
 def _sample(**kw):
@@ -229,8 +229,8 @@ def test_sweep_plan_shares_the_default_set(tmp_path):
 
 @pytest.mark.slow
 def test_notebook_07_builds_tables_reuses_runs_and_lists_failures(tmp_path):
-    from utils.pipeline import run_pipeline
-    from utils.io import read_json
+    from utils.pipeline.runner import run_pipeline
+    from utils.core.atomic import read_json
 
     from tests.conftest import ptbxl_subset
 

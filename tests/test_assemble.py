@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils.assemble import build_manifest, discover_scan_sets
-from utils.config import resolve_config
-from utils.folds import make_folds
-from utils.paths import resolve_paths
-from utils.sources import class_labels, load_class_folders, load_competition
+from utils.data.assemble import build_manifest, discover_scan_sets
+from utils.pipeline.config import resolve_config
+from utils.data.folds import make_folds
+from utils.core.paths import resolve_paths
+from utils.data.sources import class_labels, load_class_folders, load_competition
 
 LABELS = ["MI", "AF", "HYP", "CD", "STTC"]
 
@@ -173,7 +173,7 @@ def test_folds_are_stratified_grouped_and_seeded():
 
 
 def test_stage1_validation_holds_out_part_of_every_source():
-    from utils.folds import split_stage1_validation
+    from utils.data.folds import split_stage1_validation
 
     df = pd.DataFrame({"source": ["synth_scan"] * 40 + ["ptbxl"] * 6 + ["scans:x"],
                        "group": [f"s{i}" for i in range(40)] + ["p1", "p1", "p2", "p3", "p4", "p5"] + ["one"]})

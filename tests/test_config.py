@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from utils.config import (CONFIG_KEYS, DEFAULTS, OPTIONS, ConfigError, coerce_value, diff_configs, load_profile,
+from utils.pipeline.config import (CONFIG_KEYS, DEFAULTS, OPTIONS, ConfigError, coerce_value, diff_configs, load_profile,
                           notebook_overrides, parse_overrides, resolve_config, save_config)
 
 
@@ -84,3 +84,13 @@ def test_a_key_added_later_is_no_difference_for_old_runs():
     assert diff_configs(old, cfg) == {}
     assert diff_configs(old, {**cfg, "seed": 1}) == {"seed": (42, 1)}
     assert diff_configs({**cfg, "gone": 1}, cfg) == {"gone": (1, None)}
+
+
+def test_values_papermill_injected_count_even_when_they_equal_the_defaults():
+    """`papermill -p profile demo -p lr 0.0001`: lr equals the Kaggle default but was asked for, so it is kept."""
+    cell = 'profile: str = "kaggle"\nlr: float = 1e-4\nseed: int = 42\n'
+    injected = '# Parameters\nprofile = "demo"\nlr = 0.0001\n'
+    ns = {"In": ["", cell, injected], "profile": "demo", "lr": 1e-4, "seed": DEFAULTS["seed"]}
+    assert notebook_overrides(ns) == {"lr": 1e-4}
+    assert resolve_config("demo", notebook_overrides(ns))["lr"] == 1e-4
+    assert notebook_overrides({**ns, "In": ["", cell]}) == {}  # run by hand, cell unchanged: the profile decides

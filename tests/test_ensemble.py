@@ -5,10 +5,11 @@ import pandas as pd
 import pytest
 import torch
 
-from utils.ensemble import apply_temperature, bootstrap_auroc, combine, ece, f1_thresholds, fit_temperature
-from utils.evaluate import SubmissionError, submission_ids, write_submission
-from utils.imageio import read_image
-from utils.predict import Predictor, main as predict_main
+from utils.core.metrics import bootstrap_auroc
+from utils.ensemble.vote import apply_temperature, combine, ece, f1_thresholds, fit_temperature
+from utils.ensemble.submission import SubmissionError, submission_ids, write_submission
+from utils.core.imageio import read_image
+from utils.ensemble.predict import Predictor, main as predict_main
 
 LABELS = ["MI", "AF", "HYP", "CD", "STTC"]
 
@@ -88,7 +89,7 @@ def test_package_is_weights_only_and_predict_handles_bad_files(package, tmp_path
     assert "not an image file type" in table.loc["notes", "error"]
     assert predict_main(["--model", str(package), "--images", str(pics), "--out", str(out)]) == 2  # no overwrite
     # the command reproduces the library's probabilities for the same picture
-    probs, _, _ = Predictor(package).predict_image(read_image(pics / "ok.jpg").image)
+    probs, _, _, _ = Predictor(package).predict_image(read_image(pics / "ok.jpg").image)
     np.testing.assert_allclose(table.loc["ok", LABELS].to_numpy(float), probs, atol=1e-6)
 
 
@@ -100,3 +101,71 @@ def test_predict_writes_gradcam_overlays(package, tmp_path):
                          str(tmp_path / "p.csv"), "--gradcam", str(tmp_path / "cam")]) == 0
     over = cv2.imread(str(tmp_path / "cam" / "one.jpg"))
     assert over is not None and over.shape[2] == 3
+
+
+def test_unknown_labels_are_left_out_never_counted_negative():
+    from utils.core.metrics import auroc_row, bootstrap_table
+
+    y = np.array([[1, 0, 0, 1, 0], [0, 1, 1, 0, 1], [1, 0, 1, 1, 0], [0, 1, 0, 0, 1]] * 5, float)
+    p = y * 0.6 + 0.2
+    y_unknown = y.copy()
+    y_unknown[::4, 0] = np.nan  # MI unknown on a quarter of the rows: were they negatives, MI would not be perfect
+    p_bad = p.copy()
+    p_bad[::4, 0] = 0.99
+    assert auroc_row(y_unknown, p_bad)["MI"] == 1.0
+    ci = bootstrap_auroc(y_unknown, p_bad, n=50, seed=1)
+    assert ci["MI"] == (1.0, 1.0, 1.0) and ci["macro"][0] == 1.0
+    table = bootstrap_table(y_unknown, p_bad, n=50, seed=1).set_index("label")
+    assert table.loc["MI", "auroc"] == 1.0 and list(table.index) == [*LABELS, "macro"]
+
+
+def test_paired_bootstrap_is_the_difference_of_the_same_resamples():
+    rng = np.random.default_rng(0)
+    y = (rng.random((120, 5)) < 0.4).astype(float)
+    good = np.clip(y * 0.5 + rng.random((120, 5)) * 0.6, 0, 1)
+    bad = rng.random((120, 5))
+    plain_good, plain_bad = bootstrap_auroc(y, good, n=0)["macro"][0], bootstrap_auroc(y, bad, n=0)["macro"][0]
+    point, lo, hi = bootstrap_auroc(y, good, n=200, seed=3, baseline=bad)["macro"]
+    assert point == pytest.approx(plain_good - plain_bad) and 0 < lo <= point <= hi
+    assert bootstrap_auroc(y, good, n=200, seed=3, baseline=good)["macro"] == (0.0, 0.0, 0.0)
+
+
+def test_thresholds_are_fitted_on_the_calibrated_scores_they_are_applied_to():
+    from utils.ensemble.vote import Calibration, fit_calibration, vote_scores
+
+    rng = np.random.default_rng(2)
+    y = (rng.random((300, 5)) < 0.3).astype(float)
+    p = np.clip(0.5 + (y - 0.5) * 0.5 + rng.normal(0, 0.2, y.shape), 0.01, 0.99) ** 2  # miscalibrated on purpose
+    calibration, table, calibrated = fit_calibration(p, y)
+    np.testing.assert_allclose(calibrated, apply_temperature(p, calibration.temperatures))
+    assert list(table["threshold"]) == pytest.approx(list(calibration.thresholds), abs=1e-4)
+    assert calibration.thresholds == tuple(f1_thresholds(calibrated, y))
+    # one model: the soft vote is the calibrated probability, and the decisions use the same thresholds
+    np.testing.assert_allclose(vote_scores(p[None], "soft", calibration), calibrated)
+    assert (calibration.decide(calibrated) == (calibrated >= np.array(calibration.thresholds))).all()
+    # hard and rank votes are never passed through a temperature
+    np.testing.assert_array_equal(vote_scores(p[None], "hard", calibration), combine([p], "hard"))
+    assert Calibration().thresholds == (0.5,) * 5
+
+
+def test_one_picture_gives_the_same_tensor_in_training_and_serving(package, tmp_path):
+    """Original picture -> step 02's cache -> training dataset, and original -> the packaged predictor: one input."""
+    from utils.preprocess.cache import build_cache
+    from utils.train.dataset import CachedImages, ModelInput
+
+    img = np.full((420, 560, 3), 60, np.uint8)
+    cv2.rectangle(img, (60, 50), (500, 370), (235, 240, 245), -1)
+    cv2.line(img, (80, 200), (480, 180), (20, 20, 20), 3)
+    cv2.imwrite(str(tmp_path / "one.png"), img)
+    pred = Predictor(package)
+    table = build_cache(pd.DataFrame({"id": ["one"], "image": [str(tmp_path / "one.png")]}), pred.prep,
+                        tmp_path / "cache", workers=1, progress=False)
+    pkg = pred.pkg
+    ds = CachedImages(table.assign(**{k: 0.0 for k in LABELS}),
+                      ModelInput(pkg["image_size"], pkg["mean"], pkg["std"], pkg["input_channels"]))
+    trained = ds[0][0]
+    served = pred.tensor(pred.prepare(read_image(tmp_path / "one.png").image)[0])[0]
+    assert trained.shape == served.shape == (3, 64, 96)
+    # the same steps; only the cache's JPEG encoding (quality 95) lies between them
+    assert float((trained - served).abs().mean()) < 0.02
+    assert float((trained - served).abs().max()) < 0.5

@@ -7,16 +7,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils import kaggle
-from utils.pipeline import discover_steps, run_pipeline
-from utils.runs import is_step_complete
+from utils.pipeline import kaggle
+from utils.pipeline.runner import discover_steps, run_pipeline
+from utils.pipeline.runs import is_step_complete
 
 
 def test_code_dataset_holds_the_package_and_metadata(tmp_path):
     out = kaggle.build_code_dataset(tmp_path / "code", user="alice")
     meta = json.loads((out / "dataset-metadata.json").read_text())
     assert meta["id"] == "alice/ecg-photo-reader-code" and meta["licenses"]
-    assert (out / "utils" / "__init__.py").is_file() and (out / "utils" / "profiles" / "kaggle.yaml").is_file()
+    assert (out / "utils" / "__init__.py").is_file() and (out / "utils" / "pipeline" / "profiles" / "kaggle.yaml").is_file()
     assert sorted(p.name for p in (out / "notebooks").glob("*.ipynb")) == \
         sorted(s.path.name for s in discover_steps(out / "notebooks"))
     assert not list(out.rglob("__pycache__"))
@@ -80,7 +80,7 @@ def _kaggle_input(root):
 def test_chain_on_a_kaggle_shaped_input(tmp_path, monkeypatch):
     import yaml
 
-    from utils.config import PROFILE_DIR
+    from utils.pipeline.config import PROFILE_DIR
 
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
     comp = _kaggle_input(tmp_path / "input")

@@ -7,10 +7,10 @@ import numpy as np
 import papermill as pm
 import pytest
 
-from utils.compare import stage2_alone
-from utils.config import CONFIG_KEYS, DEFAULTS
-from utils.pipeline import discover_steps, run_pipeline
-from utils.runs import is_step_complete
+from utils.ablations.compare import stage2_alone
+from utils.pipeline.config import CONFIG_KEYS, DEFAULTS
+from utils.pipeline.runner import discover_steps, run_pipeline
+from utils.pipeline.runs import is_step_complete
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))

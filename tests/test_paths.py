@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from utils import paths as P
-from utils.config import resolve_config
+from utils.core import paths as P
+from utils.pipeline.config import resolve_config
 
 
 def test_auto_roots_off_kaggle(monkeypatch):

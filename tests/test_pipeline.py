@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_notebook
-from utils.config import ConfigError
-from utils.pipeline import StepFailed, discover_steps, main, run_pipeline, select_steps
-from utils.runs import RunError, is_step_complete
+from utils.pipeline.config import ConfigError
+from utils.pipeline.runner import StepFailed, discover_steps, main, run_pipeline, select_steps
+from utils.pipeline.runs import RunError, is_step_complete
 
 PARAMS = 'profile: str = "kaggle"  # configuration profile\nrun_dir: str = ""  # run folder\nseed: int = 42  # seed\n'
 
@@ -70,7 +70,7 @@ def test_optional_notebooks_run_only_when_named(tmp_path, chain):
 
 
 def test_the_ablations_notebook_is_optional():
-    from utils.paths import REPO_ROOT
+    from utils.core.paths import REPO_ROOT
 
     steps = {s.id: s for s in discover_steps(REPO_ROOT / "notebooks")}
     assert steps["07"].optional and not any(s.optional for k, s in steps.items() if k != "07")
@@ -142,3 +142,17 @@ def test_step_that_does_not_record_outputs_fails(tmp_path):
 def test_cli_reports_config_errors(tmp_path, chain, capsys):
     rc = main(["--profile", "smoke", "--set", "sede=1", "--notebooks", str(chain)])
     assert rc == 2 and "did you mean 'seed'" in capsys.readouterr().err
+
+
+def test_a_notebooks_own_settings_reach_the_runs_config(tmp_path, capsys):
+    from utils.pipeline.config import resolve_config
+    from utils.pipeline.runs import load_config, open_run, start_step
+
+    run_dir = open_run(resolve_config("smoke", {"working_root": str(tmp_path / "work")}), run_name="run-001")
+    assert load_config(run_dir / "config.yaml")["seed"] == 42
+    # opened by hand with the run named and the seed edited in the parameters cell
+    step = start_step("03_stage1", {"profile": "smoke", "run_dir": str(run_dir), "seed": 7})
+    assert step.cfg.seed == 7 and step.cfg.image_height == 64  # the edit on top of the run's settings
+    saved = load_config(run_dir / "config.yaml")
+    assert saved["seed"] == 7 and saved["image_height"] == 64 and saved["run_dir"] == str(run_dir)
+    assert "config.yaml now holds this notebook's settings: seed: 42 -> 7" in capsys.readouterr().out

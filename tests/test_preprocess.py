@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils.cache import PrepSettings, build_cache, prepare, safe_name
-from utils.config import resolve_config
-from utils.preprocess import parse_strategies, seg_method
-from utils.roi import apply_clahe, box_iou, classical_detect, crop_with_margin, order_corners, quad_is_plausible, rectify
-from utils.sam import SamSegmenter, mask_to_quad
+from utils.preprocess.cache import PrepSettings, build_cache, prepare, safe_name
+from utils.pipeline.config import resolve_config
+from utils.preprocess.step import parse_strategies, seg_method
+from utils.preprocess.roi import apply_clahe, box_iou, classical_detect, crop_with_margin, order_corners, quad_is_plausible, rectify
+from utils.preprocess.sam import SamSegmenter, mask_to_quad
 
 
 def _photo(quad=((300, 200), (900, 240), (880, 700), (320, 660)), size=(900, 1200)):
@@ -135,3 +135,14 @@ def test_strategy_names_are_checked():
     with pytest.raises(ValueError, match="strategy 'crop'"):
         PrepSettings(strategy="crop")
     assert safe_name("a:b/c") != safe_name("a_b_c") and "/" not in safe_name("x/y")
+
+
+def test_models_are_loaded_per_settings_never_reused_across_them(tmp_path):
+    from utils.preprocess.cache import load_models
+
+    assert load_models(PrepSettings()) == (None, None)
+    # a later strategy in the same process asks for SAM: it must get its own (here: a clear error), not the first's
+    with pytest.raises(FileNotFoundError, match=r"SAM checkpoint .*nope\.pth not found"):
+        load_models(PrepSettings(strategy="seg_rect", seg_method="sam", sam_checkpoint=str(tmp_path / "nope.pth")))
+    with pytest.raises(FileNotFoundError, match=r"YOLO weights .*missing\.pt not found"):
+        load_models(PrepSettings(yolo_weights=str(tmp_path / "missing.pt"), config_dir=str(tmp_path / "yolo")))

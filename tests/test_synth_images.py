@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from utils.splines import catmull_rom, random_blob
+from utils.core.splines import catmull_rom, random_blob
 from utils.synth.generate import SynthSettings, make_sample
 from utils.synth.photo import make_photo
 from utils.synth.render import LAYOUTS, PageStyle, draw_page_style, render_page

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from utils.synth.labels import LABELS, PREVALENCE, correlation_matrix, sample_labels
+from utils.core.labels import LABELS
+from utils.synth.labels import PREVALENCE, correlation_matrix, sample_labels
 from utils.synth.measure import measure
 from utils.synth.waveform import LEADS, simulate
 

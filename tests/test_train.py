@@ -7,11 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-import utils.train as train_mod
-from utils.augment import CatmullRomShadow, train_transform
-from utils.metrics import EarlyStopping, auroc_table, cosine_lambda, masked_bce, pos_weight
-from utils.models import check_backbone, create_model
-from utils.train import TrainSettings, fit
+import utils.train.engine as train_mod
+from utils.train.augment import CatmullRomShadow, train_transform
+from utils.core.metrics import auroc_table
+from utils.train.objective import EarlyStopping, cosine_lambda, masked_bce, pos_weight
+from utils.train.models import check_backbone, create_model
+from utils.train.engine import TrainSettings, fit
 
 LABELS = ["MI", "AF", "HYP", "CD", "STTC"]
 
@@ -167,12 +168,12 @@ def test_distributed_data_parallel_under_torchrun(tmp_path):
     import sys
     from dataclasses import asdict
 
-    from utils.paths import REPO_ROOT
+    from utils.core.paths import REPO_ROOT
 
     df = _tiny_table(tmp_path)
     df.to_csv(tmp_path / "rows.csv", index=False)
     (tmp_path / "s.json").write_text(json.dumps(asdict(_settings(epochs=2))))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "utils.train",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "utils.train.engine",
            "--settings", str(tmp_path / "s.json"), "--train", str(tmp_path / "rows.csv"),
            "--val", str(tmp_path / "rows.csv"), "--out", str(tmp_path / "out")]
     done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)

@@ -1,8 +1,15 @@
-"""Shared code of the notebook suite: notebooks orchestrate, `utils` computes."""
-from .config import CONFIG_KEYS, Config, ConfigError, resolve_config
-from .paths import Paths, on_kaggle, resolve_paths
-from . import io, kaggle
-from .runs import RunError, Step, finish_step, start_step
+"""Shared code of the notebook suite: notebooks orchestrate, `utils` computes.
 
-__all__ = ["CONFIG_KEYS", "Config", "ConfigError", "Paths", "RunError", "Step", "finish_step", "io", "kaggle",
+The folders are the notebooks' steps: synth (00), data (01), preprocess (02), train (03-04), ensemble (05, with
+predict), gradcam (06, with the report), ablations (07); pipeline holds the runner and the configuration, bench the
+benchmarks, core the primitives every step may use (labels, metrics, image reading, figures, atomic writes, the
+resumable pool, the settings key, the command-line wrapper).
+"""
+from .core.labels import LABELS
+from .core.paths import Paths, on_kaggle, resolve_paths
+from .pipeline.config import CONFIG_KEYS, Config, ConfigError, resolve_config
+from .pipeline.kaggle import ensure_packages
+from .pipeline.runs import RunError, Step, finish_step, start_step
+
+__all__ = ["CONFIG_KEYS", "Config", "ConfigError", "LABELS", "Paths", "RunError", "Step", "ensure_packages", "finish_step",
            "on_kaggle", "resolve_config", "resolve_paths", "start_step"]

@@ -6,10 +6,12 @@ import json
 import sys
 from pathlib import Path
 
-from .dataset import DatasetError, generate_dataset
-from .generate import STYLES, SynthSettings
-from .render import LAYOUTS
-from .wfdb_source import list_records
+from utils.core.cli import add_debug, fail, run_cli
+from utils.core.keys import split_list
+from utils.synth.dataset import generate_dataset
+from utils.synth.generate import STYLES, SynthSettings
+from utils.synth.render import LAYOUTS
+from utils.synth.wfdb_source import list_records
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -44,27 +46,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    layouts = tuple(v.strip() for v in args.layouts.split(","))
+    args = add_debug(build_parser()).parse_args(argv)
+    layouts = tuple(split_list(args.layouts))
     bad = [v for v in layouts if v not in LAYOUTS]
     if bad:
-        print(f"error: unknown layout(s) {bad}; choose from {sorted(LAYOUTS)}", file=sys.stderr)
-        return 2
+        return fail(f"unknown layout(s) {bad}; choose from {sorted(LAYOUTS)}")
+    return run_cli(lambda a: _make(a, layouts), args)
+
+
+def _make(args, layouts: tuple[str, ...]) -> int:
     settings = SynthSettings(style=args.style, seed=args.seed, page_width=args.page_width,
                              page_height=args.page_height, photo_max_side=args.photo_max_side,
                              severity=args.severity, jpeg_quality=args.jpeg_quality, layouts=layouts)
     refs = None
-    try:
-        if args.from_wfdb:
-            refs, problems = list_records(args.from_wfdb, args.labels_csv)
-            refs = refs[: args.limit] if args.limit else refs
-            for rid, why in problems:
-                print(f"note: record {rid}: {why}", file=sys.stderr)
-        summary = generate_dataset(args.out, settings, args.n_train, args.n_test, refs=refs, workers=args.workers,
-                                   shard=args.shard, save_waveform=args.save_waveforms)
-    except (DatasetError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if args.from_wfdb:
+        refs, problems = list_records(args.from_wfdb, args.labels_csv)
+        refs = refs[: args.limit] if args.limit else refs
+        for rid, why in problems:
+            print(f"note: record {rid}: {why}", file=sys.stderr)
+    summary = generate_dataset(args.out, settings, args.n_train, args.n_test, refs=refs, workers=args.workers,
+                               shard=args.shard, save_waveform=args.save_waveforms)
     print(json.dumps(summary, indent=2))
     if summary["failed"]:
         print(f"{summary['failed']} record(s) could not be rendered: see {args.out / 'failures.csv'}", file=sys.stderr)

@@ -12,10 +12,11 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .generate import SynthSettings, make_sample
-from .labels import LABELS, sample_labels
-from .measure import FEATURES, measure
-from .waveform import simulate
+from utils.synth.generate import SynthSettings, make_sample
+from utils.core.labels import LABELS
+from utils.synth.labels import sample_labels
+from utils.synth.measure import FEATURES, measure
+from utils.synth.waveform import simulate
 
 
 def global_image_stats(jpeg: bytes) -> np.ndarray:
@@ -79,7 +80,7 @@ def compare_with_real(refs, n_sim: int = 400, features=("hr", "rr_cv", "qrs_ms",
                                                        "s_amp_V1", "st_max_mv", "st_min_mv", "t_amp_V5",
                                                        "qrs_axis_deg")) -> pd.DataFrame:
     """Median of each measurement for normals and per label: real records (refs) beside simulated ones."""
-    from .wfdb_source import RecordError, load_signals
+    from utils.synth.wfdb_source import RecordError, load_signals
 
     real, real_lab = [], []
     for ref in refs:

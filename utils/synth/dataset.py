@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import csv
 import io
-import multiprocessing as mp
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from .generate import SynthSettings, make_sample
-from .labels import LABELS
-from .wfdb_source import RecordError, RecordRef, load_signals
+from utils.core.pool import pool_map
+from utils.core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from utils.synth.generate import SynthSettings, make_sample
+from utils.core.labels import LABELS
+from utils.synth.wfdb_source import RecordError, RecordRef, load_signals
 
 
 class DatasetError(RuntimeError):
@@ -97,32 +94,16 @@ def generate_dataset(out: Path, settings: SynthSettings, n_train: int = 0, n_tes
                           "records": None if refs is None else [r.id for r in refs]}, force)
     jobs = [j for j in plan_jobs(n_train, n_test, refs) if j.index % n == i]
     todo = [j for j in jobs if not _ann_path(out, j.id).is_file()]
-    workers = workers or os.cpu_count() or 1
     failures = []
     args = [(out, settings, j, save_waveform) for j in todo]
-    bar = tqdm(total=len(todo), desc=f"synth {settings.style} {out.name}", unit="img", disable=not progress)
-    if workers == 1 or len(todo) < 4:
-        results = map(_work, args)
-        for sample_id, err in results:
-            failures += [(sample_id, err)] if err else []
-            bar.update()
-    else:
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as pool:
-            for sample_id, err in pool.map(_work, args, chunksize=max(1, min(16, len(todo) // (workers * 8)))):
-                failures += [(sample_id, err)] if err else []
-                bar.update()
-    bar.close()
+    for sample_id, err in pool_map(_work, args, workers, f"synth {settings.style} {out.name}", progress=progress):
+        failures += [(sample_id, err)] if err else []
     _write_failures(out, failures)
     summary = {"folder": str(out), "style": settings.style, "made": len(todo) - len(failures),
                "skipped_existing": len(jobs) - len(todo), "failed": len(failures), "shard": f"{i}/{n}"}
     if n == 1:
         summary.update(write_tables(out, plan_jobs(n_train, n_test, refs)))
     return summary
-
-
-def _init_worker() -> None:
-    import cv2
-    cv2.setNumThreads(1)  # one process per core; OpenCV's own threads would only contend
 
 
 def _write_failures(out: Path, failures: list[tuple[str, str]]) -> None:

@@ -10,11 +10,12 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from .labels import LABELS, sample_labels
-from .photo import Picture, make_photo, page_outline
-from .render import draw_page_style, render_page
-from .scan import make_scan
-from .waveform import LEADS, simulate
+from utils.core.labels import LABELS
+from utils.synth.labels import sample_labels
+from utils.synth.photo import Picture, make_photo, page_outline
+from utils.synth.render import draw_page_style, render_page
+from utils.synth.scan import make_scan
+from utils.synth.waveform import LEADS, simulate
 
 STYLES = ("photo", "scan")
 ARTEFACT_CONTROLS = ("perspective", "shadow", "blur")
@@ -51,6 +52,15 @@ class SynthSettings:
                 raise ValueError(f"{name} must lie between 0 and 10 (a multiple of the default strength), got {value}")
         if not 0 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must lie between 1 and 100 (0: drawn per image), got {self.jpeg_quality}")
+
+    @classmethod
+    def from_config(cls, cfg, style: str, seed_offset: int = 0, **changes) -> "SynthSettings":
+        """The run configuration's page, photo size, severity and JPEG quality; the seed moved by `seed_offset` so that
+        each set (training, detector data, sweeps, recorded renders) draws its own pictures."""
+        base = dict(style=style, seed=cfg["seed"] + seed_offset, page_width=cfg["synth_page_width"],
+                    page_height=cfg["synth_page_height"], photo_max_side=cfg["synth_photo_max_side"],
+                    severity=cfg["synth_severity"], jpeg_quality=cfg["synth_jpeg_quality"])
+        return cls(**{**base, **changes})
 
     def to_dict(self) -> dict:
         out = {**asdict(self), "layouts": list(self.layouts), "version": SYNTH_VERSION}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.signal import butter, find_peaks, sosfiltfilt
 
-from .waveform import LEADS
+from utils.synth.waveform import LEADS
 
 L = {name: i for i, name in enumerate(LEADS)}
 FEATURES = ("hr", "rr_cv", "rr_rmssd", "qrs_ms", "pr_ms", "qt_ms", "p_amp_II", "q_depth_max", "sokolow_mv",

@@ -10,7 +10,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .textures import background, finish, lighting
+from utils.synth.textures import background, finish, lighting
 
 
 def page_outline(pw: int, ph: int, n: int = 40) -> np.ndarray:

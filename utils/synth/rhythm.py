@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .findings import Rhythm, unit
+from utils.synth.findings import Rhythm, unit
 
 
 def beat_schedule(r: Rhythm, rng: np.random.Generator, duration: float):

@@ -4,9 +4,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..splines import catmull_rom
-from .photo import Picture
-from .textures import finish, smooth_noise
+from utils.core.splines import catmull_rom
+from utils.synth.photo import Picture
+from utils.synth.textures import finish, smooth_noise
 
 INKS = ((140, 40, 20), (30, 30, 30), (150, 30, 30), (40, 40, 160))  # BGR: blue, black, dark blue, red
 

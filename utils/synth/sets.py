@@ -1,44 +1,37 @@
 """Step 00: the synthetic sets a run needs, cached under data_root by their settings, plus their summary."""
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pandas as pd
 
-from .dataset import generate_dataset
-from .generate import SynthSettings
-from .labels import LABELS
-from .wfdb_source import list_records
-
-
-def _key(record: dict) -> str:
-    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:10]
+from utils.core.keys import settings_key
+from utils.synth.dataset import generate_dataset
+from utils.synth.generate import SynthSettings
+from utils.core.labels import LABELS
+from utils.synth.wfdb_source import list_records
 
 
 def synthesize_sets(cfg, paths, progress: bool = True) -> dict[str, dict]:
     """Make (or reuse) the Stage I scan-like set and the photo-like target set; returns name -> summary."""
-    common = dict(seed=cfg["seed"], page_width=cfg["synth_page_width"], page_height=cfg["synth_page_height"],
-                  photo_max_side=cfg["synth_photo_max_side"], severity=cfg["synth_severity"],
-                  jpeg_quality=cfg["synth_jpeg_quality"])
     out: dict[str, dict] = {}
     refs, problems = None, []
     if cfg["synth_from_wfdb"]:
         labels_csv = Path(cfg["synth_labels_csv"]) if cfg["synth_labels_csv"] else None
         refs, problems = list_records(Path(cfg["synth_from_wfdb"]), labels_csv)
     if cfg["synth_scan_train"] > 0 or refs is not None:
-        settings = SynthSettings(style="scan", **common)
+        settings = SynthSettings.from_config(cfg, "scan")
         n = cfg["synth_scan_train"]
         chosen = refs[:n] if (refs is not None and n > 0) else refs
-        key = _key({"s": settings.to_dict(), "n": n, "wfdb": cfg["synth_from_wfdb"], "labels": cfg["synth_labels_csv"]})
+        key = settings_key({"s": settings.to_dict(), "n": n, "wfdb": cfg["synth_from_wfdb"], "labels": cfg["synth_labels_csv"]})
         folder = paths.data_root / f"synth-scan-{key}"
         out["scan"] = generate_dataset(folder, settings, n_train=n, refs=chosen, workers=cfg["num_workers"],
                                        progress=progress)
         out["scan"]["record_problems"] = [f"{rid}: {why}" for rid, why in problems]
     if cfg["synth_photo_train"] > 0 or cfg["synth_photo_test"] > 0:
-        settings = SynthSettings(style="photo", **common)
-        key = _key({"s": settings.to_dict(), "n": cfg["synth_photo_train"], "t": cfg["synth_photo_test"]})
+        settings = SynthSettings.from_config(cfg, "photo")
+        key = settings_key({"s": settings.to_dict(), "n": cfg["synth_photo_train"], "t": cfg["synth_photo_test"]})
         folder = paths.data_root / f"synth-photo-{key}"
         out["photo"] = generate_dataset(folder, settings, n_train=cfg["synth_photo_train"],
                                         n_test=cfg["synth_photo_test"], workers=cfg["num_workers"],
@@ -68,9 +61,9 @@ def summary_table(sets: dict[str, dict]) -> pd.DataFrame:
 
 def sample_grid(sets: dict[str, dict], path: Path, per_label: int = 1) -> Path:
     """One example per style and label (and a normal), with its findings, saved as a figure."""
-    from ..plots import _plt, thumbnail
+    from utils.core.figures import pyplot, thumbnail
 
-    plt = _plt()
+    plt = pyplot()
     columns = ["normal", *LABELS]
     names = list(sets)
     fig, axes = plt.subplots(len(names), len(columns), figsize=(3.2 * len(columns), 3.4 * len(names)),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..splines import catmull_rom, random_blob
+from utils.core.splines import catmull_rom, random_blob
 
 BACKGROUNDS = ("wood", "fabric", "desk", "speckle", "paper_pile", "dark_cloth")
 _NOISE_TILE: dict[int, np.ndarray] = {}

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .findings import BeatModel, apply_findings, normal_beat
-from .rhythm import beat_schedule, f_waves
+from utils.synth.findings import BeatModel, apply_findings, normal_beat
+from utils.synth.rhythm import beat_schedule, f_waves
 
 LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 # Limb electrodes chosen so that I = LA - RA = x and II = LL - RA points at +60 degrees; their mean is 0.

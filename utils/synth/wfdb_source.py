@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .labels import LABELS
-from .waveform import LEADS
+from utils.core.labels import LABELS
+from utils.synth.waveform import LEADS
 
 # SNOMED-CT codes of the CinC 2021 challenge (its dx_mapping_scored table) that map to our labels.
 SNOMED_AF = {"164889003"}  # atrial fibrillation

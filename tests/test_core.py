@@ -1,0 +1,60 @@
+"""The shared primitives at the bottom of the package: pool, settings key, lists, the command-line wrapper, Grad-CAM."""
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from utils.core.cli import add_debug, run_cli
+from utils.core.keys import settings_key, split_list
+from utils.core.pool import pool_map
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def test_pool_returns_results_in_order_in_processes_and_here():
+    items = list(range(40))
+    assert list(pool_map(square, items, workers=2, progress=False)) == [x * x for x in items]
+    assert list(pool_map(square, items[:3], workers=2, progress=False)) == [0, 1, 4]  # small jobs: this process
+    assert list(pool_map(square, [], progress=False)) == []
+
+
+def test_settings_key_is_stable_and_sensitive():
+    a = {"style": "scan", "seed": 1, "page": [1100, 850]}
+    assert settings_key(a) == settings_key(dict(reversed(list(a.items())))) and len(settings_key(a)) == 10
+    assert settings_key(a) != settings_key({**a, "seed": 2}) and len(settings_key(a, 8)) == 8
+    assert split_list(" a, b,,c ,") == ["a", "b", "c"] and split_list("") == [] and split_list(None) == []
+
+
+def test_cli_errors_are_one_line_unless_debug(capsys):
+    def body(args):
+        raise FileNotFoundError(f"--model {args.model}: no such file")
+
+    parser = add_debug(argparse.ArgumentParser())
+    parser.add_argument("--model", default="m.pt")
+    assert run_cli(body, parser.parse_args([])) == 2
+    assert capsys.readouterr().err == "error: --model m.pt: no such file\n"
+    with pytest.raises(FileNotFoundError):
+        run_cli(body, parser.parse_args(["--debug"]))
+    assert run_cli(lambda a: None, parser.parse_args([])) == 0
+
+
+@pytest.mark.parametrize("backbone", ["test_vit", "swin_atto_patch4_window7", "test_convnext"])
+def test_one_gradcam_serves_transformers_and_cnns(backbone, tmp_path):
+    """predict --gradcam goes through the same maps as step 06, reshape included (ViT and Swin need it)."""
+    from utils.core.cam import cam_maps, save_overlay
+    from utils.train.models import build_untrained
+
+    torch.manual_seed(0)
+    model = build_untrained(backbone, 5, (64, 96)).eval()
+    x = torch.randn(1, 3, 64, 96)
+    maps = cam_maps([model], x, "gradcam", [1, 3])
+    assert maps.shape == (2, 64, 96) and np.isfinite(maps).all() and maps.max() <= 1.0 + 1e-6
+    out = save_overlay(model, x, np.full((64, 96, 3), 200, np.uint8), np.array([0.1, 0.9, 0.2, 0.3, 0.1]),
+                       tmp_path / "cam.jpg")
+    assert out.is_file() and out.stat().st_size > 0 and not math.isnan(float(maps.sum()))

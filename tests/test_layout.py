@@ -1,0 +1,100 @@
+"""The package's shape: folders are the notebooks' steps, imports run one way, one definition of each primitive."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+UTILS = Path(__file__).resolve().parent.parent / "utils"
+# lowest first: a module may import its own folder and any folder before it, never one after it
+LAYERS = ["core", "pipeline", "synth", "data", "preprocess", "train", "ensemble", "gradcam", "ablations", "bench"]
+MAX_LINES = 400
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(UTILS.rglob("*.py")):
+        parts = path.relative_to(UTILS.parent).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(module, names) of every `import utils...` / `from utils... import names` in a file, nested ones included."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.startswith("utils"):
+            found.append((node.module, [a.name for a in node.names]))
+        elif isinstance(node, ast.ImportFrom) and node.level > 0:
+            found.append(("." * node.level + (node.module or ""), [a.name for a in node.names]))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, []) for a in node.names if a.name.startswith("utils")]
+    return found
+
+
+def folder(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+def test_every_module_sits_in_a_step_folder_or_the_bottom():
+    loose = [m for m in modules() if m.count(".") == 1 and m != "utils" and folder(m) not in LAYERS]
+    assert not loose, f"modules outside the step folders: {loose}"
+
+
+def test_imports_run_one_way_without_private_names():
+    mods = modules()
+    wrong = []
+    for mod, path in mods.items():
+        if mod == "utils":
+            continue
+        mine = LAYERS.index(folder(mod))
+        for target, names in imports(path):
+            if target.startswith("."):
+                wrong.append(f"{mod}: relative import {target}")
+                continue
+            theirs = folder(target)
+            if theirs is not None and LAYERS.index(theirs) > mine:
+                wrong.append(f"{mod} imports {target}, a later step")
+            private = [n for n in names if n.startswith("_") and n != "__version__"]
+            if private and target != mod:
+                wrong.append(f"{mod} imports private {private} from {target}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_import_circle_between_modules():
+    mods = modules()
+    graph = {m: {t for t, _ in imports(p) if t in mods and t != m} for m, p in mods.items()}
+    state: dict[str, int] = {}
+
+    def visit(m, trail):
+        state[m] = 1
+        for t in graph[m]:
+            if state.get(t) == 1:
+                pytest.fail(f"import circle: {' -> '.join(trail + [m, t])}")
+            if t not in state:
+                visit(t, trail + [m])
+        state[m] = 2
+
+    for m in graph:
+        if m not in state:
+            visit(m, [])
+
+
+def test_no_module_over_the_size_limit():
+    big = {m: n for m, p in modules().items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not big, f"modules over {MAX_LINES} lines: {big}"
+
+
+@pytest.mark.parametrize("name", ["LABELS", "auroc_table", "bootstrap_auroc", "combine", "apply_temperature",
+                                  "cam_maps", "leakage_guard", "settings_key", "pool_map", "run_cli"])
+def test_one_definition_of_each_primitive(name):
+    where = []
+    for mod, path in modules().items():
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name:
+                where.append(mod)
+            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+                where.append(mod)
+    assert len(where) == 1, f"{name} is defined in {where}"

@@ -1,0 +1,120 @@
+"""Benchmarks and checks that print numbers: `python -m utils.bench.synth [speed|shortcuts|learn|compare|all]`.
+
+speed      images/s per style (one process, then all cores), waveform records/s beside neurokit2, peak memory
+shortcuts  AUROC of a classifier on global image statistics per label (should sit in the chance band)
+learn      AUROC of a classifier on simple signal measurements per label (labels must be learnable)
+compare    simulated measurements beside real PTB-XL records (needs --ptbxl DIR)
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_waveform(n: int = 200) -> None:
+    from utils.synth.waveform import simulate
+
+    for fs in (500, 100):
+        simulate({}, np.random.default_rng(0), fs=fs)
+        t = time.perf_counter()
+        for i in range(n):
+            simulate({"MI": i % 4 == 0, "AF": i % 7 == 0, "CD": i % 5 == 0}, np.random.default_rng(i), fs=fs)
+        dt = (time.perf_counter() - t) / n
+        print(f"waveform  fs={fs:3d}: {dt * 1000:6.2f} ms/record  {1 / dt:7.1f} records/s")
+    try:
+        import neurokit2 as nk
+    except ImportError:
+        print("neurokit2 not installed: no side-by-side reference")
+        return
+    k = 5
+    t = time.perf_counter()
+    for i in range(k):
+        nk.ecg_simulate(duration=10, sampling_rate=500, method="multileads", random_state=i)
+    ref = (time.perf_counter() - t) / k
+    t = time.perf_counter()
+    for i in range(n):
+        simulate({}, np.random.default_rng(i), fs=500)
+    ours = (time.perf_counter() - t) / n
+    print(f"neurokit2 ecg_simulate(multileads, 10 s, 500 Hz): {ref * 1000:.1f} ms/record; "
+          f"ours {ours * 1000:.2f} ms -> {ref / ours:.0f}x faster (same run)")
+
+
+def bench_images(width: int, height: int, n: int, workers: int) -> None:
+    import cv2
+
+    from utils.synth.dataset import generate_dataset
+    from utils.synth.generate import SynthSettings, make_sample
+
+    cv2.setNumThreads(1)
+    for style in ("photo", "scan"):
+        s = SynthSettings(style=style, page_width=width, page_height=height, photo_max_side=max(width, height))
+        make_sample(s, 0)
+        t = time.perf_counter()
+        size = 0
+        for i in range(n):
+            size += len(make_sample(s, i)[0])
+        dt = (time.perf_counter() - t) / n
+        print(f"{style:5s} {width}x{height} JPEG, 1 process: {1 / dt:5.1f} images/s per core "
+              f"({dt * 1000:.0f} ms/image, {size / n / 1024:.0f} KiB/image), peak RSS {_peak_mb():.0f} MB")
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            generate_dataset(Path(tmp), s, n_train=n * workers, workers=workers, progress=False)
+            dt = time.perf_counter() - t
+        print(f"{style:5s} {width}x{height} JPEG, {workers} processes (start-up included): "
+              f"{n * workers / dt:5.1f} images/s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m utils.bench.synth", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", nargs="?", default="all", choices=["speed", "shortcuts", "learn", "compare", "all"])
+    ap.add_argument("--width", type=int, default=2200)
+    ap.add_argument("--height", type=int, default=1700)
+    ap.add_argument("--n", type=int, default=40, help="images per style for speed; x10 for the checks")
+    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--ptbxl", type=Path, help="PTB-XL-layout folder for 'compare'")
+    args = ap.parse_args(argv)
+    import os
+
+    import pandas as pd
+
+    from utils.synth.checks import compare_with_real, learnability_check, shortcut_check
+    from utils.synth.generate import SynthSettings
+
+    pd.set_option("display.width", 200)
+    workers = args.workers or os.cpu_count() or 1
+    if args.what in ("speed", "all"):
+        bench_waveform()
+        bench_images(args.width, args.height, args.n, workers)
+    if args.what in ("shortcuts", "all"):
+        n = args.n * 10
+        for style in ("photo", "scan"):
+            s = SynthSettings(style=style, page_width=660, page_height=510, photo_max_side=800)
+            print(f"\nshortcut check, {style}, {n} images (AUROC should be within 0.5 +- chance_band):")
+            print(shortcut_check(s, n=n).to_string(index=False))
+            print("same, traces drawn flat (style and artefacts alone):")
+            print(shortcut_check(s, n=n, flat=True).to_string(index=False))
+    if args.what in ("learn", "all"):
+        print(f"\nlearnability from simple signal measurements, {args.n * 15} simulated records:")
+        print(learnability_check(n=args.n * 15).to_string(index=False))
+    if args.what in ("compare", "all") and args.ptbxl:
+        from utils.synth.wfdb_source import list_records
+
+        refs, _ = list_records(args.ptbxl)
+        print(f"\nmedians, real PTB-XL ({len(refs)} records) beside simulated:")
+        print(compare_with_real(refs).to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,2 @@
+"""The five findings, in the order every table, array and submission column uses."""
+LABELS = ("MI", "AF", "HYP", "CD", "STTC")

@@ -1,0 +1,87 @@
+"""The path resolver: the only code that knows Kaggle's layout. Every root can be overridden."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from utils.core.keys import split_list
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+KAGGLE_INPUT = Path("/kaggle/input")
+KAGGLE_WORKING = Path("/kaggle/working")
+
+
+def on_kaggle() -> bool:
+    """True inside a Kaggle notebook session (the variable Kaggle sets, or its folder layout)."""
+    return "KAGGLE_KERNEL_RUN_TYPE" in os.environ or KAGGLE_INPUT.is_dir()
+
+
+@dataclass(frozen=True)
+class Paths:
+    input_root: Path | None  # attached datasets (read-only); None when there are none
+    working_root: Path
+    output_root: Path
+    data_root: Path
+
+    def input(self, *parts: str) -> Path:
+        if self.input_root is None:
+            raise FileNotFoundError("no input_root: set input_root to the folder of attached datasets")
+        return self.input_root.joinpath(*parts)
+
+
+def _given(value: str) -> bool:
+    return bool(value) and value != "auto"
+
+
+def resolve_paths(cfg: Mapping[str, str]) -> Paths:
+    """Turn the config's `auto` roots into real folders for this machine."""
+    kaggle = on_kaggle()
+    if _given(cfg["input_root"]):
+        input_root = Path(cfg["input_root"]).expanduser()
+    else:
+        input_root = KAGGLE_INPUT if kaggle else None
+    if _given(cfg["working_root"]):
+        working = Path(cfg["working_root"]).expanduser()
+    else:
+        working = KAGGLE_WORKING if kaggle else REPO_ROOT
+    output = Path(cfg["output_root"]).expanduser() if _given(cfg["output_root"]) else working / "outputs"
+    data = Path(cfg["data_root"]).expanduser() if _given(cfg["data_root"]) else output / "data"
+    return Paths(input_root, working.resolve(), output.resolve(), data.resolve())
+
+
+def find_inputs(paths: Paths, marker: str, max_depth: int = 3) -> list[Path]:
+    """Folders under input_root (attached Kaggle datasets) that contain `marker`, nearest first."""
+    if paths.input_root is None or not paths.input_root.is_dir():
+        return []
+    found = []
+    for depth in range(max_depth + 1):
+        pattern = "/".join(["*"] * depth + [marker]) if depth else marker
+        found += sorted(p.parent for p in paths.input_root.glob(pattern))
+    return list(dict.fromkeys(found))
+
+
+def resolve_input_path(paths: Paths, value: str, marker: str, what: str, key: str) -> Path:
+    """A source folder: the configured path if given, else the one attached dataset holding `marker`."""
+    if value:
+        path = Path(value).expanduser()
+        if not path.is_absolute() and paths.input_root is not None and (paths.input_root / path).exists():
+            path = paths.input_root / path
+        if not path.exists():
+            raise FileNotFoundError(f"{what}: {path} does not exist (set by '{key}')")
+        return path
+    hits = find_inputs(paths, marker)
+    if not hits:
+        where = paths.input_root or "no input_root"
+        raise FileNotFoundError(f"{what}: no folder with {marker} under {where}; attach it or set '{key}'")
+    return hits[0]
+
+
+def present_folders(spec: str, base: Path = REPO_ROOT) -> tuple[list[Path], list[str]]:
+    """The folders of a comma-separated list that exist (relative ones from the repository), and notes on the rest."""
+    found, notes = [], []
+    for item in split_list(spec):
+        path = Path(item) if Path(item).is_absolute() else (base / item).resolve()
+        (found.append(path) if path.is_dir() else notes.append(f"{item}: not found, skipped"))
+    return found, notes

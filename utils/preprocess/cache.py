@@ -1,0 +1,171 @@
+"""Each picture prepared once (raw, roi_clahe or seg_rect) and stored at training size, with a record of what
+was done: box, corners, method, fallback and reason. Training reads only this cache."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from utils.core.pool import pool_map
+from utils.core.imageio import ImageReadError, read_image
+from utils.core.atomic import atomic_write_bytes, atomic_write_text
+from utils.preprocess.roi import (STRATEGIES, apply_clahe, classical_detect, crop_with_margin, quad_is_plausible, rectify,
+                  resize_long_side)
+
+
+@dataclass(frozen=True)
+class PrepSettings:
+    strategy: str = "roi_clahe"
+    long_side: int = 1024
+    margin: float = 0.02
+    clahe_clip: float = 2.0
+    clahe_tiles: int = 8
+    yolo_weights: str = ""      # empty: classical detection only
+    yolo_imgsz: int = 640
+    yolo_conf: float = 0.5
+    classical_conf: float = 0.6
+    seg_method: str = "classical"  # classical or sam
+    sam_checkpoint: str = ""
+    sam_model_type: str = "vit_b"
+    min_sheet_fraction: float = 0.05
+    min_quad_cover: float = 0.6
+    jpeg_quality: int = 95
+    config_dir: str = ""
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy {self.strategy!r}: choose from {STRATEGIES}")
+        if self.seg_method not in ("classical", "sam"):
+            raise ValueError(f"seg_method {self.seg_method!r}: choose classical or sam")
+
+
+_MODELS: dict = {}
+
+
+def load_models(s: PrepSettings):
+    """Detector and segmenter, loaded once per process for each set of model settings (a later strategy or another
+    detector gets its own, never the first one's)."""
+    key = (s.yolo_weights, s.config_dir, s.yolo_imgsz,
+           s.sam_checkpoint if s.strategy == "seg_rect" and s.seg_method == "sam" else "", s.sam_model_type)
+    if key not in _MODELS:
+        det = sam = None
+        if s.yolo_weights:
+            from utils.preprocess.detector import Detector
+            det = Detector(Path(s.yolo_weights), Path(s.config_dir or "."), s.yolo_imgsz)
+        if key[3]:
+            from utils.preprocess.sam import SamSegmenter
+            sam = SamSegmenter(s.sam_checkpoint, s.sam_model_type)
+        _MODELS[key] = (det, sam)
+    return _MODELS[key]
+
+
+def find_sheet(img: np.ndarray, s: PrepSettings, detector=None) -> dict:
+    """The sheet's box: YOLO when confident, else the classical finder when confident, else None (and why)."""
+    h, w = img.shape[:2]
+    tried = []
+    if detector is not None:
+        found = detector(img)
+        if found["box"] is not None and found["confidence"] >= s.yolo_conf:
+            found["reason"] = ""
+            return found
+        tried.append(f"yolo confidence {found['confidence']:.2f} < {s.yolo_conf}")
+    found = classical_detect(img)
+    if found["box"] is not None and found["confidence"] >= s.classical_conf:
+        bw, bh = found["box"][2] - found["box"][0], found["box"][3] - found["box"][1]
+        if bw * bh >= s.min_sheet_fraction * w * h:
+            found["reason"] = "; ".join(tried)
+            return found
+        tried.append(f"classical box covers {bw * bh / (w * h):.1%} of the picture")
+    else:
+        tried.append(f"classical confidence {found['confidence']:.2f} < {s.classical_conf}")
+    return {"box": None, "corners": None, "confidence": 0.0, "method": "none", "reason": "; ".join(tried)}
+
+
+def prepare(img: np.ndarray, s: PrepSettings, detector=None, segmenter=None) -> tuple[np.ndarray, dict]:
+    """Apply a strategy; a step that would lose the sheet falls back to the safer strategy and says so."""
+    rec = {"strategy": s.strategy, "applied": s.strategy, "method": "none", "confidence": None, "box": None,
+           "corners": None, "window": None, "homography": None, "fallback": "", "reason": ""}
+    if s.strategy == "raw":
+        return resize_long_side(img, s.long_side), rec
+    found = find_sheet(img, s, detector)
+    rec.update(method=found["method"], confidence=found["confidence"], box=found["box"], reason=found["reason"])
+    if found["box"] is None:
+        rec.update(applied="raw", fallback="raw")
+        return resize_long_side(apply_clahe(img, s.clahe_clip, s.clahe_tiles), s.long_side), rec
+    if s.strategy == "seg_rect":
+        if segmenter is not None:
+            corners, how = segmenter.corners(img, found["box"]), "sam"
+        else:
+            corners, how = found.get("corners") or classical_detect(img)["corners"], "classical"
+        ok, why = quad_is_plausible(corners, found["box"], s.min_quad_cover) if corners else (False, "no corners")
+        if ok:
+            out, hom = rectify(img, corners)
+            rec.update(corners=np.round(corners, 1).tolist(), homography=np.round(hom, 6).tolist(),
+                       method=f"{found['method']}+{how}")
+            return resize_long_side(apply_clahe(out, s.clahe_clip, s.clahe_tiles), s.long_side), rec
+        rec.update(applied="roi_clahe", fallback="roi_clahe", reason="; ".join(filter(None, [rec["reason"], why])))
+    crop, window = crop_with_margin(img, found["box"], s.margin)
+    rec["window"] = window
+    return resize_long_side(apply_clahe(crop, s.clahe_clip, s.clahe_tiles), s.long_side), rec
+
+
+def safe_name(sample_id: str) -> str:
+    """A file name for any id (ids carry ':' and '/'); a short hash keeps distinct ids distinct."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", sample_id)[-80:]
+    return f"{base}-{hashlib.sha1(sample_id.encode()).hexdigest()[:8]}"
+
+
+def _work(args) -> dict:
+    s, sample_id, image, out_dir = args
+    rec = {"id": sample_id, "source_image": image, "ok": False, "error": ""}
+    try:
+        pic = read_image(image)
+        img = pic.image
+        det, seg = load_models(s)
+        out, info = prepare(img, s, det, seg)
+        ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, s.jpeg_quality])
+        path = Path(out_dir) / "images" / f"{safe_name(sample_id)}.jpg"
+        atomic_write_bytes(path, buf.tobytes())
+        rec.update(info, ok=True, cached=str(path), width=out.shape[1], height=out.shape[0],
+                   source_width=img.shape[1], source_height=img.shape[0], warning="; ".join(pic.warnings))
+    except ImageReadError as exc:  # a failed picture is recorded and listed, never the end of the run
+        rec["error"] = str(exc)
+    except Exception as exc:  # noqa: BLE001
+        rec["error"] = f"{type(exc).__name__}: {exc}"
+    return rec
+
+
+def build_cache(items: pd.DataFrame, s: PrepSettings, out_dir: Path, workers: int = 0,
+                progress: bool = True) -> pd.DataFrame:
+    """Prepare every (id, image) not yet cached; returns the table of all records (also cache.csv)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings_file = out_dir / "settings.json"
+    if settings_file.is_file() and json.loads(settings_file.read_text()) != asdict(s):
+        raise ValueError(f"{out_dir} was built with other preprocessing settings; use another folder")
+    atomic_write_text(settings_file, json.dumps(asdict(s), indent=2))
+    log = out_dir / "records.jsonl"
+    done = {}
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill
+            if r.get("ok") and Path(r["cached"]).is_file():
+                done[r["id"]] = r
+    todo = [(s, i, p, str(out_dir)) for i, p in zip(items["id"], items["image"]) if i not in done]
+    with log.open("a") as fh:
+        for r in pool_map(_work, todo, workers, f"cache {s.strategy}", progress=progress, serial_below=8):
+            fh.write(json.dumps(r) + "\n")
+            fh.flush()
+            done[r["id"]] = r
+    table = pd.DataFrame([done[i] for i in items["id"] if i in done])
+    atomic_write_text(out_dir / "cache.csv", table.to_csv(index=False))
+    return table

@@ -1,0 +1,362 @@
+"""One training engine for Stage I and Stage II: `fit()` (and `python -m utils.train.engine` for torchrun on 2 GPUs).
+
+Masked BCE with pos_weight, AdamW, warm-up + cosine cycles, early stopping on validation macro-AUROC,
+mixed precision (fp16 with a scaler on T4, bf16 where supported), channels-last, gradient accumulation,
+DistributedDataParallel under torchrun, a checkpoint every epoch written atomically, and resume after a kill.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from utils.train.augment import train_transform
+from utils.train.dataset import CachedImages, ModelInput
+from utils.core.atomic import atomic_write_bytes, atomic_write_text
+from utils.core.labels import LABELS
+from utils.core.metrics import auroc_table
+from utils.train.objective import EarlyStopping, cosine_lambda, masked_bce, pos_weight
+from utils.train.models import create_model, data_config, freeze_early
+
+
+@dataclass
+class TrainSettings:
+    backbone: str = "convnext_base.fb_in22k"
+    backbone_weights: str = ""     # local file or folder; empty: hub if allowed, else scratch
+    hub: bool = False
+    init_checkpoint: str = ""      # Stage I best.pt to start Stage II from
+    image_height: int = 512
+    image_width: int = 704
+    epochs: int = 30
+    batch_size: int = 32
+    accum_steps: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    warmup_epochs: float = 1.0
+    num_cycles: float = 0.5
+    patience: int = 5
+    drop_rate: float = 0.2
+    aug_strength: float = 1.0
+    num_workers: int = 2
+    seed: int = 42
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    max_steps_per_epoch: int = 0   # 0: whole epoch (a cap for quick CPU runs)
+    frozen_stages: int = 0         # stem + this many early stages keep their pretrained weights
+    threads: int = 0               # CPU threads for torch; 0: the cores free when training starts
+    input_channels: str = "rgb"    # rgb, gray or max (brightest channel: coloured grid lines fade)
+
+
+def free_cores(interval: float = 0.5) -> int:
+    """Cores not busy with other work right now (measured over `interval` s), at least one.
+
+    On a CPU, torch threads that outnumber the free cores spin against the other work: a step ran 5-10x slower.
+    """
+    import psutil
+
+    busy = psutil.cpu_percent(interval=interval) / 100.0
+    n = os.cpu_count() or 1
+    return max(1, min(n, int(round(n * (1.0 - busy) + 0.25))))
+
+
+def resolve_threads(s: "TrainSettings", device: torch.device) -> int:
+    """Set torch's CPU threads for this run (GPU runs keep torch's default) and return the count."""
+    if device.type != "cpu":
+        return torch.get_num_threads()
+    n = s.threads or free_cores()
+    torch.set_num_threads(n)
+    return n
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def _dist() -> tuple[int, int, int]:
+    """(rank, world size, local rank) under torchrun; (0, 1, 0) otherwise."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _save(obj, path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _amp_dtype(device: torch.device, amp: bool):
+    if not amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+@torch.no_grad()
+def predict(model, loader, device, amp_dtype=None, desc="predict") -> np.ndarray:
+    """Sigmoid probabilities in dataset order."""
+    model.eval()
+    out = np.zeros((len(loader.dataset), len(LABELS)), np.float32)
+    for x, _, _, idx in tqdm(loader, desc=desc, leave=False, unit="batch"):
+        x = x.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            out[idx.numpy()] = torch.sigmoid(model(x).float()).cpu().numpy()
+    return out
+
+
+def _loader(ds, s: TrainSettings, shuffle: bool, epoch: int = 0, world: int = 1, rank: int = 0):
+    from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+
+    if world > 1:
+        sampler = DistributedSampler(ds, world, rank, shuffle=shuffle, seed=s.seed)
+        sampler.set_epoch(epoch)
+    elif shuffle:
+        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(s.seed * 1000 + epoch))
+    else:
+        sampler = SequentialSampler(ds)
+    return DataLoader(ds, batch_size=s.batch_size, sampler=sampler, num_workers=s.num_workers,
+                      pin_memory=torch.cuda.is_available(), drop_last=shuffle and len(ds) > s.batch_size,
+                      persistent_workers=False)
+
+
+def build(s: TrainSettings, device: torch.device):
+    model, source = create_model(s.backbone, len(LABELS), s.backbone_weights, s.hub, s.drop_rate,
+                                 (s.image_height, s.image_width))
+    if s.init_checkpoint:
+        state = torch.load(s.init_checkpoint, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        source = f"checkpoint:{s.init_checkpoint}"
+    model = model.to(device)
+    if s.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, source
+
+
+@dataclass
+class Loop:
+    """Everything one fit() works with: the model (and its DDP wrapper), data, optimiser, schedule and state."""
+    s: TrainSettings
+    rank: int
+    world: int
+    device: torch.device
+    model: torch.nn.Module
+    net: torch.nn.Module
+    source: str
+    frozen: list
+    data_config: dict
+    train_ds: CachedImages
+    val_ds: CachedImages
+    weight: torch.Tensor
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    per_epoch: int
+    stopper: EarlyStopping
+    history: list
+    start: int = 0
+
+
+def _setup_device(s: TrainSettings) -> tuple[int, int, int, torch.device]:
+    """Rank, world size, local rank and this process's device (one GPU per process under torchrun)."""
+    rank, world, local = _dist()
+    if world > 1 and torch.cuda.is_available():
+        torch.cuda.set_device(local)  # before any CUDA call: otherwise every rank opens a context on GPU 0
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    device = resolve_device(f"cuda:{local}" if world > 1 and torch.cuda.is_available() else s.device)
+    return rank, world, local, device
+
+
+def _datasets(s: TrainSettings, model, train_df, val_df) -> tuple[dict, CachedImages, CachedImages]:
+    dc = data_config(model)
+    model_input = ModelInput((s.image_height, s.image_width), dc["mean"], dc["std"], s.input_channels)
+    train_ds = CachedImages(train_df, model_input, train_transform(s.aug_strength), s.seed)
+    return dc, train_ds, CachedImages(val_df, model_input)
+
+
+def create_loop(s: TrainSettings, train_df: pd.DataFrame, val_df: pd.DataFrame) -> Loop:
+    """Model, data, optimiser, schedule and precision for a fresh fit."""
+    rank, world, local, device = _setup_device(s)
+    seed_everything(s.seed)
+    threads = resolve_threads(s, device)
+    model, source = build(s, device)
+    if s.frozen_stages and source == "scratch":
+        raise ValueError(f"frozen_stages={s.frozen_stages} would freeze random weights: {s.backbone} has no "
+                         f"pretrained weights here (set backbone_weights, or frozen_stages=0)")
+    frozen = freeze_early(model, s.frozen_stages)
+    dc, train_ds, val_ds = _datasets(s, model, train_df, val_df)
+    weight = torch.tensor(pos_weight(train_ds.y * train_ds.mask, train_ds.mask), dtype=torch.float32, device=device)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.lr, weight_decay=s.weight_decay)
+    if rank == 0 and device.type == "cpu":
+        print(f"training on CPU with {threads} torch thread(s); weights: {source}"
+              + (f"; stem and {s.frozen_stages} stage(s) frozen" if frozen else ""))
+    per_epoch = len(_loader(train_ds, s, True, world=world, rank=rank))
+    if s.max_steps_per_epoch:
+        per_epoch = min(per_epoch, s.max_steps_per_epoch)
+    updates = max(1, per_epoch // s.accum_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_lambda(updates * s.epochs, int(updates * s.warmup_epochs),
+                                                                 s.num_cycles))
+    amp_dtype = _amp_dtype(device, s.amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    net = torch.nn.parallel.DistributedDataParallel(model, [local] if device.type == "cuda" else None) \
+        if world > 1 else model
+    return Loop(s, rank, world, device, model, net, source, frozen, dc, train_ds, val_ds, weight, opt, sched, scaler,
+                amp_dtype, per_epoch, EarlyStopping(s.patience), [])
+
+
+def resume(loop: Loop, last: Path) -> None:
+    """Continue from last.pt when it exists (same settings only)."""
+    if not last.is_file():
+        return
+    ck = torch.load(last, map_location="cpu", weights_only=False)
+    if ck["settings"] != asdict(loop.s):
+        raise ValueError(f"{last} was written with other settings; use another folder or delete it")
+    loop.model.load_state_dict(ck["model"])
+    loop.opt.load_state_dict(ck["optimizer"])
+    loop.sched.load_state_dict(ck["scheduler"])
+    loop.scaler.load_state_dict(ck["scaler"])
+    loop.stopper = EarlyStopping(loop.s.patience, ck["best"], ck["bad"])
+    loop.history, loop.start = ck["history"], ck["epoch"] + 1
+    torch.set_rng_state(ck["torch_rng"])
+    if loop.rank == 0:
+        print(f"resuming from {last}: epoch {loop.start + 1} of {loop.s.epochs}")
+
+
+def train_epoch(loop: Loop, epoch: int) -> tuple[float, int, float]:
+    """One pass over the training data: (mean loss, images seen, seconds)."""
+    s = loop.s
+    loop.train_ds.epoch = epoch
+    loader = _loader(loop.train_ds, s, True, epoch, loop.world, loop.rank)
+    loop.net.train()
+    for m in loop.frozen:
+        m.eval()
+    t0, seen, total = time.time(), 0, 0.0
+    bar = tqdm(loader, total=loop.per_epoch, desc=f"epoch {epoch + 1}/{s.epochs}", disable=loop.rank != 0,
+               unit="batch")
+    loop.opt.zero_grad(set_to_none=True)
+    for step, (x, y, m, _) in enumerate(bar):
+        if step >= loop.per_epoch:
+            break
+        x = x.to(loop.device, non_blocking=True)
+        if s.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y, m = y.to(loop.device), m.to(loop.device)
+        update = (step + 1) % s.accum_steps == 0 or step + 1 == loop.per_epoch
+        # under DDP, gradients are all-reduced only on the micro-step that updates the weights
+        sync = loop.net.no_sync() if loop.world > 1 and not update else contextlib.nullcontext()
+        with sync:
+            with torch.autocast(loop.device.type, dtype=loop.amp_dtype, enabled=loop.amp_dtype is not None):
+                loss = masked_bce(loop.net(x), y, m, loop.weight) / s.accum_steps
+            loop.scaler.scale(loss).backward()
+        if update:
+            loop.scaler.step(loop.opt)
+            loop.scaler.update()
+            loop.opt.zero_grad(set_to_none=True)
+            loop.sched.step()
+        seen += len(x)
+        total += loss.item() * s.accum_steps * len(x)
+        bar.set_postfix(loss=f"{total / seen:.4f}", lr=f"{loop.sched.get_last_lr()[0]:.2e}")
+    return total / max(seen, 1), seen, time.time() - t0
+
+
+def validate(loop: Loop) -> tuple[np.ndarray, float, float, dict]:
+    """Validation probabilities, loss, macro-AUROC and per-label AUROC (rank 0)."""
+    probs = predict(loop.model, _loader(loop.val_ds, loop.s, False), loop.device, loop.amp_dtype, "validate")
+    with torch.no_grad():
+        vloss = masked_bce(torch.logit(torch.tensor(probs).clamp(1e-6, 1 - 1e-6)), torch.tensor(loop.val_ds.y),
+                           torch.tensor(loop.val_ds.mask), loop.weight.cpu()).item()
+    macro, per = auroc_table(loop.val_ds.y, probs, loop.val_ds.mask.astype(bool))
+    return probs, vloss, macro, per
+
+
+def save_epoch(loop: Loop, epoch: int, out_dir: Path, probs: np.ndarray, val_ids, improved: bool) -> None:
+    """best.pt and its validation predictions when the metric improved; last.pt and history.csv every epoch."""
+    s = loop.s
+    if improved:
+        _save({"model": loop.model.state_dict(), "settings": asdict(s), "data_config": loop.data_config,
+               "epoch": epoch + 1, "macro_auroc": loop.history[-1]["macro_auroc"], "weights_source": loop.source},
+              out_dir / "best.pt")
+        pd.DataFrame(probs, columns=list(LABELS)).assign(id=val_ids).to_csv(out_dir / "val_predictions.csv",
+                                                                             index=False)
+    _save({"model": loop.model.state_dict(), "optimizer": loop.opt.state_dict(), "scheduler": loop.sched.state_dict(),
+           "scaler": loop.scaler.state_dict(), "epoch": epoch, "best": loop.stopper.best, "bad": loop.stopper.bad,
+           "history": loop.history, "settings": asdict(s), "torch_rng": torch.get_rng_state()}, out_dir / "last.pt")
+    atomic_write_text(out_dir / "history.csv", pd.DataFrame(loop.history).to_csv(index=False))
+
+
+def _agree_to_stop(loop: Loop, stop: bool) -> bool:
+    """Rank 0 decides; under DDP every rank follows."""
+    if loop.world > 1:
+        flag = torch.tensor([int(stop)], device=loop.device)
+        torch.distributed.broadcast(flag, 0)
+        stop = bool(flag.item())
+    return stop
+
+
+def fit(s: TrainSettings, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir: Path) -> dict:
+    """Train with early stopping; writes last.pt, best.pt, history.csv, val_predictions.csv in out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    loop = create_loop(s, train_df, val_df)
+    resume(loop, out_dir / "last.pt")
+    stop = bool(loop.history) and loop.stopper.bad >= s.patience
+    for epoch in range(loop.start, s.epochs if not stop else loop.start):
+        train_loss, seen, train_time = train_epoch(loop, epoch)
+        if loop.rank == 0:
+            t0 = time.time()
+            probs, vloss, macro, per = validate(loop)
+            # a validation set without both classes of any label (tiny runs) falls back to its loss, every epoch
+            improved, stop = loop.stopper.step(macro if not math.isnan(macro) else -vloss)
+            loop.history.append({"epoch": epoch + 1, "train_loss": round(train_loss, 5), "val_loss": round(vloss, 5),
+                                 "lr": loop.sched.get_last_lr()[0], **{f"auroc_{k}": per[k] for k in LABELS},
+                                 "macro_auroc": macro, "seconds": round(train_time + time.time() - t0, 1),
+                                 "train_images_per_s": round(seen / max(train_time, 1e-9), 2)})
+            save_epoch(loop, epoch, out_dir, probs, val_df["id"].to_numpy(), improved)
+            print(f"epoch {epoch + 1}: loss {loop.history[-1]['train_loss']:.4f}, val macro-AUROC {macro:.4f}"
+                  f"{' (best)' if improved else ''}, {loop.history[-1]['train_images_per_s']} images/s")
+        if _agree_to_stop(loop, stop):
+            if loop.rank == 0:
+                print(f"early stopping: no improvement for {s.patience} epochs")
+            break
+    result = {"best_macro_auroc": loop.stopper.best, "epochs_run": len(loop.history), "weights_source": loop.source,
+              "out_dir": str(out_dir)}
+    if loop.rank == 0:
+        atomic_write_text(out_dir / "result.json", json.dumps(result, indent=2))
+    return result
+
+
+def main(argv=None) -> int:
+    """torchrun entry: python -m utils.train.engine --settings s.json --train t.csv --val v.csv --out DIR"""
+    ap = argparse.ArgumentParser(prog="python -m utils.train.engine")
+    for name in ("--settings", "--train", "--val", "--out"):
+        ap.add_argument(name, required=True)
+    a = ap.parse_args(argv)
+    s = TrainSettings(**json.loads(Path(a.settings).read_text()))
+    fit(s, pd.read_csv(a.train, dtype={"id": str}), pd.read_csv(a.val, dtype={"id": str}), Path(a.out))
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

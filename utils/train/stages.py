@@ -1,0 +1,150 @@
+"""Steps 03 and 04: Stage I on scan-like sources, Stage II per fold on the target, through the same fit()."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from utils.train.dataset import attach_cache
+from utils.core.atomic import atomic_write_text
+from utils.core.paths import REPO_ROOT
+from utils.core.labels import LABELS
+from utils.core.metrics import auroc_table
+from utils.train.engine import TrainSettings, fit
+
+
+def settings_from(cfg, epochs: int, init_checkpoint: str = "", backbone_weights: str | None = None,
+                  hub: bool | None = None) -> TrainSettings:
+    return TrainSettings(
+        backbone=cfg["backbone"], backbone_weights=cfg["backbone_weights"] if backbone_weights is None
+        else backbone_weights, hub=cfg["backbone_hub"] if hub is None else hub, init_checkpoint=init_checkpoint,
+        image_height=cfg["image_height"], image_width=cfg["image_width"], epochs=epochs,
+        batch_size=cfg["batch_size"], accum_steps=cfg["accum_steps"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+        warmup_epochs=cfg["warmup_epochs"], num_cycles=cfg["num_cycles"], patience=cfg["patience"],
+        drop_rate=cfg["drop_rate"], aug_strength=cfg["aug_strength"],
+        num_workers=min(cfg["num_workers"] or os.cpu_count() or 1, 8), seed=cfg["seed"],
+        device="cpu" if cfg["device"] == "cpu" else "auto", amp=cfg["amp"], channels_last=cfg["channels_last"],
+        max_steps_per_epoch=cfg["max_steps_per_epoch"], frozen_stages=cfg["frozen_stages"],
+        threads=cfg["torch_threads"], input_channels=cfg["input_channels"])
+
+
+def load_training_table(run_dir_01: Path, run_dir_02: Path, strategy: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The manifest with each row's cached image for one strategy; rows without one are returned apart."""
+    manifest = pd.read_csv(run_dir_01 / "manifest.csv", dtype={"id": str})
+    cache = run_dir_02 / "cache" / strategy / "cache.csv"
+    if not cache.is_file():
+        raise FileNotFoundError(f"no cache for strategy {strategy!r} in {run_dir_02}: add it to 'strategies' in step 02")
+    return attach_cache(manifest, pd.read_csv(cache, dtype={"id": str}))
+
+
+def run_fit(s: TrainSettings, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir: Path, multi_gpu: bool) -> dict:
+    """fit() here, or under torchrun on every GPU when there are several (DistributedDataParallel)."""
+    import torch
+
+    out_dir = Path(out_dir)
+    n_gpu = torch.cuda.device_count()
+    if not (multi_gpu and n_gpu > 1):
+        return fit(s, train_df, val_df, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "settings.json", json.dumps(asdict(s)))
+    train_df.to_csv(out_dir / "train_rows.csv", index=False)
+    val_df.to_csv(out_dir / "val_rows.csv", index=False)
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n_gpu}", "-m", "utils.train.engine",
+           "--settings", str(out_dir / "settings.json"), "--train", str(out_dir / "train_rows.csv"),
+           "--val", str(out_dir / "val_rows.csv"), "--out", str(out_dir)]
+    print("running on", n_gpu, "GPUs:", " ".join(cmd))
+    subprocess.run(cmd, check=True, cwd=REPO_ROOT)
+    return json.loads((out_dir / "result.json").read_text())
+
+
+def is_real_scan(source: pd.Series) -> pd.Series:
+    """Scanned or photographed paper (class-folder sets); everything else in Stage I is rendered by software."""
+    return source.astype(str).str.startswith("scans:")
+
+
+def is_simulated(source: pd.Series) -> pd.Series:
+    """Pictures of the project's simulated waveforms (step 00); renders of recorded ones carry their database's name."""
+    return source.astype(str).str.startswith("synth")
+
+
+def stage1_kind(source: pd.Series) -> pd.Series:
+    """real (scanned paper), simulated (simulated waveforms drawn by software) or recorded (recorded waveforms drawn
+    by software, e.g. PTB-XL or CODE-15% renders)."""
+    return pd.Series(np.where(is_real_scan(source), "real", np.where(is_simulated(source), "simulated", "recorded")),
+                     index=source.index)
+
+
+# stage1_sources -> the kinds of Stage I picture it keeps; "synthetic" is the paper's word for every software render
+STAGE1_KINDS = {"all": ("real", "simulated", "recorded"), "real": ("real",), "synthetic": ("simulated", "recorded"),
+                "simulated": ("simulated",), "recorded": ("recorded",)}
+
+
+def stage1_rows(table: pd.DataFrame, which: str = "all") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stage I training and validation rows of the chosen kind (see STAGE1_KINDS)."""
+    rows = table[table["split"].isin(["stage1", "stage1_val"])]
+    rows = rows[stage1_kind(rows["source"]).isin(STAGE1_KINDS[which]).to_numpy()]
+    train, val = rows[rows["split"] == "stage1"], rows[rows["split"] == "stage1_val"]
+    if train.empty or val.empty:
+        kinds = table.loc[table["stage"] == "I", "source"].value_counts().to_dict()
+        raise ValueError(f"Stage I needs 'stage1' and 'stage1_val' rows of kind {which!r} in the manifest; its "
+                         f"Stage I sources are {kinds or 'none'} (real ones come from stage1_scan_dirs, recorded "
+                         f"ones from stage1_render_dirs)")
+    return train, val
+
+
+def stage1(cfg, table: pd.DataFrame, out_dir: Path) -> dict:
+    train, val = stage1_rows(table, cfg["stage1_sources"])
+    s = settings_from(cfg, cfg["stage1_epochs"])
+    return run_fit(s, train, val, out_dir, cfg["multi_gpu"]) | {
+        "train_rows": len(train), "val_rows": len(val),
+        "train_sources": {str(k): int(v) for k, v in train["source"].value_counts().sort_index().items()}}
+
+
+def stage2(cfg, table: pd.DataFrame, out_dir: Path, stage1_best: Path | None) -> pd.DataFrame:
+    """Every fold (or those in folds_to_run); complete folds are skipped. Returns the per-fold table."""
+    target = table[(table["stage"] == "II") & (table["split"] == "train")]
+    folds = sorted(int(f) for f in target["fold"].dropna().unique())
+    wanted = [int(f) for f in cfg["folds_to_run"].split(",") if f.strip()] or folds
+    init, weights, hub = "", None, None
+    if cfg["stage2_init"] == "stage1":
+        if stage1_best is None or not Path(stage1_best).is_file():
+            raise FileNotFoundError("stage2_init 'stage1' needs step 03's best.pt; run step 03 or set stage2_init")
+        init, hub = str(stage1_best), False
+    elif cfg["stage2_init"] == "scratch":
+        weights, hub = "", False
+    rows = []
+    for k in wanted:
+        fold_dir = Path(out_dir) / f"fold{k}"
+        if (fold_dir / "result.json").is_file():
+            result = json.loads((fold_dir / "result.json").read_text())
+            print(f"fold {k}: complete, skipped (best macro-AUROC {result['best_macro_auroc']:.4f})")
+        else:
+            s = settings_from(cfg, cfg["stage2_epochs"], init, weights, hub)
+            s = replace(s, lr=cfg["stage2_lr"] or s.lr)
+            train, val = target[target["fold"] != k], target[target["fold"] == k]
+            result = run_fit(s, train, val, fold_dir, cfg["multi_gpu"])
+        rows.append({"fold": k, **result})
+    return pd.DataFrame(rows)
+
+
+def collect_oof(out_dir: Path, table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Out-of-fold predictions of every fold's best model, with the labels, and their AUROC."""
+    parts = []
+    for fold_dir in sorted(Path(out_dir).glob("fold*")):
+        pred = fold_dir / "val_predictions.csv"
+        if pred.is_file():
+            parts.append(pd.read_csv(pred, dtype={"id": str}).assign(fold=int(fold_dir.name[4:])))
+    if not parts:
+        raise FileNotFoundError(f"no fold predictions under {out_dir}")
+    oof = pd.concat(parts, ignore_index=True)
+    truth = table.set_index("id").loc[oof["id"], list(LABELS)].to_numpy(float)
+    known = ~np.isnan(truth)
+    macro, per = auroc_table(np.nan_to_num(truth), oof[list(LABELS)].to_numpy(), known)
+    labelled = oof.join(pd.DataFrame(truth, columns=[f"y_{k}" for k in LABELS]))
+    return labelled, {"macro_auroc": macro, **per}
