@@ -41,9 +41,9 @@ def package(tmp_path):
     """A two-fold ensemble package of test-sized random models."""
     import timm
 
-    from utils.preprocess.cache import PrepSettings
     from utils.ensemble.predict import package_model
     from utils.ensemble.vote import Calibration
+    from utils.preprocess.cache import PrepSettings
 
     ckpts = []
     for k in range(2):

@@ -7,11 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils.ablations import grid as ab, recorded, results
+from utils.ablations import grid as ab
+from utils.ablations import recorded, results
 from utils.ablations import robustness as rb
-from utils.pipeline.config import ConfigError, resolve_config
-from utils.core.paths import resolve_paths
 from utils.core.labels import LABELS
+from utils.core.paths import resolve_paths
+from utils.pipeline.config import ConfigError, resolve_config
 from utils.synth.generate import SynthSettings, make_sample
 
 
@@ -229,10 +230,9 @@ def test_sweep_plan_shares_the_default_set(tmp_path):
 
 @pytest.mark.slow
 def test_notebook_07_builds_tables_reuses_runs_and_lists_failures(tmp_path):
-    from utils.pipeline.runner import run_pipeline
-    from utils.core.atomic import read_json
-
     from tests.conftest import ptbxl_subset
+    from utils.core.atomic import read_json
+    from utils.pipeline.runner import run_pipeline
 
     real = ptbxl_subset(tmp_path / "real-test", patients=[11, 12, 13, 14, 15, 16])
     more = ptbxl_subset(tmp_path / "more", n=12, first_id=501, patients=[*range(21, 32), 13])  # one shared patient

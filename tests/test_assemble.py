@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils.data.assemble import build_manifest, discover_scan_sets
-from utils.pipeline.config import resolve_config
-from utils.data.folds import make_folds
 from utils.core.paths import resolve_paths
+from utils.data.assemble import build_manifest, discover_scan_sets
+from utils.data.folds import make_folds
 from utils.data.sources import class_labels, load_class_folders, load_competition
+from utils.pipeline.config import resolve_config
 
 LABELS = ["MI", "AF", "HYP", "CD", "STTC"]
 

@@ -1,8 +1,19 @@
 import pytest
 import yaml
 
-from utils.pipeline.config import (CONFIG_KEYS, DEFAULTS, OPTIONS, ConfigError, coerce_value, diff_configs, load_profile,
-                          notebook_overrides, parse_overrides, resolve_config, save_config)
+from utils.pipeline.config import (
+    CONFIG_KEYS,
+    DEFAULTS,
+    OPTIONS,
+    ConfigError,
+    coerce_value,
+    diff_configs,
+    load_profile,
+    notebook_overrides,
+    parse_overrides,
+    resolve_config,
+    save_config,
+)
 
 
 def test_every_option_is_typed_commented_and_its_default_fits():

@@ -5,11 +5,12 @@ import pandas as pd
 import pytest
 import torch
 
-from utils.core.metrics import bootstrap_auroc
-from utils.ensemble.vote import apply_temperature, combine, ece, f1_thresholds, fit_temperature
-from utils.ensemble.submission import SubmissionError, submission_ids, write_submission
 from utils.core.imageio import read_image
-from utils.ensemble.predict import Predictor, main as predict_main
+from utils.core.metrics import bootstrap_auroc
+from utils.ensemble.predict import Predictor
+from utils.ensemble.predict import main as predict_main
+from utils.ensemble.submission import SubmissionError, submission_ids, write_submission
+from utils.ensemble.vote import apply_temperature, combine, ece, f1_thresholds, fit_temperature
 
 LABELS = ["MI", "AF", "HYP", "CD", "STTC"]
 

@@ -11,11 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from utils.data.assemble import build_manifest
-from utils.pipeline.config import resolve_config
 from utils.core.imageio import ImageReadError, read_image
 from utils.core.paths import resolve_paths
-from utils.ensemble.predict import load_package, main as predict_main
+from utils.data.assemble import build_manifest
+from utils.ensemble.predict import load_package
+from utils.ensemble.predict import main as predict_main
+from utils.pipeline.config import resolve_config
 
 LABELS = ["MI", "AF", "HYP", "CD", "STTC"]
 

@@ -4,11 +4,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils.preprocess.cache import PrepSettings, build_cache, prepare, safe_name
 from utils.pipeline.config import resolve_config
-from utils.preprocess.step import parse_strategies, seg_method
-from utils.preprocess.roi import apply_clahe, box_iou, classical_detect, crop_with_margin, order_corners, quad_is_plausible, rectify
+from utils.preprocess.cache import PrepSettings, build_cache, prepare, safe_name
+from utils.preprocess.roi import (
+    apply_clahe,
+    box_iou,
+    classical_detect,
+    crop_with_margin,
+    order_corners,
+    quad_is_plausible,
+    rectify,
+)
 from utils.preprocess.sam import SamSegmenter, mask_to_quad
+from utils.preprocess.step import parse_strategies, seg_method
 
 
 def _photo(quad=((300, 200), (900, 240), (880, 700), (320, 660)), size=(900, 1200)):

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from utils.train import pretrained
-from utils.train.models import create_model, data_config, freeze_early
 from utils.train.engine import free_cores
+from utils.train.models import create_model, data_config, freeze_early
 
 # ImageNet class indices (torchvision's order): the pictures ship inside installed packages.
 MINIBUS, MILITARY_UNIFORM = 654, 652

@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 
 from tests.conftest import ptbxl_subset
-from utils.ensemble.realcheck import main as realcheck_main, present_folders, real_check
+from utils.ensemble.realcheck import main as realcheck_main
+from utils.ensemble.realcheck import present_folders, real_check
 from utils.synth.wfdb_source import list_records
 
 LABELS = ["MI", "AF", "HYP", "CD", "STTC"]

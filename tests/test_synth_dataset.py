@@ -11,8 +11,8 @@ import wfdb
 from utils.synth.__main__ import main as synth_main
 from utils.synth.dataset import DatasetError, generate_dataset
 from utils.synth.generate import SynthSettings
-from utils.synth.wfdb_source import list_records
 from utils.synth.waveform import LEADS, simulate
+from utils.synth.wfdb_source import list_records
 
 TINY = SynthSettings(style="photo", page_width=440, page_height=340, photo_max_side=520)
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import utils.train.engine as train_mod
-from utils.train.augment import CatmullRomShadow, train_transform
 from utils.core.metrics import auroc_table
-from utils.train.objective import EarlyStopping, cosine_lambda, masked_bce, pos_weight
-from utils.train.models import check_backbone, create_model
+from utils.train.augment import CatmullRomShadow, train_transform
 from utils.train.engine import TrainSettings, fit
+from utils.train.models import check_backbone, create_model
+from utils.train.objective import EarlyStopping, cosine_lambda, masked_bce, pos_weight
 
 LABELS = ["MI", "AF", "HYP", "CD", "STTC"]
 

@@ -20,10 +20,9 @@ import pandas as pd
 from utils.ablations.grid import link_steps
 from utils.ablations.results import paired_delta, row_metrics
 from utils.core.cli import add_debug, run_cli
-from utils.pipeline.config import CONFIG_KEYS, parse_overrides
 from utils.core.paths import resolve_paths
+from utils.pipeline.config import CONFIG_KEYS, parse_overrides
 from utils.pipeline.runs import find_step_dir, is_step_complete, load_config, profile_root
-
 
 STAGE2_ALONE = {"stage2_init": "imagenet"}
 

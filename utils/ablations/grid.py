@@ -181,7 +181,8 @@ class Grid:
         return "complete" if last is not None and is_step_complete(last) else "to run"
 
     def _run(self, name: str, steps: str, overrides: dict) -> Path:
-        from utils.pipeline.runner import log as pipeline_log, run_pipeline
+        from utils.pipeline.runner import log as pipeline_log
+        from utils.pipeline.runner import run_pipeline
 
         pipeline_log.setLevel(logging.INFO)  # each run's pipeline.log records its steps, inside a notebook too
         return run_pipeline(self.profile, steps, overrides, run_name=f"{self.name}/{name}", set_latest=False)

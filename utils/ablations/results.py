@@ -13,6 +13,7 @@ from utils.core.labels import LABELS
 from utils.core.metrics import bootstrap_auroc, format_interval
 from utils.ensemble.vote import VOTES, Calibration, vote_scores
 
+
 def test_truth(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """Labels (n, 5, NaN where unknown) of the run's test rows in the order step 05 predicted them, and the known-mask."""
     manifest = pd.read_csv(Path(run_dir) / "01_assemble" / "manifest.csv", dtype={"id": str})

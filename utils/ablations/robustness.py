@@ -6,17 +6,17 @@ with their own seed, apart from every training image.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from utils.core.keys import settings_key
+from utils.core.labels import LABELS
 from utils.core.metrics import bootstrap_auroc
 from utils.ensemble.vote import combine
-from utils.core.labels import LABELS
 from utils.synth.dataset import generate_dataset
 from utils.synth.generate import SynthSettings
 

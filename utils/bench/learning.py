@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from utils.pipeline.config import resolve_config
-from utils.core.labels import LABELS
-from utils.pipeline.runs import load_config
-from utils.train.stages import load_training_table, settings_from, stage1_rows
 from utils.bench.train import step_rate
-from utils.train.models import create_model, freeze_early
+from utils.core.keys import split_list
+from utils.core.labels import LABELS
+from utils.pipeline.config import resolve_config
+from utils.pipeline.runs import load_config
 from utils.train.engine import fit, resolve_threads
+from utils.train.models import create_model, freeze_early
+from utils.train.stages import load_training_table, settings_from, stage1_rows
 
 # Named configurations, as overrides of the run's own settings. 'run' is the run's configuration as it is;
 # 'previous-demo' is the demo's configuration before it learned (ConvNeXt-Atto from scratch, colour, the paper's
@@ -42,7 +43,7 @@ CONFIGS = {
 def parse_configs(text: str) -> dict[str, dict]:
     """Names from CONFIGS, or name:key=value;key=value for a configuration of one's own."""
     out = {}
-    for item in (t.strip() for t in text.split(",") if t.strip()):
+    for item in split_list(text):
         name, _, rest = item.partition(":")
         if not rest and name not in CONFIGS:
             raise SystemExit(f"error: unknown configuration {name!r}; known: {', '.join(CONFIGS)} "

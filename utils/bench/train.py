@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from utils.core.keys import split_list
 from utils.train.augment import train_transform
 from utils.train.dataset import CachedImages, ModelInput
-from utils.train.objective import masked_bce
-from utils.train.models import create_model, data_config, freeze_early
 from utils.train.engine import free_cores
+from utils.train.models import create_model, data_config, freeze_early
+from utils.train.objective import masked_bce
 
 
 def _images(folder: Path, n: int, h: int, w: int) -> pd.DataFrame:
@@ -91,9 +92,9 @@ def main(argv=None) -> int:
                                     if device.type == "cuda" else [])
         print(f"{a.backbone} at {h}x{w}, batch {a.batch}, device {device}")
         print(f"data loader alone ({a.workers} workers, augmentation on): {loader_rate:.1f} images/s")
-        threads = [int(t) for t in a.threads.split(",")] if device.type == "cpu" else [torch.get_num_threads()]
+        threads = [int(t) for t in split_list(a.threads)] if device.type == "cpu" else [torch.get_num_threads()]
         print(f"free cores now: {free_cores()} of {os.cpu_count()}")
-        for frozen in (int(f) for f in a.frozen_stages.split(",")):
+        for frozen in (int(f) for f in split_list(a.frozen_stages)):
             model, _ = create_model(a.backbone, 5, hub=False)
             freeze_early(model, frozen)
             model = model.to(device).to(memory_format=torch.channels_last)

@@ -11,6 +11,7 @@ import torch
 
 from utils.core.labels import LABELS
 
+
 def cam_target_layer(model: torch.nn.Module):
     """The layer Grad-CAM hooks: ConvNeXt's last stage, EfficientNet's head, ResNet's last block, a transformer's
     last block's norm."""

@@ -7,19 +7,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from utils.core.atomic import atomic_write_text
+from utils.core.keys import split_list
+from utils.core.labels import LABELS
+from utils.core.paths import Paths, resolve_input_path
 from utils.data.checks import inspect_images
 from utils.data.folds import fold_prevalence, make_folds, split_stage1_validation
-from utils.core.atomic import atomic_write_text
-from utils.core.paths import Paths, resolve_input_path
-from utils.core.labels import LABELS
 from utils.data.leakage import leakage_guard, real_test_records
 from utils.data.sources import class_labels, load_class_folders, load_competition, load_synth
 
 PROBLEM_COLUMNS = ["kind", "where", "detail"]
-
-
-def _split_list(text: str) -> list[str]:
-    return [t.strip() for t in str(text).split(",") if t.strip()]
 
 
 def discover_scan_sets(paths: Paths, exclude: Path | None = None) -> list[Path]:
@@ -59,12 +56,12 @@ def collect_rows(cfg, paths: Paths, synth_sets: dict[str, str]) -> tuple[list[di
     if cfg["stage1_synth"] and "scan" in synth_sets:
         add("stage1", synth_sets["scan"], load_synth(Path(synth_sets["scan"]), source="synth_scan"))
     scan_dirs = discover_scan_sets(paths, competition) if cfg["stage1_scan_dirs"] == "auto" \
-        else [Path(p) for p in _split_list(cfg["stage1_scan_dirs"])]
+        else [Path(p) for p in split_list(cfg["stage1_scan_dirs"])]
     for root in scan_dirs:
         if not root.is_dir():
             raise FileNotFoundError(f"scan set {root} does not exist (set by 'stage1_scan_dirs')")
         add("stage1", root, load_class_folders(root, f"scans:{root.name}"))
-    for root in map(Path, _split_list(cfg["stage1_render_dirs"])):
+    for root in map(Path, split_list(cfg["stage1_render_dirs"])):
         if not (root / "train.csv").is_file():
             raise FileNotFoundError(f"{root} has no train.csv: not a folder made by utils.synth "
                                     f"(set by 'stage1_render_dirs')")

@@ -12,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 
 from utils.core.imageio import IMAGE_EXTS
-
 from utils.core.labels import LABELS
 
 # Class folders of the Kaggle scan sets (Khan et al. 2021 "ECG Images dataset of Cardiac and COVID-19 Patients",

@@ -19,9 +19,9 @@ import pandas as pd
 from utils.core.atomic import atomic_write_text
 from utils.core.cli import add_debug, fail, run_cli
 from utils.core.keys import settings_key
-from utils.core.paths import REPO_ROOT, present_folders
 from utils.core.labels import LABELS
 from utils.core.metrics import bootstrap_table
+from utils.core.paths import REPO_ROOT, present_folders
 from utils.ensemble.vote import vote_scores
 
 DEFAULT_DATA = "../shared/data/ptbxl-dev,../shared/data/ptbxl-more"

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from utils.gradcam.attention import energy_shares, to_photo
 from utils.core.cam import cam_maps
 from utils.core.imageio import ImageReadError, read_image
 from utils.core.labels import LABELS
+from utils.gradcam.attention import energy_shares, to_photo
 
 KINDS = ("TP", "FP", "FN")
 

@@ -6,7 +6,6 @@ import cv2
 import numpy as np
 
 
-
 def to_photo(cam: np.ndarray, record: dict, photo_size: tuple[int, int]) -> np.ndarray:
     """A map over the prepared picture, placed back on the original photo (W, H) through what was done to it."""
     w0, h0 = photo_size

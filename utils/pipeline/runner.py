@@ -10,9 +10,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.pipeline.config import ConfigError, describe_options, parse_overrides, resolve_config
 from utils.core.cli import fail
 from utils.core.paths import REPO_ROOT
+from utils.pipeline.config import ConfigError, describe_options, parse_overrides, resolve_config
 from utils.pipeline.runs import RunError, is_step_complete, move_aside, open_run
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d{2})_([A-Za-z0-9_]+)\.ipynb$")

@@ -9,9 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from utils.pipeline.config import CONFIG_KEYS, Config, diff_configs, load_config, notebook_overrides, resolve_config, save_config
 from utils.core.atomic import atomic_write_json, read_json
 from utils.core.paths import Paths, resolve_paths
+from utils.pipeline.config import (
+    CONFIG_KEYS,
+    Config,
+    diff_configs,
+    load_config,
+    notebook_overrides,
+    resolve_config,
+    save_config,
+)
 
 STEP_RECORD = "step.json"
 RUN_PATTERN = re.compile(r"^run-(\d{3,})$")

@@ -12,11 +12,18 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from utils.core.pool import pool_map
-from utils.core.imageio import ImageReadError, read_image
 from utils.core.atomic import atomic_write_bytes, atomic_write_text
-from utils.preprocess.roi import (STRATEGIES, apply_clahe, classical_detect, crop_with_margin, quad_is_plausible, rectify,
-                  resize_long_side)
+from utils.core.imageio import ImageReadError, read_image
+from utils.core.pool import pool_map
+from utils.preprocess.roi import (
+    STRATEGIES,
+    apply_clahe,
+    classical_detect,
+    crop_with_margin,
+    quad_is_plausible,
+    rectify,
+    resize_long_side,
+)
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from utils.synth.generate import SynthSettings, make_sample
 from utils.core.labels import LABELS
+from utils.synth.generate import SynthSettings, make_sample
 from utils.synth.labels import sample_labels
 from utils.synth.measure import FEATURES, measure
 from utils.synth.waveform import simulate

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.core.pool import pool_map
 from utils.core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from utils.synth.generate import SynthSettings, make_sample
 from utils.core.labels import LABELS
+from utils.core.pool import pool_map
+from utils.synth.generate import SynthSettings, make_sample
 from utils.synth.wfdb_source import RecordError, RecordRef, load_signals
 
 

@@ -5,6 +5,7 @@ import numpy as np
 from scipy.stats import norm
 
 from utils.core.labels import LABELS
+
 # Training prevalence of the BHF ECG Challenge (Wang et al., Table 1).
 PREVALENCE = {"MI": 0.254, "AF": 0.069, "HYP": 0.123, "CD": 0.209, "STTC": 0.243}
 # Latent correlations giving the overlaps seen in PTB-XL: MI with CD and STTC, HYP with STTC (strain) and CD.

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 
 from utils.core.keys import settings_key
+from utils.core.labels import LABELS
 from utils.synth.dataset import generate_dataset
 from utils.synth.generate import SynthSettings
-from utils.core.labels import LABELS
 from utils.synth.wfdb_source import list_records
 
 

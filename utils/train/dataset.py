@@ -10,7 +10,6 @@ from torch.utils.data import Dataset
 
 from utils.core.labels import LABELS
 
-
 INPUT_CHANNELS = ("rgb", "gray", "max")
 
 

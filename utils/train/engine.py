@@ -23,13 +23,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from utils.train.augment import train_transform
-from utils.train.dataset import CachedImages, ModelInput
 from utils.core.atomic import atomic_write_bytes, atomic_write_text
 from utils.core.labels import LABELS
 from utils.core.metrics import auroc_table
-from utils.train.objective import EarlyStopping, cosine_lambda, masked_bce, pos_weight
+from utils.train.augment import train_transform
+from utils.train.dataset import CachedImages, ModelInput
 from utils.train.models import create_model, data_config, freeze_early
+from utils.train.objective import EarlyStopping, cosine_lambda, masked_bce, pos_weight
 
 
 @dataclass

@@ -24,6 +24,9 @@ def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
     return (loss * mask).sum() / mask.sum().clamp(min=1)
 
 
+# Written here rather than timm's CosineLRScheduler: the paper's schedule is transformers'
+# get_cosine_schedule_with_warmup, whose cosine runs on for num_cycles (timm restarts its cycles instead), and
+# transformers is not a dependency. Six lines, held to known values by the tests.
 def cosine_lambda(total_steps: int, warmup_steps: int, num_cycles: float = 0.5):
     """Linear warm-up, then lambda = 0.5 (1 + cos(2 pi num_cycles progress)), as in the paper."""
     def f(step: int) -> float:

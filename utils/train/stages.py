@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from utils.train.dataset import attach_cache
 from utils.core.atomic import atomic_write_text
-from utils.core.paths import REPO_ROOT
+from utils.core.keys import split_list
 from utils.core.labels import LABELS
 from utils.core.metrics import auroc_table
+from utils.core.paths import REPO_ROOT
+from utils.train.dataset import attach_cache
 from utils.train.engine import TrainSettings, fit
 
 
@@ -110,7 +111,7 @@ def stage2(cfg, table: pd.DataFrame, out_dir: Path, stage1_best: Path | None) ->
     """Every fold (or those in folds_to_run); complete folds are skipped. Returns the per-fold table."""
     target = table[(table["stage"] == "II") & (table["split"] == "train")]
     folds = sorted(int(f) for f in target["fold"].dropna().unique())
-    wanted = [int(f) for f in cfg["folds_to_run"].split(",") if f.strip()] or folds
+    wanted = [int(f) for f in split_list(cfg["folds_to_run"])] or folds
     init, weights, hub = "", None, None
     if cfg["stage2_init"] == "stage1":
         if stage1_best is None or not Path(stage1_best).is_file():
