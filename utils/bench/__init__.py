@@ -1,0 +1,1 @@
+"""Benchmarks that print numbers: the synthesizer, the cache, a training step, learning curves."""

@@ -1,7 +1,7 @@
 """Image checks for the manifest: readable, complete, large enough, and a content hash for duplicates.
 
 Each file is read for its bytes (the hash and the trailer check: a PNG must end with IEND, a JPEG with EOI), then
-`utils.imageio.read_image` checks its type, the size limits and the structure without decoding every pixel. Results are cached by path,
+`utils.core.imageio.read_image` checks its type, the size limits and the structure without decoding every pixel. Results are cached by path,
 size and modification time, so a re-run only looks at new or changed files.
 """
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Step 02: the sheet found and cropped (roi), YOLO and SAM, the preparation cache, the step itself."""
