@@ -4,6 +4,7 @@ speed      images/s per style (one process, then all cores), waveform records/s 
 shortcuts  AUROC of a classifier on global image statistics per label (should sit in the chance band)
 learn      AUROC of a classifier on simple signal measurements per label (labels must be learnable)
 compare    simulated measurements beside real PTB-XL records (needs --ptbxl DIR)
+code15     pictures/s rendered from CODE-15%-shaped HDF5 parts beside simulated waveforms, same pages, same run
 """
 from __future__ import annotations
 
@@ -74,10 +75,59 @@ def bench_images(width: int, height: int, n: int, workers: int) -> None:
               f"{n * workers / dt:5.1f} images/s")
 
 
+def write_code15_like(root: Path, n: int, part_size: int = 100) -> Path:
+    """A CODE-15%-shaped folder (exams.csv, exams_partK.hdf5 of (rows, 4096, 12) at 400 Hz, zero-padded) from the
+    simulator's waveforms: the reader's and renderer's speed can be measured without the real data."""
+    import h5py
+    import pandas as pd
+
+    from utils.synth.waveform import simulate
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for k, start in enumerate(range(0, n, part_size)):
+        ids = np.arange(start, min(n, start + part_size)) + 1
+        tracings = np.zeros((len(ids), 4096, 12), np.float32)
+        for i in range(len(ids)):
+            sig = simulate({}, rng, fs=400).signals[:, :4000].T
+            pad = int(rng.integers(0, 96))
+            tracings[i, pad:pad + len(sig)] = sig
+        with h5py.File(root / f"exams_part{k}.hdf5", "w") as f:
+            f.create_dataset("exam_id", data=ids)
+            f.create_dataset("tracings", data=tracings, chunks=(1, 4096, 12))
+        rows += [{"exam_id": int(e), "patient_id": int(e), "1dAVb": False, "RBBB": False, "LBBB": False,
+                  "SB": False, "ST": False, "AF": bool(e % 10 == 0), "normal_ecg": bool(e % 3 == 0),
+                  "trace_file": f"exams_part{k}.hdf5"} for e in ids]
+    pd.DataFrame(rows).to_csv(root / "exams.csv", index=False)
+    return root
+
+
+def bench_code15(width: int, height: int, n: int, workers: int) -> None:
+    from utils.synth.code15_source import list_exams
+    from utils.synth.dataset import generate_dataset
+    from utils.synth.generate import SynthSettings
+
+    s = SynthSettings(style="scan", page_width=width, page_height=height)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "code15").mkdir()
+        t = time.perf_counter()
+        refs, _ = list_exams(write_code15_like(root / "code15", n))
+        listed = time.perf_counter() - t
+        rates = {}
+        for name, kw in (("CODE-15% exams", {"refs": refs}), ("simulated", {})):
+            t = time.perf_counter()
+            generate_dataset(root / name.split()[0], s, n_train=n, workers=workers, progress=False, **kw)
+            rates[name] = n / (time.perf_counter() - t)
+        print(f"scan {width}x{height}, {workers} processes, {n} pictures each (writing and indexing the parts: "
+              f"{listed:.1f} s): " + ", ".join(f"{k} {v:.1f} pictures/s" for k, v in rates.items())
+              + f"; CODE-15% / simulated = {rates['CODE-15% exams'] / rates['simulated']:.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m utils.bench.synth", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="?", default="all", choices=["speed", "shortcuts", "learn", "compare", "all"])
+    ap.add_argument("what", nargs="?", default="all", choices=["speed", "shortcuts", "learn", "compare", "code15", "all"])
     ap.add_argument("--width", type=int, default=2200)
     ap.add_argument("--height", type=int, default=1700)
     ap.add_argument("--n", type=int, default=40, help="images per style for speed; x10 for the checks")
@@ -96,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.what in ("speed", "all"):
         bench_waveform()
         bench_images(args.width, args.height, args.n, workers)
+    if args.what in ("code15", "all"):
+        bench_code15(args.width, args.height, args.n * 2, workers)
     if args.what in ("shortcuts", "all"):
         n = args.n * 10
         for style in ("photo", "scan"):

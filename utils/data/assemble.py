@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from utils.core.atomic import atomic_write_text
+from utils.core.atomic import atomic_write_text, read_json
 from utils.core.keys import split_list
 from utils.core.labels import LABELS
 from utils.core.paths import Paths, resolve_input_path
@@ -54,7 +54,10 @@ def collect_rows(cfg, paths: Paths, synth_sets: dict[str, str]) -> tuple[list[di
             raise FileNotFoundError("target 'synth' needs step 00's photo set: set synth_photo_train > 0")
         add("target", synth_sets["photo"], load_synth(Path(synth_sets["photo"]), source="synth_photo"))
     if cfg["stage1_synth"] and "scan" in synth_sets:
-        add("stage1", synth_sets["scan"], load_synth(Path(synth_sets["scan"]), source="synth_scan"))
+        scan = Path(synth_sets["scan"])
+        # renders of recorded waveforms (synth_from_wfdb, synth_from_code15) keep their database's name as source
+        recorded = (scan / "synth.json").is_file() and read_json(scan / "synth.json").get("records") is not None
+        add("stage1", scan, load_synth(scan, source=None if recorded else "synth_scan"))
     scan_dirs = discover_scan_sets(paths, competition) if cfg["stage1_scan_dirs"] == "auto" \
         else [Path(p) for p in split_list(cfg["stage1_scan_dirs"])]
     for root in scan_dirs:

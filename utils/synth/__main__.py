@@ -1,4 +1,5 @@
-"""python -m utils.synth --out DIR --style photo --n-train 1000 --n-test 200 [--from-wfdb DIR] [--shard i/n]"""
+"""python -m utils.synth --out DIR --style photo --n-train 1000 --n-test 200 [--from-wfdb DIR | --from-code15 DIR]
+    [--limit N] [--shard i/n]"""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from utils.core.cli import add_debug, fail, run_cli
 from utils.core.keys import split_list
+from utils.synth.code15_source import label_counts, list_exams
 from utils.synth.dataset import generate_dataset
 from utils.synth.generate import STYLES, SynthSettings
 from utils.synth.render import LAYOUTS
@@ -38,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--workers", type=int, default=0, help="processes; 0: one per core")
     ap.add_argument("--shard", type=_shard, default=(0, 1), help="make only indices i mod n (i/n)")
     ap.add_argument("--from-wfdb", type=Path, help="render these WFDB records instead of simulating")
+    ap.add_argument("--from-code15", type=Path, help="render CODE-15%%'s exams (exams.csv + exams_part*.hdf5)")
     ap.add_argument("--labels-csv", type=Path, help="labels (id + MI, AF, HYP, CD, STTC) for --from-wfdb")
-    ap.add_argument("--limit", type=int, default=0, help="with --from-wfdb: at most this many records")
+    ap.add_argument("--limit", type=int, default=0, help="with --from-wfdb or --from-code15: at most this many")
     ap.add_argument("--save-waveforms", action="store_true", help="also write the plotted signals (.npy)")
     ap.add_argument("--force", action="store_true", help="accept an output folder made with other settings")
     return ap
@@ -58,12 +61,17 @@ def _make(args, layouts: tuple[str, ...]) -> int:
     settings = SynthSettings(style=args.style, seed=args.seed, page_width=args.page_width,
                              page_height=args.page_height, photo_max_side=args.photo_max_side,
                              severity=args.severity, jpeg_quality=args.jpeg_quality, layouts=layouts)
+    if args.from_wfdb and args.from_code15:
+        return fail("--from-wfdb and --from-code15: choose one source")
     refs = None
-    if args.from_wfdb:
-        refs, problems = list_records(args.from_wfdb, args.labels_csv)
+    if args.from_wfdb or args.from_code15:
+        refs, problems = list_records(args.from_wfdb, args.labels_csv) if args.from_wfdb \
+            else list_exams(args.from_code15)
         refs = refs[: args.limit] if args.limit else refs
         for rid, why in problems:
-            print(f"note: record {rid}: {why}", file=sys.stderr)
+            print(f"note: {rid}: {why}", file=sys.stderr)
+        if args.from_code15:
+            print(label_counts(refs).to_string(index=False), file=sys.stderr)
     summary = generate_dataset(args.out, settings, args.n_train, args.n_test, refs=refs, workers=args.workers,
                                shard=args.shard, save_waveform=args.save_waveforms)
     print(json.dumps(summary, indent=2))

@@ -18,6 +18,7 @@ import numpy as np
 from utils.core.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from utils.core.labels import LABELS
 from utils.core.pool import pool_map
+from utils.synth.code15_source import SOURCE as CODE15, load_code15
 from utils.synth.generate import SynthSettings, make_sample
 from utils.synth.wfdb_source import RecordError, RecordRef, load_signals
 
@@ -44,7 +45,8 @@ def _work(args: tuple[Path, SynthSettings, Job, bool]) -> tuple[str, str | None]
     try:
         signals = labels = None
         if job.ref is not None:
-            signals = load_signals(job.ref, fs=settings.fs)
+            load = load_code15 if job.ref.source == CODE15 else load_signals
+            signals = load(job.ref, fs=settings.fs)
             labels = job.ref.labels
         data, ann, signals = make_sample(settings, job.index, signals=signals, labels=labels)
     except RecordError as exc:

@@ -8,6 +8,8 @@ import pandas as pd
 
 from utils.core.keys import settings_key
 from utils.core.labels import LABELS
+from utils.core.paths import resolve_input_path
+from utils.synth.code15_source import list_exams
 from utils.synth.dataset import generate_dataset
 from utils.synth.generate import SynthSettings
 from utils.synth.wfdb_source import list_records
@@ -16,15 +18,23 @@ from utils.synth.wfdb_source import list_records
 def synthesize_sets(cfg, paths, progress: bool = True) -> dict[str, dict]:
     """Make (or reuse) the Stage I scan-like set and the photo-like target set; returns name -> summary."""
     out: dict[str, dict] = {}
-    refs, problems = None, []
+    refs, problems, record = None, [], {}
+    if cfg["synth_from_wfdb"] and cfg["synth_from_code15"]:
+        raise ValueError("synth_from_wfdb and synth_from_code15 are both set: choose one source of recorded waveforms")
     if cfg["synth_from_wfdb"]:
         labels_csv = Path(cfg["synth_labels_csv"]) if cfg["synth_labels_csv"] else None
         refs, problems = list_records(Path(cfg["synth_from_wfdb"]), labels_csv)
+    if cfg["synth_from_code15"]:
+        folder = resolve_input_path(paths, "" if cfg["synth_from_code15"] == "auto" else cfg["synth_from_code15"],
+                                    "exams.csv", "CODE-15%", "synth_from_code15")
+        refs, problems = list_exams(folder)
+        record = {"code15": str(folder)}
     if cfg["synth_scan_train"] > 0 or refs is not None:
         settings = SynthSettings.from_config(cfg, "scan")
         n = cfg["synth_scan_train"]
         chosen = refs[:n] if (refs is not None and n > 0) else refs
-        key = settings_key({"s": settings.to_dict(), "n": n, "wfdb": cfg["synth_from_wfdb"], "labels": cfg["synth_labels_csv"]})
+        key = settings_key({"s": settings.to_dict(), "n": n, "wfdb": cfg["synth_from_wfdb"],
+                            "labels": cfg["synth_labels_csv"], **record})
         folder = paths.data_root / f"synth-scan-{key}"
         out["scan"] = generate_dataset(folder, settings, n_train=n, refs=chosen, workers=cfg["num_workers"],
                                        progress=progress)

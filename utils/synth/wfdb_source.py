@@ -35,6 +35,7 @@ class RecordRef:
     labels: dict = field(default_factory=dict)  # label -> 0/1, or None when unknown
     group: str = ""
     source: str = "wfdb"
+    index: int | None = None  # row of a multi-record file (CODE-15%'s HDF5 parts)
 
 
 PTBXL_TABLES = ("ptbxl_database.csv", "ptbxl_rows.csv")  # the full database, or a subset's rows of it
