@@ -7,7 +7,7 @@ STAMP := $(VENV)/.requirements.sha256
 PROFILE ?= demo
 ARGS ?=
 
-.PHONY: demo test smoke ablations env clean-venv
+.PHONY: demo test smoke ablations env clean-venv gpu-check gpu-wheels
 
 env:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,17 @@ ablations: env
 # pytest exits 5 when it collects no test: not a failure of the code.
 test: env
 	@$(PY) -m pytest $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+# One call on a GPU machine: training-step, loader, DDP and smoke-chain figures in outputs/gpu-check/<date>/.
+# Without a GPU it runs at a tiny scale on the CPU. On a machine without the packages (and no internet), build the
+# wheel folder here first (make gpu-wheels) and carry dist/gpu-wheels: the check installs from it.
+GPU_PYTHON ?= python3
+gpu-check:
+	@if [ -d dist/gpu-wheels ]; then $(GPU_PYTHON) -m utils.bench.gpu --wheels dist/gpu-wheels $(ARGS); \
+	else $(GPU_PYTHON) -m utils.bench.gpu $(ARGS); fi
+
+gpu-wheels: env
+	$(PY) -m utils.pipeline.kaggle gpu-wheels --out dist/gpu-wheels
 
 clean-venv:
 	rm -rf $(VENV)

@@ -58,3 +58,46 @@ def test_one_gradcam_serves_transformers_and_cnns(backbone, tmp_path):
     out = save_overlay(model, x, np.full((64, 96, 3), 200, np.uint8), np.array([0.1, 0.9, 0.2, 0.3, 0.1]),
                        tmp_path / "cam.jpg")
     assert out.is_file() and out.stat().st_size > 0 and not math.isnan(float(maps.sum()))
+
+
+@pytest.mark.parametrize("capability, amp, expected", [
+    ((7, 5), True, "fp16"),   # T4: fp16 tensor cores, bf16 only emulated
+    ((7, 0), True, "fp16"),   # V100
+    ((8, 0), True, "bf16"),   # A100
+    ((8, 9), True, "bf16"),   # L4
+    ((9, 0), True, "bf16"),   # H100 / H200
+    ((8, 0), False, "fp32"),  # amp off
+    (None, True, "fp32"),     # no CUDA device
+])
+def test_precision_follows_the_compute_capability(capability, amp, expected):
+    from utils.core.device import precision_for
+
+    p = precision_for(capability, amp)
+    assert p.name == expected
+    assert p.scaler == (expected == "fp16") and p.enabled == (expected != "fp32")
+
+
+def test_precision_on_this_machines_cpu_is_full():
+    from utils.core.device import device_precision
+
+    assert device_precision(torch.device("cpu")).name == "fp32"
+
+
+def test_accumulation_micro_steps_skip_the_all_reduce(tmp_path):
+    """Under DDP every micro-step but the updating one runs in no_sync (one process of gloo on the CPU)."""
+    import contextlib
+
+    import torch.distributed as dist
+
+    from utils.train.engine import grad_sync
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        net = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 2))
+        with grad_sync(net, 2, update=False):
+            assert net.require_backward_grad_sync is False
+        with grad_sync(net, 2, update=True):
+            assert net.require_backward_grad_sync is True
+        assert isinstance(grad_sync(net, 1, update=False), contextlib.nullcontext)
+    finally:
+        dist.destroy_process_group()

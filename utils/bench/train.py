@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from utils.core.device import device_precision
 from utils.core.keys import split_list
 from utils.train.augment import train_transform
 from utils.train.dataset import CachedImages, ModelInput
@@ -87,9 +88,8 @@ def main(argv=None) -> int:
         x = torch.randn(a.batch, 3, h, w, device=device).contiguous(memory_format=torch.channels_last)
         y = torch.randint(0, 2, (a.batch, 5), device=device).float()
         m = torch.ones_like(y)
-        modes = [("fp32", None)] + ([("bf16" if torch.cuda.is_bf16_supported() else "fp16",
-                                      torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)]
-                                    if device.type == "cuda" else [])
+        amp = device_precision(device)
+        modes = [("fp32", None)] + ([(amp.name, amp.dtype)] if amp.enabled else [])
         print(f"{a.backbone} at {h}x{w}, batch {a.batch}, device {device}")
         print(f"data loader alone ({a.workers} workers, augmentation on): {loader_rate:.1f} images/s")
         threads = [int(t) for t in split_list(a.threads)] if device.type == "cpu" else [torch.get_num_threads()]

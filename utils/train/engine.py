@@ -16,6 +16,7 @@ import random
 import sys
 import time
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from utils.core.device import device_precision, resolve_device
 from utils.core.atomic import atomic_write_bytes, atomic_write_text
 from utils.core.labels import LABELS
 from utils.core.metrics import auroc_table
@@ -82,12 +84,6 @@ def resolve_threads(s: "TrainSettings", device: torch.device) -> int:
     return n
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
@@ -103,12 +99,6 @@ def _save(obj, path: Path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
-
-
-def _amp_dtype(device: torch.device, amp: bool):
-    if not amp or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 @torch.no_grad()
@@ -151,6 +141,11 @@ def build(s: TrainSettings, device: torch.device):
     return model, source
 
 
+# Rank 0 validates and writes checkpoints while the other ranks wait in the next collective: NCCL's default
+# 10 minutes can pass on a large Stage I validation plus a 1 GB checkpoint write.
+DDP_TIMEOUT = timedelta(hours=2)
+
+
 @dataclass
 class Loop:
     """Everything one fit() works with: the model (and its DDP wrapper), data, optimiser, schedule and state."""
@@ -176,14 +171,24 @@ class Loop:
     start: int = 0
 
 
+def grad_sync(net: torch.nn.Module, world: int, update: bool):
+    """Under DDP, gradients are all-reduced only on the micro-step that updates the weights (accumulation steps
+    before it run under no_sync)."""
+    return net.no_sync() if world > 1 and not update else contextlib.nullcontext()
+
+
 def _setup_device(s: TrainSettings) -> tuple[int, int, int, torch.device]:
     """Rank, world size, local rank and this process's device (one GPU per process under torchrun)."""
     rank, world, local = _dist()
-    if world > 1 and torch.cuda.is_available():
+    gpus = torch.cuda.device_count() if s.device != "cpu" else 0
+    if world > 1 and gpus:
+        local = local % gpus  # more processes than GPUs (a wiring check on one GPU) share them
         torch.cuda.set_device(local)  # before any CUDA call: otherwise every rank opens a context on GPU 0
     if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    device = resolve_device(f"cuda:{local}" if world > 1 and torch.cuda.is_available() else s.device)
+        # NCCL needs a GPU of its own per process; gloo carries the rest (CPU, or several processes on one GPU)
+        backend = "nccl" if gpus >= world else "gloo"
+        torch.distributed.init_process_group(backend, timeout=DDP_TIMEOUT)
+    device = resolve_device(f"cuda:{local}" if world > 1 and gpus else s.device)
     return rank, world, local, device
 
 
@@ -216,8 +221,9 @@ def create_loop(s: TrainSettings, train_df: pd.DataFrame, val_df: pd.DataFrame) 
     updates = max(1, per_epoch // s.accum_steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_lambda(updates * s.epochs, int(updates * s.warmup_epochs),
                                                                  s.num_cycles))
-    amp_dtype = _amp_dtype(device, s.amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    precision = device_precision(device, s.amp)
+    amp_dtype = precision.dtype
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)
     net = torch.nn.parallel.DistributedDataParallel(model, [local] if device.type == "cuda" else None) \
         if world > 1 else model
     return Loop(s, rank, world, device, model, net, source, frozen, dc, train_ds, val_ds, weight, opt, sched, scaler,
@@ -262,9 +268,7 @@ def train_epoch(loop: Loop, epoch: int) -> tuple[float, int, float]:
             x = x.contiguous(memory_format=torch.channels_last)
         y, m = y.to(loop.device), m.to(loop.device)
         update = (step + 1) % s.accum_steps == 0 or step + 1 == loop.per_epoch
-        # under DDP, gradients are all-reduced only on the micro-step that updates the weights
-        sync = loop.net.no_sync() if loop.world > 1 and not update else contextlib.nullcontext()
-        with sync:
+        with grad_sync(loop.net, loop.world, update):
             with torch.autocast(loop.device.type, dtype=loop.amp_dtype, enabled=loop.amp_dtype is not None):
                 loss = masked_bce(loop.net(x), y, m, loop.weight) / s.accum_steps
             loop.scaler.scale(loss).backward()

@@ -48,18 +48,23 @@ def run_fit(s: TrainSettings, train_df: pd.DataFrame, val_df: pd.DataFrame, out_
     """fit() here, or under torchrun on every GPU when there are several (DistributedDataParallel)."""
     import torch
 
-    out_dir = Path(out_dir)
     n_gpu = torch.cuda.device_count()
     if not (multi_gpu and n_gpu > 1):
-        return fit(s, train_df, val_df, out_dir)
+        return fit(s, train_df, val_df, Path(out_dir))
+    return launch_ddp(s, train_df, val_df, Path(out_dir), n_gpu)
+
+
+def launch_ddp(s: TrainSettings, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir: Path, nproc: int) -> dict:
+    """fit() in `nproc` processes through torchrun (`python -m utils.train.engine`), as the Kaggle notebooks run it."""
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "settings.json", json.dumps(asdict(s)))
     train_df.to_csv(out_dir / "train_rows.csv", index=False)
     val_df.to_csv(out_dir / "val_rows.csv", index=False)
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n_gpu}", "-m", "utils.train.engine",
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "-m", "utils.train.engine",
            "--settings", str(out_dir / "settings.json"), "--train", str(out_dir / "train_rows.csv"),
            "--val", str(out_dir / "val_rows.csv"), "--out", str(out_dir)]
-    print("running on", n_gpu, "GPUs:", " ".join(cmd))
+    print("running on", nproc, "processes:", " ".join(cmd))
     subprocess.run(cmd, check=True, cwd=REPO_ROOT)
     return json.loads((out_dir / "result.json").read_text())
 
