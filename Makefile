@@ -47,13 +47,15 @@ clean-venv:
 	rm -rf $(VENV)
 
 # Kaggle: upload-ready folders (see the README's Kaggle section).
-KAGGLE_USER ?= your-kaggle-username
+KAGGLE_USER ?=
 .PHONY: kaggle-code kaggle-wheels kaggle-weights
+# dist/kaggle-code (the code dataset, with its version) and dist/kaggle-kernel (the runner and its metadata)
 kaggle-code: env
-	$(PY) -m utils.pipeline.kaggle code --out dist/kaggle-code --user $(KAGGLE_USER)
+	$(PY) -m utils.pipeline.kaggle code --out dist/kaggle-code --user "$(KAGGLE_USER)"
+	$(PY) -m utils.pipeline.kaggle kernel --out dist/kaggle-kernel --user "$(KAGGLE_USER)"
 
 kaggle-wheels: env
-	$(PY) -m utils.pipeline.kaggle wheels --out dist/kaggle-wheels
+	$(PY) -m utils.pipeline.kaggle wheels --out dist/kaggle-wheels --user "$(KAGGLE_USER)"
 
 kaggle-weights: env
-	$(PY) -m utils.pipeline.kaggle weights --out dist/kaggle-weights
+	$(PY) -m utils.pipeline.kaggle weights --out dist/kaggle-weights --user "$(KAGGLE_USER)"

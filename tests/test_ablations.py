@@ -58,7 +58,7 @@ def test_bad_names_are_errors_that_name_them(tmp_path):
     with pytest.raises(ConfigError, match="'ViT' is not of the form"):
         ab.variants(_cfg(tmp_path, ablation_weights="ViT"))
     vs = {v.row: v for v in ab.variants(_cfg(tmp_path, ablation_weights="ViT=/w/vit, Swin=/w/swin"))}
-    assert vs["ViT"].overrides["backbone_weights"] == "/w/vit" and vs["ResNet"].overrides["backbone_weights"] == ""
+    assert vs["ViT"].overrides["backbone_weights"] == "/w/vit" and vs["ResNet"].overrides["backbone_weights"] == "none"
 
 
 @pytest.mark.parametrize("lo,hi,paper,expected", [(0.01, 0.2, -0.1, "disagrees"), (-0.2, -0.01, -0.1, "agrees"),

@@ -96,3 +96,71 @@ def test_chain_on_a_kaggle_shaped_input(tmp_path, monkeypatch):
     sub = pd.read_csv(run / "05_ensemble" / "submission.csv", dtype=str)
     sample = pd.read_csv(comp / "sample_submission.csv", dtype=str)
     assert list(sub.columns) == list(sample.columns) and list(sub["id"]) == list(sample["id"])
+
+
+def test_uploads_are_whole_named_by_the_user_and_versioned(tmp_path):
+    out = kaggle.build_code_dataset(tmp_path / "code", user="alice")
+    version = (out / "code_version.txt").read_text().strip()
+    assert len(version) == 16 and version == kaggle.code_version(out)
+    with pytest.raises(ValueError, match="set KAGGLE_USER"):
+        kaggle.build_code_dataset(tmp_path / "code2", user="")
+    kernel = kaggle.build_kernel(tmp_path / "kernel", user="alice")
+    meta = json.loads((kernel / "kernel-metadata.json").read_text())
+    assert meta["id"] == "alice/ecg-photo-reader-runner" and meta["machine_shape"] == "NvidiaTeslaT4"
+    assert meta["enable_internet"] is False and (kernel / "runner.ipynb").is_file()
+    assert set(meta["dataset_sources"]) == {f"alice/{t}" for t in (kaggle.CODE_TITLE, kaggle.WHEELS_TITLE,
+                                                                    *kaggle.WEIGHTS_TITLES)}
+    assert not any("USER" in s for s in meta["dataset_sources"])
+    for folder, title in ((tmp_path / "w", kaggle.WHEELS_TITLE), (tmp_path / "c", "convnext-base-fb-in22k")):
+        folder.mkdir()
+        assert json.loads(kaggle.dataset_metadata(folder, "bob", title).read_text())["id"] == f"bob/{title}"
+
+
+def test_the_runner_renews_its_copy_of_the_code_when_the_version_changes(tmp_path):
+    code = kaggle.build_code_dataset(tmp_path / "input" / "ecg-photo-reader-code", user="alice")
+    work = tmp_path / "working" / "ecg-photo-reader"
+    assert "copied" in kaggle.sync_code(code, work) and (work / "utils" / "__init__.py").is_file()
+    (work / "stale.txt").write_text("left by the old copy")
+    assert "is current" in kaggle.sync_code(code, work) and (work / "stale.txt").exists()
+    (code / "code_version.txt").write_text("a-newer-version\n")
+    assert "(was " in kaggle.sync_code(code, work) and not (work / "stale.txt").exists()
+    assert (work / "code_version.txt").read_text().strip() == "a-newer-version"
+
+
+@pytest.mark.slow
+def test_a_run_split_over_sessions_resumes_from_the_attached_output(tmp_path):
+    """Session 1 trains one fold and pauses; its output, attached read-only as Kaggle attaches a notebook's output,
+    is restored by session 2, which trains the other folds and submits; folds, OOF ids and submission ids are those
+    of the whole run."""
+    import os
+    import shutil
+    import stat
+
+    from utils.core.session import SessionPaused
+
+    work, attached = tmp_path / "working", tmp_path / "input" / "ecg-photo-reader-runner"
+    base = {"working_root": str(work), "input_root": str(tmp_path / "input")}
+    (tmp_path / "input").mkdir()
+    run_pipeline("smoke", "00-03", base, run_name="kaggle")
+    with pytest.raises(SessionPaused, match=r"paused: continue in a new session.*folds \[1, 2\] remain"):
+        run_pipeline("smoke", "04", {**base, "folds_to_run": "0"}, run_name="kaggle")
+    run = work / "outputs" / "smoke" / "kaggle"
+    first = (run / "04_stage2" / "folds" / "fold0" / "result.json").read_text()
+    assert not (run / "04_stage2" / "folds" / "fold0" / "last.pt").exists()
+    attached.mkdir(parents=True)
+    shutil.move(str(work / "outputs"), attached / "outputs")  # the session ends: its output becomes an input
+    for root, dirs, files in os.walk(attached):
+        for name in files:
+            os.chmod(os.path.join(root, name), stat.S_IREAD)
+    run_pipeline("smoke", "04-05", base, run_name="kaggle")  # a new session, all folds
+    assert (run / "04_stage2" / "folds" / "fold0" / "result.json").read_text() == first  # not trained again
+    manifest = pd.read_csv(run / "01_assemble" / "manifest.csv", dtype={"id": str})
+    train = manifest[(manifest["stage"] == "II") & (manifest["split"] == "train")]
+    test = manifest[(manifest["stage"] == "II") & (manifest["split"] == "test")]
+    oof = pd.read_csv(run / "04_stage2" / "oof.csv", dtype={"id": str})
+    assert sorted(oof["id"]) == sorted(train["id"]) and sorted(oof["fold"].unique()) == [0, 1, 2]
+    folds = pd.read_csv(run / "01_assemble" / "folds.csv", dtype={"id": str})
+    assert folds.equals(pd.read_csv(attached / "outputs" / "smoke" / "kaggle" / "01_assemble" / "folds.csv",
+                                    dtype={"id": str}))
+    sub = pd.read_csv(run / "05_ensemble" / "submission.csv", dtype=str)
+    assert list(sub["id"]) == [i.split(":", 1)[-1] for i in test["id"]]

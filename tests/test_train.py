@@ -108,7 +108,7 @@ def _tiny_table(tmp_path, n=16, seed=0):
 
 
 def _settings(**kw):
-    base = dict(backbone="test_convnext", hub=False, image_height=48, image_width=64, epochs=2, batch_size=4,
+    base = dict(backbone="test_convnext", backbone_weights="none", hub=False, image_height=48, image_width=64, epochs=2, batch_size=4,
                 lr=3e-3, warmup_epochs=0.0, patience=5, num_workers=0, device="cpu", amp=False, seed=7)
     return TrainSettings(**{**base, **kw})
 
@@ -151,12 +151,17 @@ def test_kill_and_resume_gives_the_same_weights(tmp_path, monkeypatch):
         fit(_settings(), df, df, tmp_path / "killed")
     monkeypatch.setattr(train_mod, "auroc_table", real)
     assert len(pd.read_csv(tmp_path / "killed" / "history.csv")) == 1
+    assert (tmp_path / "killed" / "last.pt").is_file()  # what the next session resumes from
     fit(_settings(), df, df, tmp_path / "killed")
-    a = torch.load(tmp_path / "whole" / "last.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)["model"]
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
-    with pytest.raises(ValueError, match="written with other settings"):
+    a = torch.load(tmp_path / "whole" / "best.pt", weights_only=True)
+    b = torch.load(tmp_path / "killed" / "best.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"]
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0)
+    # a finished fit keeps best.pt only, and is not trained again
+    assert not (tmp_path / "killed" / "last.pt").exists() and not (tmp_path / "whole" / "last.pt").exists()
+    assert fit(_settings(), df, df, tmp_path / "killed")["epochs_run"] == 2
+    with pytest.raises(ValueError, match="with other settings"):
         fit(_settings(lr=1e-3), df, df, tmp_path / "killed")
 
 
@@ -182,3 +187,17 @@ def test_distributed_data_parallel_under_torchrun(tmp_path):
     assert list(history["epoch"]) == [1, 2] and history["macro_auroc"].notna().all()
     assert json.loads((tmp_path / "out" / "result.json").read_text())["epochs_run"] == 2
     assert (tmp_path / "out" / "best.pt").is_file()
+
+
+@pytest.mark.slow
+def test_a_session_limit_pauses_at_an_epoch_boundary_and_the_next_session_resumes(tmp_path):
+    import time
+
+    from utils.core.session import SessionPaused
+
+    df = _tiny_table(tmp_path)
+    with pytest.raises(SessionPaused, match="paused: continue in a new session.*before epoch 1"):
+        fit(_settings(), df, df, tmp_path / "out", limit=time.time() - 1)
+    assert (tmp_path / "out" / "paused.txt").is_file() and not (tmp_path / "out" / "history.csv").exists()
+    result = fit(_settings(), df, df, tmp_path / "out", limit=time.time() + 3600)  # the next session
+    assert result["epochs_run"] == 2 and not (tmp_path / "out" / "paused.txt").exists()

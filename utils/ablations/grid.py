@@ -115,7 +115,8 @@ def variants(cfg) -> list[Variant]:
         if row != "ConvNeXt":
             over = {"backbone": name, "backbone_weights": weights.get(row, "")}
             if not over["backbone_weights"] and cfg["ablation_scale"] != "paper":
-                over["frozen_stages"] = 0  # no weights offline: nothing worth freezing
+                # no weights offline at the cpu and smoke scales: from scratch on purpose, nothing worth freezing
+                over.update(backbone_weights="none", frozen_stages=0)
             out.append(Variant("backbone", row, f"backbone-{row.lower()}", over))
     common = baseline.overrides
     out += [Variant("strategy", "Stage II alone", "stage2-alone", {**common, "stage2_init": "imagenet"}, steps="04-05"),

@@ -209,7 +209,7 @@ def run_robustness(grid, out_dir: Path, n: int, workers: int, n_boot: int, seed:
     pictures = examples(sets, Path(out_dir) / "robustness_examples.png")
     model_file = grid.run_dir("baseline") / "05_ensemble" / "model.pt"
     predictor = Predictor(model_file, detector_for(grid.base, grid.run_dir("base") / "02_preprocess"),
-                          sam_checkpoint=grid.base["sam_checkpoint"])
+                          grid.base["device"], grid.base["sam_checkpoint"])
     predicted = predict_sets(predictor, sets, grid.root / "robustness_predictions", model_file)
     curve = curve_table(predicted, n_boot, seed).assign(model_run=str(grid.run_dir("baseline")))
     return curve, pictures

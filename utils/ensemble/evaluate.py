@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from utils.core.imageio import ImageReadError, read_image
@@ -32,10 +33,22 @@ def calibrate(oof: pd.DataFrame) -> tuple[Calibration, pd.DataFrame, np.ndarray]
     return fit_calibration(p, y)
 
 
-def predict_rows(predictor, rows: pd.DataFrame, tta: bool = False) -> tuple[np.ndarray, list[dict]]:
-    """Per-fold probabilities (folds, n, 5) for the rows' original pictures; unreadable ones are listed."""
+def predict_rows(predictor, rows: pd.DataFrame, tta: bool = False, batch_size: int = 32
+                 ) -> tuple[np.ndarray, list[dict]]:
+    """Per-fold probabilities (folds, n, 5) for the rows' original pictures, in batches on the predictor's device;
+    unreadable pictures are listed and keep NaN."""
     out = np.full((len(predictor.models), len(rows), len(LABELS)), np.nan)
-    problems = []
+    problems, pending = [], []  # pending: (row index, its views as tensors)
+
+    def flush():
+        x = torch.cat([views for _, views in pending])
+        probs = np.stack(predictor.fold_probs(x))  # (folds, views in the batch, 5)
+        start = 0
+        for i, views in pending:
+            out[:, i] = probs[:, start:start + len(views)].mean(axis=1)  # test-time views averaged per picture
+            start += len(views)
+        pending.clear()
+
     for i, r in enumerate(tqdm(rows.itertuples(), total=len(rows), desc="predict test", unit="img")):
         try:
             img = read_image(r.image).image
@@ -44,7 +57,11 @@ def predict_rows(predictor, rows: pd.DataFrame, tta: bool = False) -> tuple[np.n
             continue
         prepared, _ = predictor.prepare(img)
         views = [prepared] + (tta_views(prepared) if tta else [])
-        out[:, i] = np.mean([predictor.fold_probs(predictor.tensor(v)) for v in views], axis=0)[:, 0]
+        pending.append((i, torch.cat([predictor.tensor(v) for v in views])))
+        if sum(len(v) for _, v in pending) >= batch_size:
+            flush()
+    if pending:
+        flush()
     return out, problems
 
 

@@ -24,6 +24,7 @@ import torch
 
 from utils.core.atomic import atomic_write_bytes, atomic_write_text
 from utils.core.cli import add_debug, fail, run_cli
+from utils.core.device import device_precision, resolve_device
 from utils.core.imageio import ImageReadError, read_image
 from utils.core.labels import LABELS
 from utils.ensemble.vote import Calibration, vote_scores
@@ -89,18 +90,21 @@ def serving_prep(pkg: dict, detector: str = "", sam_checkpoint: str = "") -> Pre
 
 
 class Predictor:
-    def __init__(self, package: Path, detector: str = "", device: str = "cpu", sam_checkpoint: str = ""):
+    """The packaged ensemble on a device (auto: the GPU when there is one), with the training's mixed precision."""
+
+    def __init__(self, package: Path, detector: str = "", device: str = "auto", sam_checkpoint: str = ""):
         from utils.train.models import build_untrained
 
         pkg = load_package(Path(package))
-        self.pkg, self.device = pkg, torch.device(device)
+        self.pkg, self.device = pkg, resolve_device(device)
+        self.precision = device_precision(self.device)
         self.models = []
         for state in pkg["folds"]:
             m = build_untrained(pkg["backbone"], len(LABELS), pkg["image_size"])
             m.load_state_dict(state)
             self.models.append(m.to(self.device).eval())
         self.prep = serving_prep(pkg, detector, sam_checkpoint)
-        self.detector, self.segmenter = load_models(self.prep)
+        self.detector, self.segmenter = load_models(self.prep, str(self.device))  # beside the models
         self.input = ModelInput(pkg["image_size"], pkg["mean"], pkg["std"], pkg.get("input_channels", "rgb"))
         self.calibration = Calibration(tuple(pkg["temperatures"]), tuple(pkg["thresholds"]))
 
@@ -113,7 +117,10 @@ class Predictor:
 
     @torch.no_grad()
     def fold_probs(self, x: torch.Tensor) -> list[np.ndarray]:
-        return [torch.sigmoid(m(x.to(self.device))).cpu().numpy() for m in self.models]
+        """Each fold model's probabilities for a batch (n, 3, h, w)."""
+        x = x.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.precision.dtype, enabled=self.precision.enabled):
+            return [torch.sigmoid(m(x).float()).cpu().numpy() for m in self.models]
 
     def predict_image(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray]:
         """The ensemble's scores under its rule (5,), yes/no per label, the preparation record, the prepared picture."""
@@ -154,8 +161,8 @@ def predict_one(pred: Predictor, path: Path, root: Path, gradcam: Path | None) -
 
 
 def run(model: Path, images: Path, out: Path, detector: str = "", gradcam: Path | None = None,
-        sam_checkpoint: str = "") -> pd.DataFrame:
-    pred = Predictor(model, detector, sam_checkpoint=sam_checkpoint)
+        sam_checkpoint: str = "", device: str = "auto") -> pd.DataFrame:
+    pred = Predictor(model, detector, device, sam_checkpoint)
     root = images if images.is_dir() else images.parent
     rows = []
     for path in list_images(images):
@@ -181,10 +188,12 @@ def main(argv=None) -> int:
     ap.add_argument("--detector", default="", help="YOLO weights (step 02's best.pt); default: classical finder")
     ap.add_argument("--sam-checkpoint", default="", help="SAM checkpoint, for a package trained on SAM segmentation")
     ap.add_argument("--gradcam", type=Path, help="write a Grad-CAM overlay per picture into this folder")
+    ap.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda or cuda:N")
     a = add_debug(ap).parse_args(argv)
     if a.out.exists():
         return fail(f"{a.out} exists; choose another --out (nothing is overwritten)")
-    return run_cli(lambda a: run(a.model, a.images, a.out, a.detector, a.gradcam, a.sam_checkpoint).pipe(lambda _: 0), a)
+    return run_cli(lambda a: run(a.model, a.images, a.out, a.detector, a.gradcam, a.sam_checkpoint, a.device).pipe(
+        lambda _: 0), a)
 
 
 if __name__ == "__main__":

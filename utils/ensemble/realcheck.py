@@ -52,12 +52,13 @@ def render_real(folders: list[Path], out: Path, page: tuple[int, int], photo_max
     return pd.concat(rows, ignore_index=True)
 
 
-def score(model: Path, rows: pd.DataFrame, detector: str = "", sam_checkpoint: str = "") -> pd.DataFrame:
+def score(model: Path, rows: pd.DataFrame, detector: str = "", sam_checkpoint: str = "",
+          device: str = "auto") -> pd.DataFrame:
     """The package's scores under its vote for each rendered photo (step 05's loop); unreadable ones get an error."""
     from utils.ensemble.evaluate import predict_rows
     from utils.ensemble.predict import Predictor
 
-    pred = Predictor(model, detector, sam_checkpoint=sam_checkpoint)
+    pred = Predictor(model, detector, device, sam_checkpoint)
     fold_probs, problems = predict_rows(pred, rows)
     probs = vote_scores(fold_probs, pred.pkg["vote"], pred.calibration)
     errors = {p["id"]: p["error"] for p in problems}
@@ -79,7 +80,8 @@ def auroc_with_ci(scored: pd.DataFrame, n_boot: int, seed: int = 0) -> pd.DataFr
 
 def real_check(model: Path, data: str, out: Path, page=(1100, 850), photo_max_side: int = 1400, seed: int = 2024,
                limit: int = 0, n_boot: int = 1000, detector: str = "",
-               render_dir: Path | None = None, sam_checkpoint: str = "") -> tuple[pd.DataFrame | None, list[str]]:
+               render_dir: Path | None = None, sam_checkpoint: str = "",
+               device: str = "auto") -> tuple[pd.DataFrame | None, list[str]]:
     """(AUROC table or None when no data folder is present, notes). Writes real_predictions.csv and real_auroc.csv;
     the renders go to render_dir (default: out), cached by settings, so runs that share it render once."""
     folders, notes = present_folders(data)
@@ -90,7 +92,7 @@ def real_check(model: Path, data: str, out: Path, page=(1100, 850), photo_max_si
     load_package(Path(model))  # a bad package fails before anything is rendered
     out.mkdir(parents=True, exist_ok=True)
     scored = score(model, render_real(folders, Path(render_dir or out), page, photo_max_side, seed, limit), detector,
-                   sam_checkpoint)
+                   sam_checkpoint, device)
     table = auroc_with_ci(scored, n_boot)
     atomic_write_text(out / "real_predictions.csv", scored.to_csv(index=False))
     atomic_write_text(out / "real_auroc.csv", table.to_csv(index=False))

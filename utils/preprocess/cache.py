@@ -55,19 +55,20 @@ class PrepSettings:
 _MODELS: dict = {}
 
 
-def load_models(s: PrepSettings):
-    """Detector and segmenter, loaded once per process for each set of model settings (a later strategy or another
-    detector gets its own, never the first one's)."""
+def load_models(s: PrepSettings, device: str = "cpu"):
+    """Detector and segmenter on a torch device ("cpu", "cuda", "cuda:1"), loaded once per process for each set of
+    model settings and device (a later strategy or another detector gets its own, never the first one's)."""
     key = (s.yolo_weights, s.config_dir, s.yolo_imgsz,
-           s.sam_checkpoint if s.strategy == "seg_rect" and s.seg_method == "sam" else "", s.sam_model_type)
+           s.sam_checkpoint if s.strategy == "seg_rect" and s.seg_method == "sam" else "", s.sam_model_type, device)
     if key not in _MODELS:
         det = sam = None
         if s.yolo_weights:
             from utils.preprocess.detector import Detector
-            det = Detector(Path(s.yolo_weights), Path(s.config_dir or "."), s.yolo_imgsz)
+            yolo_device = "cpu" if device == "cpu" else device.split(":")[1] if ":" in device else "0"  # its naming
+            det = Detector(Path(s.yolo_weights), Path(s.config_dir or "."), s.yolo_imgsz, yolo_device)
         if key[3]:
             from utils.preprocess.sam import SamSegmenter
-            sam = SamSegmenter(s.sam_checkpoint, s.sam_model_type)
+            sam = SamSegmenter(s.sam_checkpoint, s.sam_model_type, device)
         _MODELS[key] = (det, sam)
     return _MODELS[key]
 

