@@ -29,12 +29,15 @@ def test_gpu_check_runs_on_the_cpu_and_writes_both_files(tmp_path):
 
 
 def test_peaks_and_t4_estimates_from_a_measured_rate():
-    assert gpu.peak_tflops("NVIDIA A100-SXM4-80GB", "bf16") == 312 and gpu.peak_tflops("Tesla T4", "fp16") == 65
-    assert gpu.peak_tflops("NVIDIA A10", "fp16") == 125 and gpu.peak_tflops("NVIDIA H200", "bf16") == 989
-    assert gpu.peak_tflops("some new GPU", "fp16") is None
+    from utils.core.device import peak_tflops
+
+    assert peak_tflops("NVIDIA A100-SXM4-80GB", "bf16") == 312 and peak_tflops("Tesla T4", "fp16") == 65
+    assert peak_tflops("NVIDIA A10", "fp16") == 125 and peak_tflops("NVIDIA H200", "bf16") == 989
+    assert peak_tflops("some new GPU", "fp16") is None
     from utils.pipeline.config import DEFAULTS
 
-    table = pd.DataFrame([{"backbone": DEFAULTS["backbone"], "size": "576x768", "precision": "fp16",
+    size = f"{DEFAULTS['image_height']}x{DEFAULTS['image_width']}"
+    table = pd.DataFrame([{"backbone": DEFAULTS["backbone"], "size": size, "precision": "fp16",
                            "channels_last": True, "images_per_s": 989.0}])
     est = gpu.kaggle_estimates(table, {"name": "NVIDIA H200"}).set_index("what")
     # 989 images/s on a 989-TFLOP/s GPU -> 65 images/s per T4, 130 on two

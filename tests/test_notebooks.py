@@ -45,7 +45,19 @@ def test_parameters_exist_in_the_config_with_the_kaggle_defaults(path):
 
 @pytest.mark.slow
 def test_smoke_chain_runs_every_notebook(tmp_path):
+    import os
+
+    from utils.core.paths import resolve_paths
+    from utils.pipeline.budget import estimate_disk
+    from utils.pipeline.config import resolve_config
+
+    cfg = resolve_config("smoke", {"working_root": str(tmp_path)})
+    disk = estimate_disk(cfg, resolve_paths(cfg))  # said before the work
     run = run_pipeline("smoke", overrides={"working_root": str(tmp_path)})
+    written = sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(tmp_path / "outputs")
+                  for f in files if not os.path.islink(os.path.join(root, f)))
+    kept = disk.loc[disk["kept"], "bytes"].sum()
+    assert abs(kept - written) <= 0.25 * written, f"disk estimate {kept / 1e6:.1f} MB, written {written / 1e6:.1f} MB"
     for step in discover_steps(NOTEBOOK_DIR):
         if step.optional:  # the ablations run only when named
             assert not (run / step.name).exists(), step.name

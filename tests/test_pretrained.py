@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from utils.train import pretrained
-from utils.train.engine import free_cores
+from utils.train.settings import free_cores
 from utils.train.models import create_model, data_config, freeze_early
 
 # ImageNet class indices (torchvision's order): the pictures ship inside installed packages.
@@ -114,7 +114,8 @@ def test_learning_benchmark_configurations_are_checked():
 def test_freezing_random_weights_is_refused(tmp_path):
     import pandas as pd
 
-    from utils.train.engine import TrainSettings, fit
+    from utils.train.engine import fit
+    from utils.train.settings import TrainSettings
 
     s = TrainSettings(backbone="test_convnext", backbone_weights="none", frozen_stages=1, device="cpu", threads=1)
     with pytest.raises(ValueError, match="frozen_stages=1 would freeze random weights: test_convnext"):

@@ -10,7 +10,8 @@ import torch
 import utils.train.engine as train_mod
 from utils.core.metrics import auroc_table
 from utils.train.augment import CatmullRomShadow, train_transform
-from utils.train.engine import TrainSettings, fit
+from utils.train.engine import fit
+from utils.train.settings import TrainSettings
 from utils.train.models import check_backbone, create_model
 from utils.train.objective import EarlyStopping, cosine_lambda, masked_bce, pos_weight
 

@@ -2,7 +2,7 @@
 
 On whatever accelerator it finds, in a few minutes, it measures what the Kaggle configuration depends on and writes
 outputs/gpu-check/<date>/results.json and results.md (a new folder when one exists: nothing is overwritten):
-the device; a training step of the default backbone and of the demo's at two input sizes, fp32 against mixed
+the device; a training step of the default backbone and of the demo's at the kaggle and the paper input sizes, fp32 against mixed
 precision (fp16 with a scaler; bf16 where the hardware has it), channels-last on and off: images/s, peak memory and
 achieved TFLOP/s against the device's peak (FLOPs counted with torch.utils.flop_counter); the loader alone at the
 default size and augmentation; DDP through the same torchrun entry the notebooks use; the smoke chain 00-06 on the
@@ -29,16 +29,14 @@ import numpy as np
 import pandas as pd
 
 from utils.core.atomic import atomic_write_json, atomic_write_text
+from utils.core.device import PEAKS, forward_flops, peak_tflops
 from utils.core.paths import REPO_ROOT
+from utils.pipeline.config import DEFAULTS
 
-# Dense peak TFLOP/s from the vendors' datasheets: tensor-core fp16/bf16 (no sparsity) and plain fp32.
-PEAKS = {"T4": {"fp16": 65.0, "fp32": 8.1}, "V100": {"fp16": 125.0, "fp32": 15.7},
-         "A10": {"fp16": 125.0, "bf16": 125.0, "fp32": 31.2}, "L4": {"fp16": 121.0, "bf16": 121.0, "fp32": 30.3},
-         "A100": {"fp16": 312.0, "bf16": 312.0, "fp32": 19.5},
-         "H100": {"fp16": 989.0, "bf16": 989.0, "fp32": 67.0}, "H200": {"fp16": 989.0, "bf16": 989.0, "fp32": 67.0}}
 KAGGLE_SESSION_HOURS = 11.5  # of Kaggle's 12: room to save the output
 SCALES = {  # what each scale measures
-    "gpu": {"backbones": ("default", "efficientnet_lite0"), "sizes": ((576, 768), (384, 512)), "max_batch": 32,
+    "gpu": {"backbones": ("default", "efficientnet_lite0"), "sizes": ((DEFAULTS["image_height"], DEFAULTS["image_width"]),
+                                                                    (576, 768)), "max_batch": 32,
             "steps": 4, "loader_images": 192},
     "cpu": {"backbones": ("test_convnext", "efficientnet_lite0"), "sizes": ((64, 96),), "max_batch": 4, "steps": 2,
             "loader_images": 16},
@@ -57,26 +55,6 @@ def device_info() -> dict:
     else:
         info.update(name="no GPU: CPU figures only", memory_gib=None, capability=None)
     return info
-
-
-def peak_tflops(name: str, precision: str) -> float | None:
-    for key in sorted(PEAKS, key=len, reverse=True):  # A100 before A10
-        peaks = PEAKS[key]
-        if key in str(name).upper().replace("NVIDIA ", ""):
-            return peaks.get(precision, peaks.get("fp16") if precision == "bf16" else None)
-    return None
-
-
-def forward_flops(model, size: tuple[int, int], device) -> float:
-    """FLOPs of one image's forward pass, counted by torch's FlopCounterMode."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, 3, *size, device=device))
-    model.train()
-    return float(counter.get_total_flops())
 
 
 def _model(backbone: str, device):
@@ -150,13 +128,13 @@ def loader_rate(scale: dict, size: tuple[int, int], workers: int) -> dict:
     """The data loader alone (cached JPEGs, the default augmentation): images/s."""
     from torch.utils.data import DataLoader
 
-    from utils.bench.train import _images
+    from utils.bench.train import synthetic_cache
     from utils.pipeline.config import DEFAULTS
     from utils.train.augment import train_transform
     from utils.train.dataset import CachedImages, ModelInput
 
     with tempfile.TemporaryDirectory() as tmp:
-        df = _images(Path(tmp), scale["loader_images"], *size)
+        df = synthetic_cache(Path(tmp), scale["loader_images"], *size)
         ds = CachedImages(df, ModelInput(size, (0.5,) * 3, (0.25,) * 3), train_transform(DEFAULTS["aug_strength"]))
         loader = DataLoader(ds, batch_size=16, num_workers=workers, shuffle=True)
         t = time.perf_counter()
@@ -167,8 +145,8 @@ def loader_rate(scale: dict, size: tuple[int, int], workers: int) -> dict:
 
 def ddp_check(gpus: int) -> dict:
     """fit() under torchrun in every GPU's process (two processes on one GPU, or on the CPU, check the wiring)."""
-    from utils.bench.train import _images
-    from utils.train.engine import TrainSettings
+    from utils.bench.train import synthetic_cache
+    from utils.train.settings import TrainSettings
     from utils.train.stages import launch_ddp
 
     nproc = max(2, gpus)
@@ -176,7 +154,7 @@ def ddp_check(gpus: int) -> dict:
                       num_workers=0, max_steps_per_epoch=4, patience=5, device="auto" if gpus else "cpu",
                       warmup_epochs=0.0, threads=1)
     with tempfile.TemporaryDirectory() as tmp:
-        df = _images(Path(tmp), 24, 64, 96)
+        df = synthetic_cache(Path(tmp), 24, 64, 96)
         t = time.perf_counter()
         result = launch_ddp(s, df.iloc[:16], df.iloc[16:], Path(tmp) / "fit", nproc)
         return {"processes": nproc, "backend": "nccl" if gpus >= nproc else "gloo",

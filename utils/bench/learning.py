@@ -22,7 +22,8 @@ from utils.core.keys import split_list
 from utils.core.labels import LABELS
 from utils.pipeline.config import resolve_config
 from utils.pipeline.runs import load_config
-from utils.train.engine import fit, resolve_threads
+from utils.train.engine import fit
+from utils.train.settings import resolve_threads
 from utils.train.models import create_model, freeze_early
 from utils.train.stages import load_training_table, settings_from, stage1_rows
 

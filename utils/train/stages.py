@@ -18,7 +18,8 @@ from utils.core.labels import LABELS
 from utils.core.metrics import auroc_table
 from utils.core.paths import REPO_ROOT
 from utils.train.dataset import attach_cache
-from utils.train.engine import TrainSettings, fit
+from utils.train.engine import fit
+from utils.train.settings import TrainSettings
 from utils.train.models import SCRATCH
 
 

@@ -1,0 +1,60 @@
+"""The budget said before a run: disk per artefact from measured samples, compute from counted FLOPs, and a refusal
+that names what would fit."""
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import make_notebook
+from utils.core.paths import resolve_paths
+from utils.pipeline.budget import BudgetError, check_disk, estimate_compute, estimate_disk, peak_bytes
+from utils.pipeline.config import resolve_config
+
+
+def _cfg(tmp_path, **kw):
+    return resolve_config("smoke", {"working_root": str(tmp_path), **kw})
+
+
+def test_disk_estimate_counts_every_artefact_and_refuses_over_budget(tmp_path):
+    cfg = _cfg(tmp_path)
+    disk = estimate_disk(cfg, resolve_paths(cfg)).set_index("what")
+    assert disk.loc["synthetic scans", "count"] == cfg["synth_scan_train"]
+    assert disk.loc["synthetic photos", "count"] == cfg["synth_photo_train"] + cfg["synth_photo_test"]
+    assert {"cache raw", "cache roi_clahe", "cache seg_rect"} <= set(disk.index)  # one per strategy
+    assert disk.loc["Stage II best.pt per fold", "count"] == cfg["n_folds"]
+    assert (disk["bytes_each"] > 0).all() and not disk.loc["last.pt while a fit runs", "kept"]
+    table = disk.reset_index()
+    assert peak_bytes(table) > table.loc[table["kept"], "bytes"].sum()
+    check_disk({**cfg, "disk_budget_gb": 1.0}, table)  # fits
+    with pytest.raises(BudgetError, match=r"would write about 0\.0\d GB, over disk_budget_gb=0\.01: set "
+                                          r"synth_scan_train=0 \(or fewer strategies"):
+        check_disk({**cfg, "disk_budget_gb": 0.01}, table)
+    more = _cfg(tmp_path, synth_scan_train=400)
+    big = estimate_disk(more, resolve_paths(more))
+    with pytest.raises(BudgetError) as err:
+        check_disk({**more, "disk_budget_gb": 0.06}, big)
+    fits = int(str(err.value).split("synth_scan_train=")[1].split(" ")[0])
+    assert 0 < fits < 400
+    smaller = _cfg(tmp_path, synth_scan_train=fits)
+    check_disk({**smaller, "disk_budget_gb": 0.06}, estimate_disk(smaller, resolve_paths(smaller)))  # and it does
+
+
+def test_compute_estimate_from_counted_flops():
+    cfg = resolve_config("smoke")
+    t4 = estimate_compute(cfg, "Tesla T4", 2).set_index("what")
+    assert t4.loc["Stage I", "training_images"] == int(cfg["synth_scan_train"] * 0.9 * cfg["stage1_epochs"])
+    flops = 3 * t4.loc["Stage I", "gflop_per_image_forward"] * 1e9 * t4.loc["Stage I", "training_images"]
+    assert t4.loc["Stage I", "pflop"] == pytest.approx(flops / 1e15, rel=0.02)
+    assert t4.loc["Stage I", "hours"] > 0 and "assumed 30% of peak" in t4.loc["Stage I", "basis"]
+    assert estimate_compute(cfg, None).loc[0, "hours"] is None
+
+
+def test_the_runner_refuses_before_any_step(tmp_path):
+    from utils.pipeline.runner import run_pipeline
+
+    nbs = tmp_path / "nbs"
+    make_notebook(nbs / "00_first.ipynb", [("code", 'profile: str = "kaggle"  # p\n', ["parameters"]),
+                                           ("code", "raise SystemExit('must not run')", [])])
+    with pytest.raises(BudgetError, match="over disk_budget_gb"):
+        run_pipeline("smoke", overrides={"working_root": str(tmp_path / "w"), "disk_budget_gb": 0.001},
+                     notebook_dir=nbs)
+    assert not (tmp_path / "w" / "outputs" / "smoke").exists()  # nothing was started

@@ -1,0 +1,195 @@
+"""The run's budget, said before the work starts: what it will write to disk and what it will compute.
+
+Disk: images x bytes per artefact, the bytes measured on the first few of each kind (synthetic scans and photos, their
+cached versions per strategy, the detector's pictures), checkpoints from the backbone's parameter count. Compute:
+FLOPs per image from torch's FlopCounterMode x images x epochs, turned into hours on the detected GPU from its
+datasheet peak and an achieved fraction (the GPU check's measurement when there is one). The runner prints both and
+refuses a run whose disk estimate exceeds disk_budget_gb, naming the settings that would fit.
+
+It sits above the steps (it measures what each would write), beside the runner that calls it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from utils.core.imageio import IMAGE_EXTS
+from utils.core.paths import REPO_ROOT, Paths, present_folders
+from utils.pipeline.config import ConfigError
+
+SAMPLES = 3  # pictures measured per kind
+ACHIEVED = 0.3  # share of the datasheet peak a training step reaches, until make gpu-check has measured it
+YOLO_RUN_BYTES = 16e6  # YOLOv8n's best.pt and last.pt with its plots and CSVs (about 6 MB per checkpoint)
+STEP_BYTES = 2e6  # per step: the executed notebook, figures, tables and logs
+
+
+class BudgetError(ConfigError):
+    """A configuration that would not fit the disk budget; the message says what would."""
+
+
+def _picture_bytes(settings, n: int = SAMPLES) -> tuple[float, list[np.ndarray]]:
+    """Mean bytes of a synthetic picture (JPEG + annotation) and the decoded pictures, for the cache's measure."""
+    import cv2
+
+    from utils.synth.generate import make_sample
+
+    sizes, images = [], []
+    for i in range(n):
+        data, ann, _ = make_sample(settings, i)
+        sizes.append(len(data) + len(json.dumps(ann, default=str)))
+        images.append(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
+    return float(np.mean(sizes)), images
+
+
+def _cached_bytes(cfg, strategy: str, images: list[np.ndarray]) -> float:
+    import cv2
+
+    from utils.preprocess.cache import prepare
+    from utils.preprocess.step import prep_settings
+
+    s = prep_settings({**cfg, "seg_method": "classical"}, strategy, "", Path("."))
+    return float(np.mean([len(cv2.imencode(".jpg", prepare(img, s)[0], [cv2.IMWRITE_JPEG_QUALITY, s.jpeg_quality])[1])
+                          for img in images]))
+
+
+def external_images(cfg, paths: Paths) -> int:
+    """Pictures of the attached sources (competition, scan sets, renders) that step 02 will cache."""
+    folders = []
+    if cfg["target"] == "competition":
+        try:
+            from utils.core.paths import resolve_input_path
+
+            folders.append(resolve_input_path(paths, cfg["competition_dir"], "sample_submission.csv",
+                                              "competition data", "competition_dir"))
+        except FileNotFoundError:
+            pass  # step 01 will say so; nothing to count here
+    if cfg["stage1_scan_dirs"] not in ("", "auto"):
+        folders += present_folders(cfg["stage1_scan_dirs"])[0]
+    folders += present_folders(cfg["stage1_render_dirs"])[0]
+    return sum(1 for f in folders for p in Path(f).rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+
+
+def _parameters(cfg) -> int:
+    from utils.train.models import build_untrained
+
+    return sum(p.numel() for p in build_untrained(cfg["backbone"], 5, (cfg["image_height"], cfg["image_width"]))
+               .parameters())
+
+
+def estimate_disk(cfg, paths: Paths) -> pd.DataFrame:
+    """One row per artefact: step, what, count, bytes each, total bytes, and whether it stays or is transient."""
+    from utils.synth.generate import SynthSettings
+
+    rows = []
+
+    def add(step, what, count, each, basis, kept=True):
+        rows.append({"step": step, "what": what, "count": int(count), "bytes_each": float(each),
+                     "bytes": float(count * each), "kept": kept, "basis": basis})
+
+    scan_b, scans = _picture_bytes(SynthSettings.from_config(cfg, "scan"))
+    photo_b, photos = _picture_bytes(SynthSettings.from_config(cfg, "photo"))
+    n_scan = cfg["synth_scan_train"]
+    n_photo = cfg["synth_photo_train"] + cfg["synth_photo_test"]
+    add("00", "synthetic scans", n_scan, scan_b, f"mean of {SAMPLES} rendered")
+    add("00", "synthetic photos", n_photo, photo_b, f"mean of {SAMPLES} rendered")
+    n_ext = external_images(cfg, paths)
+    if cfg["detector"] == "yolo" and cfg["yolo_epochs"] > 0:
+        n = cfg["yolo_train_images"]
+        det = {style: _picture_bytes(SynthSettings.from_config(cfg, style, 1000, page_width=1100, page_height=850,
+                                                               photo_max_side=1400, jpeg_quality=0))[0]
+               for style in ("photo", "scan")}
+        n_det = {s: max(1, int(n * share)) + max(4, int(n * share * 0.2)) for s, share in (("photo", .7), ("scan", .3))}
+        add("02", "detector pictures", sum(n_det.values()), sum(det[s] * n_det[s] for s in det) / sum(n_det.values()),
+            f"mean of {SAMPLES} rendered per style")
+        side = cfg["yolo_imgsz"] / 1100
+        add("02", "YOLO dataset", n * 1.08, det["photo"] * side * side * 1.5, "pictures at yolo_imgsz (scaled)")
+        add("02", "YOLO training run", 1, YOLO_RUN_BYTES, "two YOLOv8n checkpoints, plots and CSVs")
+    for strategy in [t.strip() for t in cfg["strategies"].split(",") if t.strip()]:
+        each = (_cached_bytes(cfg, strategy, scans) * n_scan + _cached_bytes(cfg, strategy, photos) * (n_photo + n_ext))
+        count = n_scan + n_photo + n_ext
+        add("02", f"cache {strategy}", count, each / max(count, 1), f"mean of {SAMPLES} prepared per kind")
+    params = _parameters(cfg)
+    best, last = params * 4 + 1e5, params * 4 * 3 + 1e5  # fp32 weights; last.pt adds AdamW's two moments
+    add("03", "Stage I best.pt", 1, best, f"{params / 1e6:.1f} M parameters x 4 bytes")
+    add("03-04", "last.pt while a fit runs", 1, last, "weights + AdamW moments; removed when the fit finishes", False)
+    add("04", "Stage II best.pt per fold", cfg["n_folds"], best, "one per fold")
+    add("05", "the packaged ensemble", 1, best * cfg["n_folds"], "every fold's weights in one file")
+    if cfg["real_check_dirs"]:
+        n_real = sum(len(list(Path(f).rglob("*.hea"))) for f in present_folders(cfg["real_check_dirs"])[0])
+        add("05", "real-ECG check renders", n_real, photo_b, "photo-style renders of the real records")
+    add("00-06", "notebooks, figures, tables, logs", 7, STEP_BYTES, "per step")
+    return pd.DataFrame(rows)
+
+
+def peak_bytes(table: pd.DataFrame) -> float:
+    """The most the run holds at once: everything kept, plus one transient checkpoint."""
+    transient = table.loc[~table["kept"], "bytes"]
+    return float(table.loc[table["kept"], "bytes"].sum() + (transient.max() if len(transient) else 0.0))
+
+
+def achieved_fraction(root: Path = REPO_ROOT / "outputs" / "gpu-check") -> tuple[float, str]:
+    """The share of peak the GPU check measured for the default configuration, else the assumed one."""
+    for path in sorted(Path(root).glob("*/results.json"), reverse=True):
+        rows = [r for r in json.loads(path.read_text()).get("training", [])
+                if isinstance(r, dict) and r.get("precision") in ("fp16", "bf16") and r.get("share_of_peak")]
+        if rows:
+            return float(np.median([r["share_of_peak"] for r in rows])), f"measured by the GPU check ({path.parent.name})"
+    return ACHIEVED, f"assumed {ACHIEVED:.0%} of peak until make gpu-check measures it"
+
+
+def estimate_compute(cfg, gpu_name: str | None, gpus: int = 1) -> pd.DataFrame:
+    """Training FLOPs of Stage I and Stage II, and hours on the given GPUs (estimates)."""
+    from utils.core.device import forward_flops, peak_tflops
+    from utils.train.models import build_untrained
+
+    size = (cfg["image_height"], cfg["image_width"])
+    fwd = forward_flops(build_untrained(cfg["backbone"], 5, size), size, "cpu")
+    stage1 = int(cfg["synth_scan_train"] * (1 - cfg["stage1_val_fraction"]) * cfg["stage1_epochs"])
+    n_target = cfg["synth_photo_train"] if cfg["target"] == "synth" else 15_000  # the competition's photos
+    stage2 = int(n_target * (cfg["n_folds"] - 1) / cfg["n_folds"] * cfg["n_folds"] * cfg["stage2_epochs"])
+    peak = peak_tflops(gpu_name or "", "fp16") if gpu_name else None
+    fraction, basis = achieved_fraction()
+    rows = []
+    for what, images in (("Stage I", stage1), ("Stage II", stage2)):
+        flops = 3 * fwd * images  # forward + backward (about twice the forward)
+        hours = flops / (peak * 1e12 * fraction * max(gpus, 1)) / 3600 if peak else None
+        rows.append({"what": what, "training_images": images, "gflop_per_image_forward": float(f"{fwd / 1e9:.4g}"),
+                     "pflop": float(f"{flops / 1e15:.4g}"), "hours": hours and float(f"{hours:.4g}"),
+                     "on": f"{gpus} x {gpu_name}" if peak else "no GPU of known peak", "basis": basis})
+    return pd.DataFrame(rows)
+
+
+def check_disk(cfg, table: pd.DataFrame) -> None:
+    """Refuse a run over disk_budget_gb, naming a Stage I size that would fit."""
+    budget = cfg["disk_budget_gb"] * 1e9
+    need = peak_bytes(table)
+    if not budget or need <= budget:
+        return
+    per_scan = table.loc[table["what"].isin(["synthetic scans"]), "bytes_each"].sum() + sum(
+        r["bytes_each"] for r in table.to_dict("records") if r["what"].startswith("cache "))
+    fixed = need - cfg["synth_scan_train"] * per_scan
+    fits = int(max(0, (budget - fixed) / per_scan)) if per_scan else 0
+    raise BudgetError(f"the run would write about {need / 1e9:.2f} GB, over disk_budget_gb={cfg['disk_budget_gb']:g}: "
+                      f"set synth_scan_train={fits} (or fewer strategies, or a smaller cache_long_side), or raise "
+                      f"disk_budget_gb where the disk allows")
+
+
+def say_budget(cfg, paths: Paths) -> str:
+    """The budget as text for the run's log; raises BudgetError when the disk estimate is over the budget."""
+    import torch
+
+    disk = estimate_disk(cfg, paths)
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    compute = estimate_compute(cfg, gpu or "T4", torch.cuda.device_count() or 2)
+    lines = [f"disk (estimate): about {peak_bytes(disk) / 1e9:.2f} GB at most, {disk.loc[disk['kept'], 'bytes'].sum() / 1e9:.2f} "
+             f"GB kept" + (f", budget {cfg['disk_budget_gb']:g} GB" if cfg["disk_budget_gb"] else "")]
+    lines += [f"  {r.step} {r.what}: {r.count} x {r.bytes_each / 1e6:.2f} MB = {r.bytes / 1e9:.2f} GB ({r.basis})"
+              for r in disk.itertuples()]
+    lines += [f"compute (estimate{'' if gpu else ', on two T4s: no GPU here'}):"]
+    lines += [f"  {r.what}: {r.training_images} training images, {r.pflop} PFLOP, about {r.hours} h on {r.on} "
+              f"({r.basis})" for r in compute.itertuples()]
+    check_disk(cfg, disk)
+    return "\n".join(lines)
