@@ -170,3 +170,23 @@ def test_one_picture_gives_the_same_tensor_in_training_and_serving(package, tmp_
     # the same steps; only the cache's JPEG encoding (quality 95) lies between them
     assert float((trained - served).abs().mean()) < 0.02
     assert float((trained - served).abs().max()) < 0.5
+
+
+def test_batched_prediction_equals_one_picture_at_a_time(package, tmp_path):
+    from utils.ensemble.evaluate import predict_rows
+
+    rows = []
+    for i in range(5):
+        img = np.full((300, 400, 3), 40 + 10 * i, np.uint8)
+        cv2.rectangle(img, (50 + i, 40), (350, 260 - i), (245, 245, 245), -1)
+        cv2.imwrite(str(tmp_path / f"p{i}.jpg"), img)
+        rows.append({"id": f"p{i}", "image": str(tmp_path / f"p{i}.jpg")})
+    rows.append({"id": "gone", "image": str(tmp_path / "gone.jpg")})
+    pred = Predictor(package)
+    batched, problems = predict_rows(pred, pd.DataFrame(rows), batch_size=2)
+    single = np.stack([np.stack(pred.fold_probs(pred.tensor(pred.prepare(read_image(r["image"]).image)[0])))[:, 0]
+                       for r in rows[:5]], axis=1)
+    np.testing.assert_allclose(batched[:, :5], single, atol=1e-5)
+    assert np.isnan(batched[:, 5]).all() and [p["id"] for p in problems] == ["gone"]
+    with_tta, _ = predict_rows(pred, pd.DataFrame(rows[:2]), tta=True, batch_size=3)
+    assert with_tta.shape == (2, 2, 5) and np.isfinite(with_tta).all()

@@ -111,6 +111,7 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="at most this many records per folder (0: all)")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--detector", default="", help="YOLO weights; default: the classical sheet finder")
+    ap.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda or cuda:N")
     a = add_debug(ap).parse_args(argv)
     if not a.model.is_file():
         return fail(f"--model {a.model}: no such file")
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
 
     def body(a) -> int:
         table, notes = real_check(a.model, a.data, a.out, (w, h), a.photo_max_side, a.seed, a.limit, a.bootstrap,
-                                  a.detector)
+                                  a.detector, device=a.device)
         for note in notes:
             print(f"note: {note}")
         if table is not None:
