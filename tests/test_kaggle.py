@@ -86,8 +86,11 @@ def test_chain_on_a_kaggle_shaped_input(tmp_path, monkeypatch):
     comp = _kaggle_input(tmp_path / "input")
     small = yaml.safe_load((PROFILE_DIR / "smoke.yaml").read_text())
     small.update(target="competition", stage1_scan_dirs="auto", synth_photo_train=0, synth_photo_test=0,
-                 input_root=str(tmp_path / "input"), working_root=str(tmp_path / "working"))
+                 input_root=str(tmp_path / "input"), working_root=str(tmp_path / "working"), disk_budget_gb=20.0)
     run = run_pipeline("kaggle", overrides=small)
+    log = (run / "pipeline.log").read_text()  # the budget was said before the first step
+    assert log.index("budget of this configuration, before any work") < log.index("step 00_synthesize: running")
+    assert "disk (estimate)" in log and "compute (estimate" in log and "cache roi_clahe" in log
     assert run.parent == tmp_path / "working" / "outputs" / "kaggle"
     for step in discover_steps(kaggle.REPO_ROOT / "notebooks"):
         assert is_step_complete(run / step.name) != step.optional, step.name

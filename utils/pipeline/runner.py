@@ -165,15 +165,18 @@ def run_pipeline(profile: str, steps: str | None = None, overrides: dict | None 
         restored = restore_from_input(resolve_paths(cfg), profile, run_name)
         if restored:
             log.info(restored)
-    if cfg["disk_budget_gb"] > 0:
+    budget = ""
+    if cfg["disk_budget_gb"] > 0:  # said, and a run over the disk refused, before anything is written
         from utils.pipeline.budget import say_budget
 
-        log.info("budget of this configuration, before any work:\n%s", say_budget(cfg, resolve_paths(cfg)))
+        budget = say_budget(cfg, resolve_paths(cfg))
     run_dir = open_run(cfg, run_name=run_name, new_run=new_run, force=force, set_as_latest=set_latest)
     file_handler = logging.FileHandler(run_dir / "pipeline.log", encoding="utf-8")
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(file_handler)
     try:
+        if budget:
+            log.info("budget of this configuration, before any work:\n%s", budget)
         log.info("run %s, profile %s, steps: %s", run_dir, profile, " ".join(s.id for s in chain) or "(none yet)")
         for step in chain:
             run_step(step, cfg, run_dir, force)
