@@ -47,11 +47,12 @@ def test_wheels_are_found_and_offline_without_them_is_a_clear_error(tmp_path, mo
 @pytest.mark.slow
 def test_wheels_download_for_kaggles_python(tmp_path):
     try:
-        wheels = kaggle.download_wheels(tmp_path / "w", packages=["ttach==0.0.3"], python="3.11")
+        wheels = kaggle.download_wheels(tmp_path / "w", packages=["ttach==0.0.3"], python="3.11", user="alice")
     except subprocess.CalledProcessError:
         pytest.skip("the package index cannot be reached")
     assert [w.name for w in wheels] == ["ttach-0.0.3-py3-none-any.whl"]
-    assert json.loads((tmp_path / "w" / "dataset-metadata.json").read_text())["title"] == "ecg-photo-reader-wheels"
+    meta = json.loads((tmp_path / "w" / "dataset-metadata.json").read_text())
+    assert meta["title"] == "ecg-photo-reader-wheels" and meta["id"] == "alice/ecg-photo-reader-wheels"
 
 
 def _kaggle_input(root):

@@ -69,7 +69,7 @@ def _make(args, layouts: tuple[str, ...]) -> int:
             else list_exams(args.from_code15)
         refs = refs[: args.limit] if args.limit else refs
         for rid, why in problems:
-            print(f"note: {rid}: {why}", file=sys.stderr)
+            print(f"note: record {rid}: {why}", file=sys.stderr)
         if args.from_code15:
             print(label_counts(refs).to_string(index=False), file=sys.stderr)
     summary = generate_dataset(args.out, settings, args.n_train, args.n_test, refs=refs, workers=args.workers,
