@@ -8,8 +8,16 @@ resumable pool, the settings key, the command-line wrapper).
 from .core.labels import LABELS
 from .core.paths import Paths, on_kaggle, resolve_paths
 from .pipeline.config import CONFIG_KEYS, Config, ConfigError, resolve_config
-from .pipeline.kaggle import ensure_packages
 from .pipeline.runs import RunError, Step, finish_step, start_step
+
+
+def ensure_packages(*args, **kwargs) -> str:
+    """On Kaggle: install what its image lacks from the attached wheels (utils.pipeline.kaggle.ensure_packages).
+    Imported when called, so that `python -m utils.pipeline.kaggle` runs its module once."""
+    from .pipeline.kaggle import ensure_packages as ensure
+
+    return ensure(*args, **kwargs)
+
 
 __all__ = ["CONFIG_KEYS", "Config", "ConfigError", "LABELS", "Paths", "RunError", "Step", "ensure_packages", "finish_step",
            "on_kaggle", "resolve_config", "resolve_paths", "start_step"]
