@@ -195,8 +195,9 @@ def test_a_sweep_changes_its_artefact_and_nothing_else():
     img0, ann0 = _sample()
     moves = {"perspective": {"rotation_deg", "keystone", "bow_px", "corner_lift_px"},
              "blur": {"defocus_sigma", "motion_blur_px"}, "shadow": {"light_gradient", "vignette"},
-             "jpeg_quality": {"jpeg_quality"}}
-    for key, level in (("perspective", 3.0), ("blur", 4.0), ("shadow", 0.0), ("jpeg_quality", 20)):
+             "jpeg_quality": {"jpeg_quality"}, "crumple": {"crumple"}, "creases": {"crumple"}}
+    for key, level in (("perspective", 3.0), ("blur", 4.0), ("shadow", 0.0), ("jpeg_quality", 20), ("crumple", 2.0),
+                       ("creases", 3)):
         img, ann = _sample(**{key: level})
         assert ann["labels"] == ann0["labels"] and ann["findings"] == ann0["findings"] and ann["page"] == ann0["page"]
         changed = {k for k, v in ann["artefacts"].items() if ann0["artefacts"].get(k) != v}
@@ -219,9 +220,12 @@ def test_a_sweep_changes_its_artefact_and_nothing_else():
 def test_sweep_plan_shares_the_default_set(tmp_path):
     plan = rb.plan_sets(_cfg(tmp_path))
     assert sum(p["sweep"] == "default" for p in plan) == 1 and plan[-1]["settings"].style == "scan"
+    default_level = {"perspective": 1.0, "shadow": 1.0, "blur": 1.0, "crumple": 0.0}  # the default set's own
     for name, (key, levels, _) in rb.SWEEPS.items():
         got = sorted(p["level"] for p in plan if p["sweep"] == name)
-        assert got == sorted(lv for lv in levels if key == "jpeg_quality" or lv != 1.0)
+        assert got == sorted(lv for lv in levels if lv != default_level.get(key)), name
+    creases = [p["settings"] for p in plan if p["sweep"] == "creases"]
+    assert {s.crumple for s in creases} == {1.0} and [s.creases for s in creases] == [0, 2, 4, 8]
     seeds = {p["settings"].seed for p in plan}
     assert seeds == {_cfg(tmp_path)["seed"] + rb.SEED_OFFSET}
     with pytest.raises(ValueError, match="robustness_images must be at least 4"):

@@ -18,7 +18,7 @@ from utils.core.labels import LABELS
 from utils.core.metrics import bootstrap_auroc
 from utils.ensemble.vote import combine
 from utils.synth.dataset import generate_dataset
-from utils.synth.generate import SynthSettings
+from utils.synth.generate import ARTEFACT_CONTROLS, SynthSettings
 
 # (setting of SynthSettings, levels, what a level means). Strength 1 is the synthesizer's default mix.
 SWEEPS = {
@@ -27,7 +27,11 @@ SWEEPS = {
     "shadow": ("shadow", (0.0, 1.0, 2.0, 3.0), "x default: light gradient, vignette and shadow darkness"),
     "blur": ("blur", (0.0, 1.0, 2.0, 4.0), "x default: defocus sigma up to 1.2 px per 2000 px, motion blur"),
     "jpeg": ("jpeg_quality", (95, 50, 20, 8), "JPEG quality (default: drawn per picture, 60-95)"),
+    "crumple": ("crumple", (0.0, 1.0, 2.0, 3.0), "crumpled paper: facets shaded by a light from any side, creases "
+                "where it bent (0: a flat sheet, 3: heavy)"),
+    "creases": ("creases", (0, 2, 4, 8), "long crease lines in any direction, on a lightly crumpled sheet (crumple 1)"),
 }
+SWEEP_BASE = {"creases": {"crumple": 1.0}}  # what a sweep sets beside its own key
 SEED_OFFSET = 7919  # test ECGs of the sweeps are drawn apart from every training and test picture of the run
 
 
@@ -42,11 +46,18 @@ def plan_sets(cfg, sweeps=tuple(SWEEPS)) -> list[dict]:
     for name in sweeps:
         key, levels, _ = SWEEPS[name]
         for level in levels:
-            if key != "jpeg_quality" and level == 1.0:
+            settings = replace(base, **SWEEP_BASE.get(name, {}), **{key: level})
+            if same_pictures(settings, base):
                 continue  # the default set is this level
-            sets.append({"sweep": name, "level": level, "settings": replace(base, **{key: level})})
+            sets.append({"sweep": name, "level": level, "settings": settings})
     sets.append({"sweep": "style", "level": np.nan, "settings": replace(base, style="scan")})
     return sets
+
+
+def same_pictures(a: SynthSettings, b: SynthSettings) -> bool:
+    """Settings that draw the same pictures (an artefact left to the severity equals it given explicitly)."""
+    rest = lambda s: {k: v for k, v in s.to_dict().items() if k not in ARTEFACT_CONTROLS}  # noqa: E731
+    return a.artefact_strengths() == b.artefact_strengths() and rest(a) == rest(b)
 
 
 def set_folder(data_root: Path, settings: SynthSettings, n: int) -> Path:

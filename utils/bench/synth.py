@@ -5,6 +5,7 @@ shortcuts  AUROC of a classifier on global image statistics per label (should si
 learn      AUROC of a classifier on simple signal measurements per label (labels must be learnable)
 compare    simulated measurements beside real PTB-XL records (needs --ptbxl DIR)
 code15     pictures/s rendered from CODE-15%-shaped HDF5 parts beside simulated waveforms, same pages, same run
+crumple    pictures/s with crumpled paper beside without (same run), and example pictures (--out FILE.jpg)
 """
 from __future__ import annotations
 
@@ -124,15 +125,62 @@ def bench_code15(width: int, height: int, n: int, workers: int) -> None:
               + f"; CODE-15% / simulated = {rates['CODE-15% exams'] / rates['simulated']:.2f}")
 
 
+def bench_crumple(width: int, height: int, n: int, workers: int, out: Path | None) -> None:
+    """The synthesizer's rate with crumpled paper (strength 1.5) beside a flat sheet, in one run; example pictures."""
+    from utils.synth.dataset import generate_dataset
+    from utils.synth.generate import SynthSettings
+
+    for style in ("scan", "photo"):
+        rates = {}
+        for name, crumple in (("flat", 0.0), ("crumpled", 1.5), ("flat again", 0.0)):
+            s = SynthSettings(style=style, page_width=width, page_height=height, photo_max_side=max(width, height),
+                              crumple=crumple)
+            with tempfile.TemporaryDirectory() as tmp:
+                t = time.perf_counter()
+                generate_dataset(Path(tmp), s, n_train=n, workers=workers, progress=False)
+                rates[name] = n / (time.perf_counter() - t)
+        flat = (rates["flat"] + rates["flat again"]) / 2
+        print(f"{style} {width}x{height}, {workers} processes, {n} pictures each: flat {flat:.1f} pictures/s, "
+              f"crumpled {rates['crumpled']:.1f}; crumpled / flat = {rates['crumpled'] / flat:.2f}")
+    if out is not None:
+        print(f"examples: {crumple_examples(out, width, height)}")
+
+
+def crumple_examples(path: Path, width: int = 1100, height: int = 850, index: int = 3) -> Path:
+    """One ECG as a scan and as a photo, on a flat, a medium (1.5) and a heavily (3) crumpled sheet."""
+    import cv2
+
+    from utils.synth.generate import SynthSettings, make_sample
+
+    rows = []
+    for style in ("scan", "photo"):
+        tiles = []
+        for crumple in (0.0, 1.5, 3.0):
+            s = SynthSettings(style=style, page_width=width, page_height=height, photo_max_side=max(width, height),
+                              crumple=crumple, seed=11)
+            img = cv2.imdecode(np.frombuffer(make_sample(s, index)[0], np.uint8), cv2.IMREAD_COLOR)
+            img = cv2.resize(img, (520, int(img.shape[0] * 520 / img.shape[1])), interpolation=cv2.INTER_AREA)
+            img = cv2.copyMakeBorder(img, 0, 400 - img.shape[0], 0, 0, cv2.BORDER_CONSTANT, value=(255, 255, 255)) \
+                if img.shape[0] < 400 else img[:400]
+            cv2.putText(img, f"{style}, crumple {crumple:g}", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 255), 2)
+            tiles.append(img)
+        rows.append(np.hstack(tiles))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    jpeg = Path(path).suffix.lower() in (".jpg", ".jpeg")
+    cv2.imwrite(str(path), np.vstack(rows), [cv2.IMWRITE_JPEG_QUALITY, 85] if jpeg else [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    return Path(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m utils.bench.synth", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="?", default="all", choices=["speed", "shortcuts", "learn", "compare", "code15", "all"])
+    ap.add_argument("what", nargs="?", default="all", choices=["speed", "shortcuts", "learn", "compare", "code15", "crumple", "all"])
     ap.add_argument("--width", type=int, default=2200)
     ap.add_argument("--height", type=int, default=1700)
     ap.add_argument("--n", type=int, default=40, help="images per style for speed; x10 for the checks")
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--ptbxl", type=Path, help="PTB-XL-layout folder for 'compare'")
+    ap.add_argument("--out", type=Path, help="crumple: where to write the example pictures (JPEG or PNG)")
     args = ap.parse_args(argv)
     import os
 
@@ -146,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.what in ("speed", "all"):
         bench_waveform()
         bench_images(args.width, args.height, args.n, workers)
+    if args.what in ("crumple", "all"):
+        bench_crumple(args.width, args.height, args.n, workers, args.out)
     if args.what in ("code15", "all"):
         bench_code15(args.width, args.height, args.n * 2, workers)
     if args.what in ("shortcuts", "all"):

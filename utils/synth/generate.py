@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from utils.core.labels import LABELS
+from utils.synth.crumple import crumple_page
 from utils.synth.labels import sample_labels
 from utils.synth.photo import Picture, make_photo, page_outline
 from utils.synth.render import draw_page_style, render_page
@@ -36,6 +37,8 @@ class SynthSettings:
     perspective: float | None = None  # rotation, keystone, corner jitter and paper curl
     shadow: float | None = None       # light gradient, vignette and shadow darkness
     blur: float | None = None         # defocus and motion blur
+    crumple: float = 0.0              # crumpled paper: facet shading and creases (0: a flat sheet; 3: heavy)
+    creases: int | None = None        # long crease lines (None: 0-3 drawn per page when crumple > 0)
     fs: int = 500
     layouts: tuple = ("3x4",)
     signal_noise: float = 1.0
@@ -50,6 +53,9 @@ class SynthSettings:
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 10:
                 raise ValueError(f"{name} must lie between 0 and 10 (a multiple of the default strength), got {value}")
+        if not 0 <= self.crumple <= 10 or (self.creases is not None and self.creases < 0):
+            raise ValueError(f"crumple must lie between 0 and 10 and creases be 0 or more, got {self.crumple}, "
+                             f"{self.creases}")
         if not 0 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must lie between 1 and 100 (0: drawn per image), got {self.jpeg_quality}")
 
@@ -64,7 +70,9 @@ class SynthSettings:
 
     def to_dict(self) -> dict:
         out = {**asdict(self), "layouts": list(self.layouts), "version": SYNTH_VERSION}
-        return {k: v for k, v in out.items() if not (k in ARTEFACT_CONTROLS and v is None)}
+        drop = {"crumple": 0.0, "creases": None}  # a flat sheet keeps the keys of the sets made before it existed
+        return {k: v for k, v in out.items()
+                if not (k in ARTEFACT_CONTROLS and v is None) and not (k in drop and v == drop[k])}
 
     def artefact_strengths(self) -> dict[str, float]:
         return {name: self.severity if getattr(self, name) is None else getattr(self, name)
@@ -116,6 +124,10 @@ def make_sample(settings: SynthSettings, index: int, signals: np.ndarray | None 
         signals, meta, findings = record.signals, record.meta, record.findings
     page_style = draw_page_style(rng_style, settings.page_width, settings.page_height, settings.layouts)
     page, boxes = render_page(signals, settings.fs, LEADS, page_style, rng_style)
+    crumple = None
+    if settings.crumple > 0 or settings.creases:  # its own stream: the other draws stay as they were
+        page, crumple = crumple_page(page, np.random.default_rng([settings.seed, index, STYLES.index(settings.style),
+                                                                   3]), settings.crumple, settings.creases)
     if settings.style == "photo":
         pic = make_photo(page, rng_style, settings.photo_max_side, settings.severity,
                          **settings.artefact_strengths())
@@ -128,6 +140,7 @@ def make_sample(settings: SynthSettings, index: int, signals: np.ndarray | None 
         raise RuntimeError(f"JPEG encoding failed for index {index}")
     ann = {"labels": {k: labels.get(k) for k in LABELS}, "findings": findings, "style": settings.style,
            **annotate(pic, page.shape, boxes), "page": page_style.to_dict(),
-           "artefacts": {**pic.params, "severity": settings.severity, "jpeg_quality": quality},
+           "artefacts": {**pic.params, "severity": settings.severity, "jpeg_quality": quality,
+                         **({"crumple": crumple} if crumple else {})},
            "waveform": meta}
     return buf.tobytes(), ann, signals
