@@ -199,8 +199,8 @@ def examples(sets: list[dict], path: Path, index: int = 0) -> Path:
             if c >= len(levels):
                 continue
             level = levels[c]
-            item = default if (key != "jpeg_quality" and level == 1.0) else \
-                next(i for i in sets if i["sweep"] == name and i["level"] == level)
+            # a level that draws the default set's pictures is the default set
+            item = next((i for i in sets if i["sweep"] == name and i["level"] == level), default)
             zoom = name in ("blur", "jpeg")
             ax.imshow(_detail(item, index, zoom))
             ax.set_title(f"{name} {level:g}" + (" (detail)" if zoom else ""), fontsize=9)

@@ -171,6 +171,8 @@ def run_pipeline(profile: str, steps: str | None = None, overrides: dict | None 
 
         budget = say_budget(cfg, resolve_paths(cfg))
     run_dir = open_run(cfg, run_name=run_name, new_run=new_run, force=force, set_as_latest=set_latest)
+    if log.level == logging.NOTSET:
+        log.setLevel(logging.INFO)  # the run's pipeline.log records its budget and its steps
     file_handler = logging.FileHandler(run_dir / "pipeline.log", encoding="utf-8")
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(file_handler)
