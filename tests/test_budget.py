@@ -41,7 +41,7 @@ def test_disk_estimate_counts_every_artefact_and_refuses_over_budget(tmp_path):
 def test_compute_estimate_from_counted_flops():
     cfg = resolve_config("smoke")
     t4 = estimate_compute(cfg, "Tesla T4", 2).set_index("what")
-    assert t4.loc["Stage I", "training_images"] == int(cfg["synth_scan_train"] * 0.9 * cfg["stage1_epochs"])
+    assert t4.loc["Stage I", "training_images"] == int(cfg["synth_scan_train"] * (0.9 + 0.1 / 3) * cfg["stage1_epochs"])
     flops = 3 * t4.loc["Stage I", "gflop_per_image_forward"] * 1e9 * t4.loc["Stage I", "training_images"]
     assert t4.loc["Stage I", "pflop"] == pytest.approx(flops / 1e15, rel=0.02)
     assert t4.loc["Stage I", "hours"] > 0 and "assumed 30% of peak" in t4.loc["Stage I", "basis"]

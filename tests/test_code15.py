@@ -137,3 +137,21 @@ def test_step00_renders_code15_for_stage1_as_recorded_waveforms(code15, tmp_path
     assert {r["source"] for r in stage1} == {"code15"} and {r["group"] for r in stage1} == {"c501", "c502"}
     with pytest.raises(ValueError, match="choose one source"):
         synthesize_sets(resolve_config("smoke", {**cfg, "synth_from_wfdb": str(code15), "profile": "smoke"}), paths)
+
+
+def test_a_malformed_exams_table_is_an_error_naming_file_and_row(code15, tmp_path):
+    table = pd.read_csv(code15 / "exams.csv")
+    table.drop(columns=["AF"]).to_csv(code15 / "exams.csv", index=False)
+    with pytest.raises(ValueError, match=r"exams\.csv: no column\(s\) \['AF'\]"):
+        list_exams(code15)
+    table.astype({"exam_id": object}).assign(exam_id=["11", "12", "x13", "21", "22", "23", "31"]).to_csv(
+        code15 / "exams.csv", index=False)
+    with pytest.raises(ValueError, match=r"exams\.csv: row 4 has exam_id 'x13', not a number"):
+        list_exams(code15)
+    (code15 / "exams.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="CODE-15%: no exams.csv in"):
+        list_exams(code15)
+    (tmp_path / "no-parts").mkdir()
+    table.to_csv(tmp_path / "no-parts" / "exams.csv", index=False)
+    with pytest.raises(FileNotFoundError, match=r"no exams_part\*\.hdf5 under"):
+        list_exams(tmp_path / "no-parts")

@@ -177,7 +177,7 @@ def smoke_chain(gpus: int) -> dict:
 
 def kaggle_estimates(table: pd.DataFrame, info: dict) -> pd.DataFrame:
     """The kaggle profile's hours on two T4s, from the measured rate of its configuration (estimates)."""
-    from utils.pipeline.config import DEFAULTS
+    from utils.pipeline.budget import training_images
 
     h, w = DEFAULTS["image_height"], DEFAULTS["image_width"]
     own = table[(table["backbone"] == DEFAULTS["backbone"]) & (table["size"] == f"{h}x{w}")
@@ -189,14 +189,14 @@ def kaggle_estimates(table: pd.DataFrame, info: dict) -> pd.DataFrame:
     t4 = float(own["images_per_s"].iloc[0]) * PEAKS["T4"]["fp16"] / peak * 2  # two T4s, DDP taken as linear
     basis = (f"{float(own['images_per_s'].iloc[0]):.1f} images/s measured on {info['name']} (fp16, channels-last) x "
              f"T4 fp16 peak {PEAKS['T4']['fp16']:.0f} / {peak:.0f} TFLOP/s x 2 GPUs = {t4:.1f} images/s")
-    val = 1 + DEFAULTS["stage1_val_fraction"] / 3  # validation: forward only, a third of a training step
-    plans = [("Stage I, 20k scans", 20_000 * val, DEFAULTS["stage1_epochs"]),
-             ("Stage I, 350k scans (the paper's scale)", 350_000 * val, DEFAULTS["stage1_epochs"]),
-             ("Stage II, 15k photos x 5 folds", 15_000 * (4 / 5 + 1 / 5 / 3) * 5, DEFAULTS["stage2_epochs"])]
+    cfg = {**DEFAULTS, "target": "competition"}
+    plans = [("Stage I, 20k scans", training_images(cfg, 20_000)["Stage I"], cfg["stage1_epochs"]),
+             ("Stage I, 350k scans (the paper's scale)", training_images(cfg, 350_000)["Stage I"], cfg["stage1_epochs"]),
+             ("Stage II, 15k photos x 5 folds", training_images(cfg)["Stage II"], cfg["stage2_epochs"])]
     rows = []
-    for what, images, epochs in plans:
-        hours = images * epochs / t4 / 3600
-        fit = int(KAGGLE_SESSION_HOURS * 3600 * t4 / images)
+    for what, passes, epochs in plans:
+        hours = passes / t4 / 3600
+        fit = int(KAGGLE_SESSION_HOURS * 3600 * t4 * epochs / passes)  # epochs that fit one session
         rows.append({"what": what, "epochs": epochs, "hours_on_2xT4": round(hours, 1),
                      "sessions_of_11.5h": int(np.ceil(hours / KAGGLE_SESSION_HOURS)),
                      "epochs_that_fit_one_session": fit, "basis": basis, "kind": "estimate"})

@@ -25,8 +25,11 @@ def deadline(hours: float) -> float | None:
     return session_start() + hours * 3600 if hours and hours > 0 else None
 
 
-def check_time(limit: float | None, next_seconds: float = 0.0, what: str = "the next epoch") -> None:
-    """Pause (raise SessionPaused) when `what`, expected to take next_seconds, would end after the limit."""
-    if limit is not None and time.time() + next_seconds > limit:
-        raise SessionPaused(f"{PAUSED}; stopped before {what} (expected {next_seconds / 60:.0f} min) at the "
-                            f"session limit (session_hours)")
+def time_is_up(limit: float | None, next_seconds: float = 0.0) -> bool:
+    """Whether work expected to take next_seconds would end after the limit."""
+    return limit is not None and time.time() + next_seconds > limit
+
+
+def paused(what: str, next_seconds: float = 0.0) -> SessionPaused:
+    return SessionPaused(f"{PAUSED}; stopped before {what} (expected {next_seconds / 60:.0f} min) at the session "
+                         f"limit (session_hours)")

@@ -192,8 +192,12 @@ def main(argv=None) -> int:
     a = add_debug(ap).parse_args(argv)
     if a.out.exists():
         return fail(f"{a.out} exists; choose another --out (nothing is overwritten)")
-    return run_cli(lambda a: run(a.model, a.images, a.out, a.detector, a.gradcam, a.sam_checkpoint, a.device).pipe(
-        lambda _: 0), a)
+    return run_cli(_predict, a)
+
+
+def _predict(a) -> int:
+    run(a.model, a.images, a.out, a.detector, a.gradcam, a.sam_checkpoint, a.device)
+    return 0
 
 
 if __name__ == "__main__":

@@ -17,13 +17,14 @@ import numpy as np
 import pandas as pd
 
 from utils.core.imageio import IMAGE_EXTS
-from utils.core.paths import REPO_ROOT, Paths, present_folders
+from utils.core.paths import REPO_ROOT, Paths, present_folders, resolve_input_path
 from utils.pipeline.config import ConfigError
 
 SAMPLES = 3  # pictures measured per kind
 ACHIEVED = 0.3  # share of the datasheet peak a training step reaches, until make gpu-check has measured it
 YOLO_RUN_BYTES = 16e6  # YOLOv8n's best.pt and last.pt with its plots and CSVs (about 6 MB per checkpoint)
 STEP_BYTES = 2e6  # per step: the executed notebook, figures, tables and logs
+COMPETITION_PHOTOS = 15_000  # the challenge's training photos, about
 
 
 class BudgetError(ConfigError):
@@ -60,8 +61,6 @@ def external_images(cfg, paths: Paths) -> int:
     folders = []
     if cfg["target"] == "competition":
         try:
-            from utils.core.paths import resolve_input_path
-
             folders.append(resolve_input_path(paths, cfg["competition_dir"], "sample_submission.csv",
                                               "competition data", "competition_dir"))
         except FileNotFoundError:
@@ -81,6 +80,7 @@ def _parameters(cfg) -> int:
 
 def estimate_disk(cfg, paths: Paths) -> pd.DataFrame:
     """One row per artefact: step, what, count, bytes each, total bytes, and whether it stays or is transient."""
+    from utils.preprocess.step import parse_strategies
     from utils.synth.generate import SynthSettings
 
     rows = []
@@ -107,7 +107,7 @@ def estimate_disk(cfg, paths: Paths) -> pd.DataFrame:
         side = cfg["yolo_imgsz"] / 1100
         add("02", "YOLO dataset", n * 1.08, det["photo"] * side * side * 1.5, "pictures at yolo_imgsz (scaled)")
         add("02", "YOLO training run", 1, YOLO_RUN_BYTES, "two YOLOv8n checkpoints, plots and CSVs")
-    for strategy in [t.strip() for t in cfg["strategies"].split(",") if t.strip()]:
+    for strategy in parse_strategies(cfg["strategies"]):
         each = (_cached_bytes(cfg, strategy, scans) * n_scan + _cached_bytes(cfg, strategy, photos) * (n_photo + n_ext))
         count = n_scan + n_photo + n_ext
         add("02", f"cache {strategy}", count, each / max(count, 1), f"mean of {SAMPLES} prepared per kind")
@@ -140,6 +140,17 @@ def achieved_fraction(root: Path = REPO_ROOT / "outputs" / "gpu-check") -> tuple
     return ACHIEVED, f"assumed {ACHIEVED:.0%} of peak until make gpu-check measures it"
 
 
+def training_images(cfg, n_scans: int | None = None, n_target: int | None = None) -> dict[str, int]:
+    """Training-image passes of Stage I and Stage II, epochs included, each validation image counted as a third of
+    a pass (forward only)."""
+    n_scans = cfg["synth_scan_train"] if n_scans is None else n_scans
+    if n_target is None:
+        n_target = cfg["synth_photo_train"] if cfg["target"] == "synth" else COMPETITION_PHOTOS
+    v, k = cfg["stage1_val_fraction"], cfg["n_folds"]
+    return {"Stage I": int(n_scans * (1 - v + v / 3) * cfg["stage1_epochs"]),
+            "Stage II": int(n_target * ((k - 1) / k + 1 / k / 3) * k * cfg["stage2_epochs"])}
+
+
 def estimate_compute(cfg, gpu_name: str | None, gpus: int = 1) -> pd.DataFrame:
     """Training FLOPs of Stage I and Stage II, and hours on the given GPUs (estimates)."""
     from utils.core.device import forward_flops, peak_tflops
@@ -147,14 +158,11 @@ def estimate_compute(cfg, gpu_name: str | None, gpus: int = 1) -> pd.DataFrame:
 
     size = (cfg["image_height"], cfg["image_width"])
     fwd = forward_flops(build_untrained(cfg["backbone"], 5, size), size, "cpu")
-    stage1 = int(cfg["synth_scan_train"] * (1 - cfg["stage1_val_fraction"]) * cfg["stage1_epochs"])
-    n_target = cfg["synth_photo_train"] if cfg["target"] == "synth" else 15_000  # the competition's photos
-    stage2 = int(n_target * (cfg["n_folds"] - 1) / cfg["n_folds"] * cfg["n_folds"] * cfg["stage2_epochs"])
     peak = peak_tflops(gpu_name or "", "fp16") if gpu_name else None
     fraction, basis = achieved_fraction()
     rows = []
-    for what, images in (("Stage I", stage1), ("Stage II", stage2)):
-        flops = 3 * fwd * images  # forward + backward (about twice the forward)
+    for what, images in training_images(cfg).items():
+        flops = 3 * fwd * images  # a training pass: forward + backward (about twice the forward)
         hours = flops / (peak * 1e12 * fraction * max(gpus, 1)) / 3600 if peak else None
         rows.append({"what": what, "training_images": images, "gflop_per_image_forward": float(f"{fwd / 1e9:.4g}"),
                      "pflop": float(f"{flops / 1e15:.4g}"), "hours": hours and float(f"{hours:.4g}"),

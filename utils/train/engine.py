@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from utils.core.device import device_precision, resolve_device
-from utils.core.session import PAUSED, SessionPaused, check_time
+from utils.core.session import PAUSED, SessionPaused, paused, time_is_up
 from utils.core.atomic import atomic_write_bytes, atomic_write_text
 from utils.core.labels import LABELS
 from utils.core.metrics import auroc_table
@@ -314,20 +314,15 @@ def _pause_before(loop: Loop, epoch: int, limit: float | None, out_dir: Path) ->
     if limit is None:
         return
     last = loop.history[-1]["seconds"] * 1.1 if loop.history else 0.0
-    paused = 0
-    if loop.rank == 0:
-        try:
-            check_time(limit, last, f"epoch {epoch + 1} of {out_dir}")
-        except SessionPaused:
-            paused = 1
+    stop = int(loop.rank == 0 and time_is_up(limit, last))
     if loop.world > 1:
-        flag = torch.tensor([paused], device=loop.device)
+        flag = torch.tensor([stop], device=loop.device)
         torch.distributed.broadcast(flag, 0)
-        paused = int(flag.item())
-    if paused:
+        stop = int(flag.item())
+    if stop:
         if loop.rank == 0:
             atomic_write_text(out_dir / "paused.txt", f"{PAUSED}\n")
-        check_time(float("-inf"), 0.0, f"epoch {epoch + 1} of {out_dir}")
+        raise paused(f"epoch {epoch + 1} of {out_dir}", last)
 
 
 def completed(s: TrainSettings, out_dir: Path) -> dict | None:
@@ -352,8 +347,8 @@ def main(argv=None) -> int:
     code = 0
     try:
         fit(s, pd.read_csv(a.train, dtype={"id": str}), pd.read_csv(a.val, dtype={"id": str}), Path(a.out), a.limit)
-    except SessionPaused as paused:  # the launcher reads paused.txt
-        print(paused)
+    except SessionPaused as stopped:  # the launcher reads paused.txt
+        print(stopped)
         code = PAUSED_EXIT
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
