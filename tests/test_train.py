@@ -110,7 +110,8 @@ def _tiny_table(tmp_path, n=16, seed=0):
 
 def _settings(**kw):
     base = dict(backbone="test_convnext", backbone_weights="none", hub=False, image_height=48, image_width=64, epochs=2, batch_size=4,
-                lr=3e-3, warmup_epochs=0.0, patience=5, num_workers=0, device="cpu", amp=False, seed=7)
+                lr=3e-3, warmup_epochs=0.0, patience=5, num_workers=0, device="cpu", amp=False, seed=7,
+                threads=1)  # a fixed thread count: bit-identical weights do not depend on the load beside the test
     return TrainSettings(**{**base, **kw})
 
 
