@@ -58,3 +58,27 @@ def test_the_runner_refuses_before_any_step(tmp_path):
         run_pipeline("smoke", overrides={"working_root": str(tmp_path / "w"), "disk_budget_gb": 0.001},
                      notebook_dir=nbs)
     assert not (tmp_path / "w" / "outputs" / "smoke").exists()  # nothing was started
+
+
+def test_achieved_share_is_read_for_the_configured_backbone_at_fp16_channels_last(tmp_path):
+    import json
+
+    from utils.pipeline.budget import ACHIEVED, achieved_fraction
+
+    def check(root, name, shares):
+        rows = [{"backbone": b, "precision": p, "channels_last": cl, "share_of_peak": v, "size": f"{8 * k}x8"}
+                for k, (b, p, cl, v) in enumerate(shares)]
+        (root / name).mkdir(parents=True)
+        (root / name / "results.json").write_text(json.dumps({"device": {"name": "GPU X"}, "training": rows}))
+
+    mine, shipped = tmp_path / "outputs", tmp_path / "docs"
+    check(shipped, "2026-01-01", [("big", "fp16", True, 0.10), ("big", "fp16", True, 0.20), ("big", "fp32", True, 0.9),
+                                  ("big", "fp16", False, 0.9), ("big", "bf16", True, 0.9), ("small", "fp16", True, 0.01)])
+    share, basis = achieved_fraction("big", "0x0", (mine, shipped))  # a size not measured: the median
+    assert share == pytest.approx(0.15) and "15.0% of the fp16 peak" in basis and "GPU X" in basis
+    assert achieved_fraction("big", "8x8", (mine, shipped))[0] == pytest.approx(0.20)  # the size measured
+    assert achieved_fraction("small", "", (mine, shipped))[0] == pytest.approx(0.01)
+    assert achieved_fraction("other", "", (mine, shipped)) == (ACHIEVED, f"assumed {ACHIEVED:.0%} of peak until make "
+                                                                       "gpu-check measures it")
+    check(mine, "2025-06-01", [("big", "fp16", True, 0.4)])  # this machine's own check comes first, even if older
+    assert achieved_fraction("big", "", (mine, shipped))[0] == pytest.approx(0.4)

@@ -154,3 +154,40 @@ def test_models_are_loaded_per_settings_never_reused_across_them(tmp_path):
         load_models(PrepSettings(strategy="seg_rect", seg_method="sam", sam_checkpoint=str(tmp_path / "nope.pth")))
     with pytest.raises(FileNotFoundError, match=r"YOLO weights .*missing\.pt not found"):
         load_models(PrepSettings(yolo_weights=str(tmp_path / "missing.pt"), config_dir=str(tmp_path / "yolo")))
+
+
+def test_detector_trains_on_an_image_without_polars(tmp_path):
+    """Ultralytics reads results.csv with polars at every checkpoint; where polars is missing (a GPU image) the
+    detector still trains, and its checkpoint holds the same columns polars reads."""
+    import subprocess
+    import sys
+
+    import polars as pl
+    import torch
+
+    from utils.core.paths import REPO_ROOT
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("val", 2)):
+        (tmp_path / "images" / split).mkdir(parents=True)
+        (tmp_path / "labels" / split).mkdir(parents=True)
+        for k in range(n):
+            img, _ = _photo(size=(96, 128), quad=((30, 20), (100, 24), (98, 80), (32, 76)))
+            cv2.imwrite(str(tmp_path / "images" / split / f"{k}.jpg"), np.clip(img + rng.integers(0, 20, img.shape),
+                                                                              0, 255).astype(np.uint8))
+            (tmp_path / "labels" / split / f"{k}.txt").write_text("0 0.5 0.5 0.55 0.6\n")
+    (tmp_path / "data.yaml").write_text(f"path: {tmp_path}\ntrain: images/train\nval: images/val\nnames:\n  0: paper\n")
+    code = ("import sys; sys.modules['polars'] = None\n"
+            "from utils.preprocess.detector import train_detector\n"
+            f"print(train_detector({str(tmp_path / 'data.yaml')!r}, {str(tmp_path / 'run')!r}, epochs=2, imgsz=64, "
+            "batch=2))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                       env={**__import__("os").environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    best = r.stdout.strip().splitlines()[-1]
+    assert best.endswith("best.pt")
+    results = torch.load(best, weights_only=False)["train_results"]
+    expected = pl.read_csv((tmp_path / "run" / "detector" / "results.csv").read_bytes()).to_dict(as_series=False)
+    assert results["epoch"] == [1, 2]
+    assert results.keys() == expected.keys()
+    assert all(np.allclose(results[k], expected[k]) for k in expected)

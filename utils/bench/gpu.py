@@ -227,18 +227,24 @@ def run_check(out_root: Path, wheels: Path | None = None) -> Path:
     device = resolve_device("auto")
     scale = SCALES["gpu" if info["gpus"] else "cpu"]
     print(f"device: {info['name']}; scale: {'gpu' if info['gpus'] else 'cpu (tiny)'}", flush=True)
-    results: dict = {"device": info, "started": dt.datetime.now().isoformat(timespec="seconds")}
+    results: dict = {"device": info, "started": dt.datetime.now().isoformat(timespec="seconds"),
+                     "torch_threads": torch.get_num_threads()}
+    out = _new_folder(out_root / dt.date.today().isoformat())
+
+    def save() -> None:  # after every part: a check stopped at its time limit keeps what it measured
+        atomic_write_json(out / "results.json", results)
+        atomic_write_text(out / "results.md", report(results))
+
     _part(results, "training", lambda: training_table(scale, device, info).to_dict("records"))
-    size = scale["sizes"][0]
-    _part(results, "loader", loader_rate, scale, size, min(os.cpu_count() or 1, 8))
-    _part(results, "ddp", ddp_check, info["gpus"])
-    _part(results, "smoke_chain", smoke_chain, info["gpus"])
     table = pd.DataFrame(results["training"]) if isinstance(results["training"], list) else pd.DataFrame()
     results["kaggle_estimates"] = kaggle_estimates(table, info).to_dict("records") if len(table) else []
-    results["torch_threads"] = torch.get_num_threads()
-    out = _new_folder(out_root / dt.date.today().isoformat())
-    atomic_write_json(out / "results.json", results)
-    atomic_write_text(out / "results.md", report(results))
+    save()
+    _part(results, "loader", loader_rate, scale, scale["sizes"][0], min(os.cpu_count() or 1, 8))
+    save()
+    _part(results, "ddp", ddp_check, info["gpus"])
+    save()
+    _part(results, "smoke_chain", smoke_chain, info["gpus"])
+    save()
     print(f"written: {out / 'results.json'}, {out / 'results.md'}")
     return out
 
@@ -268,7 +274,7 @@ def report(results: dict) -> str:
         elif isinstance(value, dict):
             parts.append("\n".join(f"- {k}: {v}" for k, v in value.items() if k != "traceback"))
         else:
-            parts.append("none")
+            parts.append("none" if name in results else "not run: the check stopped before this part")
     return "\n".join(parts) + "\n"
 
 

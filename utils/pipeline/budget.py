@@ -130,13 +130,22 @@ def peak_bytes(table: pd.DataFrame) -> float:
     return float(table.loc[table["kept"], "bytes"].sum() + (transient.max() if len(transient) else 0.0))
 
 
-def achieved_fraction(root: Path = REPO_ROOT / "outputs" / "gpu-check") -> tuple[float, str]:
-    """The share of peak the GPU check measured for the default configuration, else the assumed one."""
-    for path in sorted(Path(root).glob("*/results.json"), reverse=True):
-        rows = [r for r in json.loads(path.read_text()).get("training", [])
-                if isinstance(r, dict) and r.get("precision") in ("fp16", "bf16") and r.get("share_of_peak")]
-        if rows:
-            return float(np.median([r["share_of_peak"] for r in rows])), f"measured by the GPU check ({path.parent.name})"
+GPU_CHECKS = (REPO_ROOT / "outputs" / "gpu-check", REPO_ROOT / "docs" / "gpu-check")  # this machine's first
+
+
+def achieved_fraction(backbone: str, size: str = "", roots=GPU_CHECKS) -> tuple[float, str]:
+    """The share of the fp16 peak a channels-last training step of this backbone reached in the newest GPU check, at
+    this input size ("HxW") where it was measured, else the median over the sizes it was; else the assumed share."""
+    for root in roots:
+        for path in sorted(Path(root).glob("*/results.json"), reverse=True):
+            results = json.loads(path.read_text())
+            rows = [r for r in results.get("training", []) if isinstance(r, dict) and r.get("backbone") == backbone
+                    and r.get("precision") == "fp16" and r.get("channels_last") and r.get("share_of_peak")]
+            rows = [r for r in rows if r.get("size") == size] or rows
+            if rows:
+                share = float(np.median([r["share_of_peak"] for r in rows]))
+                return share, (f"{share:.1%} of the fp16 peak, as measured on {results['device']['name']} by the GPU "
+                               f"check {path.parent.name}")
     return ACHIEVED, f"assumed {ACHIEVED:.0%} of peak until make gpu-check measures it"
 
 
@@ -159,7 +168,7 @@ def estimate_compute(cfg, gpu_name: str | None, gpus: int = 1) -> pd.DataFrame:
     size = (cfg["image_height"], cfg["image_width"])
     fwd = forward_flops(build_untrained(cfg["backbone"], 5, size), size, "cpu")
     peak = peak_tflops(gpu_name or "", "fp16") if gpu_name else None
-    fraction, basis = achieved_fraction()
+    fraction, basis = achieved_fraction(cfg["backbone"], f"{size[0]}x{size[1]}")
     rows = []
     for what, images in training_images(cfg).items():
         flops = 3 * fwd * images  # a training pass: forward + backward (about twice the forward)

@@ -27,8 +27,8 @@ KAGGLE_WHEELS = (
 )
 # What `make gpu-check` needs on a GPU machine whose image holds torch, timm, numpy, pandas, scikit-learn, OpenCV,
 # matplotlib, h5py and tabulate but no notebook runner (the lent H200's, Python 3.12): Kaggle's list less what that
-# image has, papermill's kernel stack and wfdb's audio reader. Polars (54 MB, only YOLO's training plots) stays out:
-# the detector trains without plots where it is missing. The folder stays within 64 MiB, to travel with
+# image has, papermill's kernel stack and wfdb's audio reader. Polars (54 MB) stays out: where it is missing the
+# detector trains without YOLO's plots and reads its results.csv with pandas (utils.preprocess.detector). The folder stays within 64 MiB, to travel with
 # the code.
 GPU_WHEELS = tuple(w for w in KAGGLE_WHEELS if w not in ("h5py", "tabulate")) + (
     "nbformat", "nbclient", "jupyter-client", "jupyter-core", "ipykernel", "ipython", "ipython-pygments-lexers",

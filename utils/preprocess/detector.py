@@ -77,11 +77,31 @@ def export_dataset(folders: list[Path], out: Path, n: int, imgsz: int, seed: int
     return data
 
 
-def _can_plot() -> bool:
-    """YOLO's training plots need polars; without it (a GPU image that lacks it) the detector trains all the same."""
+def _has_polars() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("polars") is not None
+
+
+def _trainer():
+    """YOLO's detection trainer, reading its results.csv with pandas where polars is missing.
+
+    Ultralytics reads results.csv with polars each time it saves a checkpoint, plots or not, and a GPU image may
+    lack polars (a 54 MB wheel); pandas reads the same file into the same dict of columns."""
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    class PaperTrainer(DetectionTrainer):
+        def read_results_csv(self):
+            if _has_polars():
+                return super().read_results_csv()
+            import pandas as pd
+
+            try:
+                return pd.read_csv(self.csv).to_dict(orient="list")
+            except (OSError, ValueError):  # no results yet, as ultralytics' own reader allows
+                return {}
+
+    return PaperTrainer
 
 
 def train_detector(data_yaml: Path, project: Path, model: str = "yolov8n.yaml", weights: str = "",
@@ -96,9 +116,9 @@ def train_detector(data_yaml: Path, project: Path, model: str = "yolov8n.yaml", 
     if not weights and not str(model).endswith(".yaml"):
         raise ValueError(f"yolo_model {model!r}: give a .yaml to train from scratch offline, or yolo_weights")
     net = YOLO(weights or model)
-    net.train(data=str(data_yaml), epochs=epochs, imgsz=imgsz, batch=batch, device=device, workers=workers,
-              project=str(project), name="detector", exist_ok=True, amp=False, plots=_can_plot(), seed=seed,
-              deterministic=True, verbose=False, fliplr=0.0, mosaic=0.5)
+    net.train(trainer=_trainer(), data=str(data_yaml), epochs=epochs, imgsz=imgsz, batch=batch, device=device,
+              workers=workers, project=str(project), name="detector", exist_ok=True, amp=False,
+              plots=_has_polars(), seed=seed, deterministic=True, verbose=False, fliplr=0.0, mosaic=0.5)
     best = Path(project) / "detector" / "weights" / "best.pt"
     if not best.is_file():
         raise RuntimeError(f"YOLO training finished without {best}")
