@@ -220,12 +220,15 @@ def test_a_sweep_changes_its_artefact_and_nothing_else():
 def test_sweep_plan_shares_the_default_set(tmp_path):
     plan = rb.plan_sets(_cfg(tmp_path))
     assert sum(p["sweep"] == "default" for p in plan) == 1 and plan[-1]["settings"].style == "scan"
-    default_level = {"perspective": 1.0, "shadow": 1.0, "blur": 1.0, "crumple": 0.0}  # the default set's own
+    default_level = {"perspective": 1.0, "shadow": 1.0, "blur": 1.0}  # the default set's own (its mix holds some
+    # crumpled paper: the crumple sweep's level 0 is a set of flat sheets of its own)
     for name, (key, levels, _) in rb.SWEEPS.items():
         got = sorted(p["level"] for p in plan if p["sweep"] == name)
         assert got == sorted(lv for lv in levels if lv != default_level.get(key)), name
     creases = [p["settings"] for p in plan if p["sweep"] == "creases"]
     assert {s.crumple for s in creases} == {1.0} and [s.creases for s in creases] == [0, 2, 4, 8]
+    flat = [p["settings"] for p in plan if p["sweep"] == "crumple" and p["level"] == 0.0]
+    assert len(flat) == 1 and flat[0].crumple_rate == 0.0 and plan[0]["settings"].crumple_rate == 0.25
     seeds = {p["settings"].seed for p in plan}
     assert seeds == {_cfg(tmp_path)["seed"] + rb.SEED_OFFSET}
     with pytest.raises(ValueError, match="robustness_images must be at least 4"):

@@ -58,3 +58,22 @@ def test_pictures_at_each_strength_keep_their_annotation_inside_the_page(style):
     assert "crumple" not in SynthSettings().to_dict() and SynthSettings(crumple=2.0).to_dict()["crumple"] == 2.0
     with pytest.raises(ValueError, match="crumple must lie between 0 and 10"):
         SynthSettings(crumple=-1)
+
+
+def test_the_training_mix_crumples_its_share_of_pictures():
+    """crumple_rate: about that share of pictures drawn crumpled, each at a strength of its own; the rest unchanged."""
+    from utils.synth.generate import CRUMPLE_DRAWN, SynthSettings, make_sample
+
+    mix = SynthSettings(style="scan", page_width=330, page_height=255, crumple_rate=0.4, jpeg_quality=90)
+    flat = SynthSettings(style="scan", page_width=330, page_height=255, jpeg_quality=90)
+    drawn = []
+    for i in range(40):
+        jpeg, ann, _ = make_sample(mix, i)
+        if "crumple" in ann["artefacts"]:
+            drawn.append(ann["artefacts"]["crumple"]["strength"])
+        else:
+            assert jpeg == make_sample(flat, i)[0]  # a picture left flat is the flat set's picture
+    assert 8 <= len(drawn) <= 24 and all(CRUMPLE_DRAWN[0] <= s <= CRUMPLE_DRAWN[1] for s in drawn)
+    assert len(set(drawn)) == len(drawn)
+    with pytest.raises(ValueError, match="crumple_rate is a share of pictures"):
+        SynthSettings(crumple_rate=1.5)

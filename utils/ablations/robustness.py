@@ -31,7 +31,7 @@ SWEEPS = {
                 "where it bent (0: a flat sheet, 3: heavy)"),
     "creases": ("creases", (0, 2, 4, 8), "long crease lines in any direction, on a lightly crumpled sheet (crumple 1)"),
 }
-SWEEP_BASE = {"creases": {"crumple": 1.0}}  # what a sweep sets beside its own key
+SWEEP_BASE = {"creases": {"crumple": 1.0}, "crumple": {"crumple_rate": 0.0}}  # what a sweep sets beside its own key
 SEED_OFFSET = 7919  # test ECGs of the sweeps are drawn apart from every training and test picture of the run
 
 

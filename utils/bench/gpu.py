@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from utils.core.atomic import atomic_write_json, atomic_write_text
+from utils.core.atomic import atomic_write_json, atomic_write_text, new_folder
 from utils.core.device import PEAKS, forward_flops, peak_tflops
 from utils.core.paths import REPO_ROOT
 from utils.pipeline.config import DEFAULTS
@@ -229,7 +229,7 @@ def run_check(out_root: Path, wheels: Path | None = None) -> Path:
     print(f"device: {info['name']}; scale: {'gpu' if info['gpus'] else 'cpu (tiny)'}", flush=True)
     results: dict = {"device": info, "started": dt.datetime.now().isoformat(timespec="seconds"),
                      "torch_threads": torch.get_num_threads()}
-    out = _new_folder(out_root / dt.date.today().isoformat())
+    out = new_folder(out_root / dt.date.today().isoformat())
 
     def save() -> None:  # after every part: a check stopped at its time limit keeps what it measured
         atomic_write_json(out / "results.json", results)
@@ -247,15 +247,6 @@ def run_check(out_root: Path, wheels: Path | None = None) -> Path:
     save()
     print(f"written: {out / 'results.json'}, {out / 'results.md'}")
     return out
-
-
-def _new_folder(base: Path) -> Path:
-    path, k = base, 1
-    while path.exists():
-        k += 1
-        path = base.with_name(f"{base.name}-{k}")
-    path.mkdir(parents=True)
-    return path
 
 
 def report(results: dict) -> str:

@@ -35,3 +35,14 @@ def read_json(path: Path) -> Any:
         return json.loads(Path(path).read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
+
+
+def new_folder(base: Path) -> Path:
+    """base, or base-2, base-3, ... where it exists: a new folder each time, so nothing earlier is overwritten."""
+    base, k = Path(base), 1
+    path = base
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    path.mkdir(parents=True)
+    return path

@@ -55,6 +55,10 @@ OPTIONS: tuple[Option, ...] = (
     _o("synth_from_code15", str, "", "render CODE-15%'s exams (exams.csv + exams_part*.hdf5) instead of simulating, "
        "at most synth_scan_train of them (0: all); 'auto': the attached dataset holding exams.csv"),
     _o("synth_severity", float, 1.0, "scales every artefact's strength (0: clean pages, 1: default mix)"),
+    _o("synth_crumple_photo", float, 0.25, "share of photo-like pictures on crumpled or creased paper (about 5 of the "
+       "25 real phone photos in ecg-image-kit's samples show creases or fold shading)"),
+    _o("synth_crumple_scan", float, 0.10, "share of scan-like pages crumpled or creased (scans are mostly flat: 1-2 "
+       "of those 27 real scans show folds)"),
     _o("synth_jpeg_quality", int, 0, "JPEG quality of written images; 0: drawn per image (photo 60-95, scan 75-97)"),
     # --- 01 assemble: sources, checks, manifest, folds ---
     _o("target", str, "competition", "Stage II target: competition (Kaggle data) or synth (step 00's photos)",

@@ -12,10 +12,10 @@ import numpy as np
 
 WAVES = ("P", "P2", "q", "R", "R2", "S", "ST", "T", "U")
 W = {name: i for i, name in enumerate(WAVES)}
-TERRITORIES = {  # direction of the infarcted wall, and how often each is seen (inferior and anterior dominate)
-    "inferior": ((0.0, 1.0, -0.1), 0.40), "anteroseptal": ((-0.35, 0.0, 1.0), 0.28),
-    "anterior": ((0.3, 0.1, 1.0), 0.14), "lateral": ((1.0, -0.35, 0.1), 0.10),
-    "inferolateral": ((0.7, 0.8, -0.1), 0.08),
+TERRITORIES = {  # direction of the infarcted wall, and how often each is seen (PTB-XL: ASMI and IMI dominate)
+    "inferior": ((0.0, 1.0, -0.1), 0.38), "anteroseptal": ((-0.35, 0.0, 1.0), 0.38),
+    "anterior": ((0.3, 0.1, 1.0), 0.08), "lateral": ((1.0, -0.35, 0.1), 0.06),
+    "inferolateral": ((0.7, 0.8, -0.1), 0.10),
 }
 
 
@@ -72,21 +72,22 @@ def normal_beat(rng: np.random.Generator) -> tuple[BeatModel, Rhythm]:
                   np.zeros((2, k, 3)))
     hr = float(np.clip(rng.lognormal(np.log(70), 0.2), 42, 130))
     rr = 60 / hr
-    rhythm = Rhythm(hr=hr, pr=float(np.clip(rng.normal(0.165, 0.020) - 0.02 * (rr < 0.6), 0.115, 0.205)),
-                    qrs=float(np.clip(rng.normal(0.090, 0.009), 0.07, 0.108)),
+    rhythm = Rhythm(hr=hr, pr=float(np.clip(rng.normal(0.175, 0.025) - 0.02 * (rr < 0.6), 0.12, 0.22)),
+                    qrs=float(np.clip(rng.normal(0.084, 0.009), 0.066, 0.106)),
                     qt=float(np.clip(rng.normal(0.425, 0.018), 0.38, 0.46) * rr ** (1 / 3)),
                     resp_mod=float(rng.uniform(0.0, 0.06)))
     axis = float(np.clip(rng.normal(40, 24), -30, 95))
-    volt = rng.lognormal(0, 0.22)
+    volt = rng.lognormal(0, 0.15)  # real normals: Sokolow-Lyon 1.5-3.1 mV (10th-90th percentile)
     p_dur = float(np.clip(rng.normal(0.10, 0.012), 0.07, 0.12))
     m.offset[0, W["P"]] = -rhythm.pr + p_dur / 2
     m.sig_l[0, W["P"]] = m.sig_r[0, W["P"]] = p_dur / 5.2
     m.vec[0, W["P"]] = polar(rng.normal(55, 12), rng.normal(0.05, 0.1)) * rng.uniform(0.08, 0.2)
-    m.vec[0, W["q"]] = unit([-1, rng.normal(0.15, 0.2), rng.normal(0.8, 0.2)]) * rng.uniform(0.03, 0.15) * volt
-    m.vec[0, W["R"]] = unit(polar(axis, rng.normal(-0.22, 0.15))) * rng.lognormal(np.log(1.15), 0.22) * volt
-    m.vec[0, W["S"]] = unit([-0.5, rng.normal(-0.55, 0.2), rng.normal(-0.6, 0.2)]) * rng.uniform(0.2, 0.6) * volt
-    t_dir = unit(polar(axis + rng.normal(0, 15), rng.normal(0.15, 0.15)))
-    m.vec[0, W["T"]] = t_dir * rng.lognormal(np.log(0.36), 0.25) * np.sqrt(volt)
+    m.vec[0, W["q"]] = unit([-0.7, rng.normal(0.15, 0.2), rng.normal(1.0, 0.2)]) * rng.uniform(0.05, 0.18) * volt
+    m.vec[0, W["R"]] = unit(polar(axis, rng.normal(-0.22, 0.15))) * rng.lognormal(np.log(1.2), 0.15) * volt
+    # terminal forces posterior and a little rightward-superior: S in V1-V3, a small late r in aVR
+    m.vec[0, W["S"]] = unit([-0.35, rng.normal(-0.3, 0.2), rng.normal(-0.9, 0.2)]) * rng.uniform(0.2, 0.6) * volt
+    t_dir = unit(polar(axis + rng.normal(0, 18), rng.normal(0.0, 0.2)))
+    m.vec[0, W["T"]] = t_dir * rng.lognormal(np.log(0.30), 0.3) * np.sqrt(volt)
     # normal J-point elevation in V1-V3 (common in men); sometimes early repolarisation as well, so that
     # ST elevation alone is not MI
     m.vec[0, W["ST"]] = np.array([0.0, 0.0, 1.0]) * max(0.0, rng.normal(0.04, 0.025))
@@ -114,9 +115,10 @@ def _ectopic_template(m: BeatModel, rng: np.random.Generator) -> None:
 # --- the five labels ---------------------------------------------------------------------------------------
 
 def conduction(m: BeatModel, r: Rhythm, rng: np.random.Generator) -> list[str]:
-    # subtype mix after PTB-XL's CD statements: LAFB, incomplete RBBB and 1st degree block dominate
+    # subtype mix after PTB-XL's CD statements (771 records: LAFB 33%, IRBBB 23%, IVCD 15%, 1AVB 13%, CRBBB 7%,
+    # CLBBB 5%)
     kind = str(rng.choice(["RBBB", "LBBB", "LAFB", "IRBBB", "IVCD", "1AVB"],
-                          p=[0.14, 0.10, 0.30, 0.18, 0.11, 0.17]))
+                          p=[0.07, 0.05, 0.36, 0.23, 0.15, 0.14]))
     out = [f"CD:{kind}"]
     if kind == "1AVB" or rng.random() < 0.12:
         r.pr = float(rng.uniform(0.21, 0.34))
@@ -151,28 +153,32 @@ def conduction(m: BeatModel, r: Rhythm, rng: np.random.Generator) -> list[str]:
         v[W["R"]] = unit(rot) * np.linalg.norm(v[W["R"]])
         v[W["q"]] += np.array([0.0, 0.12, 0.0]) * rng.uniform(0.5, 1.0)  # small q in I/aVL, r in II/III
     elif kind == "IVCD":
-        r.qrs = float(rng.uniform(0.11, 0.13))
+        r.qrs = float(rng.uniform(0.095, 0.125))
     _set_qrs_timing(m, r.qrs, max(r.qt, r.qrs + 0.25))
     return out
 
 
 def hypertrophy(m: BeatModel, r: Rhythm, rng: np.random.Generator) -> list[str]:
     v = m.vec[0]
-    if rng.random() < 0.85:
-        kind = "LVH"
-        big = rng.uniform(1.3, 2.4)  # voltage criteria met in many, borderline in some
-        v[W["R"]] = unit(v[W["R"]] + np.array([0.15, 0.0, -0.3])) * np.linalg.norm(v[W["R"]]) * big
-        v[W["S"]] *= rng.uniform(1.2, 1.9)
-        r.qrs = min(r.qrs + rng.uniform(0.0, 0.015), 0.115)
+    kind = str(rng.choice(["LVH", "LAE", "RVH"], p=[0.82, 0.11, 0.07]))  # PTB-XL's HYP holds atrial enlargement too
+    if kind == "LAE":  # left atrial enlargement alone: a broad notched P, ventricles as they were
+        _left_atrium(m, rng)
+        tags = ["HYP:LAE"]
+    elif kind == "LVH":
+        big = rng.uniform(1.4, 2.4)  # voltage criteria met in many, borderline in some (real Sokolow-Lyon 1.8-4.3)
+        v[W["R"]] = unit(v[W["R"]] + np.array([0.3, 0.0, -0.1])) * np.linalg.norm(v[W["R"]]) * big
+        v[W["S"]] *= rng.uniform(1.0, 1.5)
+        r.qrs = min(r.qrs + rng.uniform(0.0, 0.008), 0.115)
         _set_qrs_timing(m, r.qrs, r.qt)
-        strain = rng.random() < 0.45
+        strain = rng.random() < 0.5
         if strain:  # ST depression and T inversion opposite the dominant QRS
-            v[W["ST"]] -= unit(v[W["R"]]) * rng.uniform(0.04, 0.14)
-            v[W["T"]] = -unit(v[W["R"]]) * rng.uniform(0.1, 0.35)
-        if rng.random() < 0.35:  # left atrial abnormality: broad notched P
-            m.vec[0, W["P2"]] = m.vec[0, W["P"]] * rng.uniform(0.6, 1.0) + np.array([0, 0, -0.06])
-            m.offset[0, W["P2"]] = m.offset[0, W["P"]] + 0.04
-            m.sig_l[0, W["P2"]] = m.sig_r[0, W["P2"]] = m.sig_l[0, W["P"]]
+            v[W["ST"]] -= unit(v[W["R"]]) * rng.uniform(0.05, 0.15)
+            v[W["T"]] = -unit(v[W["R"]]) * rng.uniform(0.05, 0.3)
+        else:  # without strain, often a little ST depression and a lower T
+            v[W["ST"]] -= unit(v[W["R"]]) * rng.uniform(0.0, 0.05)
+            v[W["T"]] *= rng.uniform(0.5, 1.0)
+        if rng.random() < 0.35:
+            _left_atrium(m, rng)
         tags = [f"HYP:{kind}"] + (["HYP:strain"] if strain else [])
     else:
         kind = "RVH"
@@ -185,6 +191,13 @@ def hypertrophy(m: BeatModel, r: Rhythm, rng: np.random.Generator) -> list[str]:
     return tags
 
 
+def _left_atrium(m: BeatModel, rng: np.random.Generator) -> None:
+    """Left atrial abnormality: a second, later and posterior P hump (broad notched P, negative end in V1)."""
+    m.vec[0, W["P2"]] = m.vec[0, W["P"]] * rng.uniform(0.5, 1.0) + np.array([0, 0, -rng.uniform(0.03, 0.08)])
+    m.offset[0, W["P2"]] = m.offset[0, W["P"]] + rng.uniform(0.03, 0.05)
+    m.sig_l[0, W["P2"]] = m.sig_r[0, W["P2"]] = m.sig_l[0, W["P"]]
+
+
 def infarction(m: BeatModel, r: Rhythm, rng: np.random.Generator) -> list[str]:
     names = list(TERRITORIES)
     probs = np.array([TERRITORIES[n][1] for n in names])
@@ -192,12 +205,14 @@ def infarction(m: BeatModel, r: Rhythm, rng: np.random.Generator) -> list[str]:
     d = unit(TERRITORIES[where][0])
     stage = str(rng.choice(["old", "acute", "evolving"], p=[0.7, 0.12, 0.18]))
     v = m.vec[0]
-    q_mag = rng.uniform(0.02, 0.22) if stage != "acute" or rng.random() < 0.5 else 0.0
+    q_mag = rng.uniform(0.01, 0.15) if stage != "acute" or rng.random() < 0.5 else 0.0
     v[W["q"]] -= d * q_mag                       # necrosis: the early forces point away from the dead wall
     along = max(float(v[W["R"]] @ d), 0.0)
-    v[W["R"]] -= d * along * rng.uniform(0.2, 0.85)  # loss of R (poor R progression for anterior walls)
+    v[W["R"]] -= d * along * rng.uniform(0.3, 1.3)  # loss of R (poor R progression for anterior walls)
     if stage in ("acute", "evolving") or rng.random() < 0.15:
         v[W["ST"]] += d * (rng.uniform(0.08, 0.35) if stage == "acute" else rng.uniform(0.02, 0.1))
+    if stage in ("evolving", "old"):
+        v[W["T"]] *= rng.uniform(0.4, 1.0)  # flattened T beyond the wall as well
     if stage in ("evolving", "old") and rng.random() < 0.6:
         flip = float(v[W["T"]] @ d)
         v[W["T"]] -= d * (abs(flip) * rng.uniform(1.0, 2.0) + rng.uniform(0.0, 0.15))
@@ -205,11 +220,15 @@ def infarction(m: BeatModel, r: Rhythm, rng: np.random.Generator) -> list[str]:
 
 
 def st_t_change(m: BeatModel, r: Rhythm, rng: np.random.Generator) -> list[str]:
-    kinds = ["ST_depression", "T_flat", "T_inversion", "long_QT"]
+    # after PTB-XL's STTC statements: non-diagnostic T changes and non-specific ST changes dominate, then
+    # ischaemic T inversion and ST depression, digitalis (sagging ST, short QT), rarely a long QT
+    kinds = ["ST_depression", "T_flat", "T_inversion", "ST_sag", "long_QT"]
     chosen = list(rng.choice(kinds, size=rng.choice([1, 2], p=[0.7, 0.3]), replace=False,
-                             p=[0.3, 0.3, 0.28, 0.12]))
+                             p=[0.22, 0.42, 0.22, 0.11, 0.03]))
     if "long_QT" in chosen:
         r.qt = float(rng.uniform(0.47, 0.56) * (60 / r.hr) ** (1 / 3))
+    if "ST_sag" in chosen:
+        r.qt *= rng.uniform(0.88, 0.97)
     _set_qrs_timing(m, r.qrs, r.qt)
     v = m.vec[0]
     region = unit(rng.choice([(1.0, 0.2, -0.1), (0.2, 1.0, -0.1), (0.7, 0.7, 0.2), (0.3, 0.1, 1.0)]))
@@ -217,18 +236,28 @@ def st_t_change(m: BeatModel, r: Rhythm, rng: np.random.Generator) -> list[str]:
         if kind == "ST_depression":
             v[W["ST"]] -= region * rng.uniform(0.04, 0.2)
             m.sig_r[0, W["ST"]] = rng.uniform(0.01, 0.05)  # horizontal or downsloping
+        elif kind == "ST_sag":  # scooped ST depression opposite the QRS, low T
+            v[W["ST"]] -= unit(v[W["R"]]) * rng.uniform(0.05, 0.15)
+            m.sig_r[0, W["ST"]] = rng.uniform(0.03, 0.06)
+            v[W["T"]] *= rng.uniform(0.2, 0.7)
         elif kind == "T_flat":
             v[W["T"]] *= rng.uniform(0.05, 0.5)
         elif kind == "T_inversion":
-            v[W["T"]] -= region * (max(float(v[W["T"]] @ region), 0) + rng.uniform(0.08, 0.3))
+            v[W["T"]] -= region * (max(float(v[W["T"]] @ region), 0) + rng.uniform(0.1, 0.4))
     return [f"STTC:{k}" for k in chosen]
 
 
 def fibrillation(m: BeatModel, r: Rhythm, rng: np.random.Generator) -> list[str]:
     r.kind = "af"
-    r.hr = float(np.clip(rng.normal(92, 22), 55, 160))
+    hr = float(np.clip(rng.normal(86, 22), 45, 160))
+    r.qt *= (r.hr / hr) ** (1 / 3)
+    r.hr = hr
+    _set_qrs_timing(m, r.qrs, r.qt)
     r.rr_cv = float(rng.uniform(0.1, 0.32))
-    r.f_amp = float(rng.uniform(0.0, 0.1))  # fine (almost invisible) to coarse f-waves
+    r.f_amp = float(rng.uniform(0.0, 0.06))  # fine (almost invisible) to coarse f-waves (real: P-region 0.02 mV)
+    m.vec[0, W["T"]] *= rng.uniform(0.2, 0.9)  # real AF: flat T waves and sagging ST (rate, digitalis)
+    if rng.random() < 0.7:
+        m.vec[0, W["ST"]] -= unit(m.vec[0, W["R"]]) * rng.uniform(0.03, 0.12)
     r.ectopic = ""
     m.vec[0, W["P"]] = 0.0
     m.vec[0, W["P2"]] = 0.0
@@ -241,6 +270,16 @@ APPLY_ORDER = (("CD", conduction), ("HYP", hypertrophy), ("MI", infarction), ("S
 
 def apply_findings(m: BeatModel, r: Rhythm, labels: dict[str, int], rng: np.random.Generator) -> list[str]:
     out: list[str] = []
+    if any(labels.get(k) for k in ("MI", "HYP", "STTC")):
+        # abnormal ECGs come from older, sicker people: faster rates and longer PR (PTB-XL: normal median 71/min
+        # and 174 ms, MI/HYP/STTC 77-78/min and 184-192 ms)
+        f = rng.lognormal(np.log(1.09), 0.1)
+        r.hr = float(np.clip(r.hr * f, 40, 150))
+        r.qt *= f ** (-1 / 3)
+        longer = float(min(rng.uniform(0.0, 0.025), max(0.0, 0.2 - r.pr)))
+        r.pr += longer
+        m.offset[0, W["P"]] -= longer
+        _set_qrs_timing(m, r.qrs, r.qt)
     for name, fn in APPLY_ORDER:
         if labels.get(name):
             out += fn(m, r, rng)

@@ -21,7 +21,11 @@ from utils.synth.waveform import LEADS, simulate
 STYLES = ("photo", "scan")
 ARTEFACT_CONTROLS = ("perspective", "shadow", "blur")
 # Bumped whenever a change alters the pictures, so cached datasets made by older code are not reused.
-SYNTH_VERSION = 3
+SYNTH_VERSION = 4
+
+
+# Strengths drawn for the crumpled pictures of the training mix: light to heavy (the sweeps go to 3).
+CRUMPLE_DRAWN = (0.3, 2.5)
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class SynthSettings:
     blur: float | None = None         # defocus and motion blur
     crumple: float = 0.0              # crumpled paper: facet shading and creases (0: a flat sheet; 3: heavy)
     creases: int | None = None        # long crease lines (None: 0-3 drawn per page when crumple > 0)
+    crumple_rate: float = 0.0         # with crumple 0: this share of pictures crumpled, strength drawn in CRUMPLE_DRAWN
     fs: int = 500
     layouts: tuple = ("3x4",)
     signal_noise: float = 1.0
@@ -56,6 +61,8 @@ class SynthSettings:
         if not 0 <= self.crumple <= 10 or (self.creases is not None and self.creases < 0):
             raise ValueError(f"crumple must lie between 0 and 10 and creases be 0 or more, got {self.crumple}, "
                              f"{self.creases}")
+        if not 0 <= self.crumple_rate <= 1:
+            raise ValueError(f"crumple_rate is a share of pictures, between 0 and 1, got {self.crumple_rate}")
         if not 0 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must lie between 1 and 100 (0: drawn per image), got {self.jpeg_quality}")
 
@@ -65,12 +72,13 @@ class SynthSettings:
         each set (training, detector data, sweeps, recorded renders) draws its own pictures."""
         base = dict(style=style, seed=cfg["seed"] + seed_offset, page_width=cfg["synth_page_width"],
                     page_height=cfg["synth_page_height"], photo_max_side=cfg["synth_photo_max_side"],
-                    severity=cfg["synth_severity"], jpeg_quality=cfg["synth_jpeg_quality"])
+                    severity=cfg["synth_severity"], jpeg_quality=cfg["synth_jpeg_quality"],
+                    crumple_rate=cfg[f"synth_crumple_{style}"])
         return cls(**{**base, **changes})
 
     def to_dict(self) -> dict:
         out = {**asdict(self), "layouts": list(self.layouts), "version": SYNTH_VERSION}
-        drop = {"crumple": 0.0, "creases": None}  # a flat sheet keeps the keys of the sets made before it existed
+        drop = {"crumple": 0.0, "creases": None, "crumple_rate": 0.0}  # a flat sheet keeps the keys of the sets made before it existed
         return {k: v for k, v in out.items()
                 if not (k in ARTEFACT_CONTROLS and v is None) and not (k in drop and v == drop[k])}
 
@@ -125,9 +133,11 @@ def make_sample(settings: SynthSettings, index: int, signals: np.ndarray | None 
     page_style = draw_page_style(rng_style, settings.page_width, settings.page_height, settings.layouts)
     page, boxes = render_page(signals, settings.fs, LEADS, page_style, rng_style)
     crumple = None
-    if settings.crumple > 0 or settings.creases:  # its own stream: the other draws stay as they were
-        page, crumple = crumple_page(page, np.random.default_rng([settings.seed, index, STYLES.index(settings.style),
-                                                                   3]), settings.crumple, settings.creases)
+    rng_crumple = np.random.default_rng([settings.seed, index, STYLES.index(settings.style), 3])  # its own stream
+    if settings.crumple > 0 or settings.creases:  # a set strength (the sweeps): every picture
+        page, crumple = crumple_page(page, rng_crumple, settings.crumple, settings.creases)
+    elif settings.crumple_rate > 0 and rng_crumple.random() < settings.crumple_rate:  # the training mix
+        page, crumple = crumple_page(page, rng_crumple, float(rng_crumple.uniform(*CRUMPLE_DRAWN)))
     if settings.style == "photo":
         pic = make_photo(page, rng_style, settings.photo_max_side, settings.severity,
                          **settings.artefact_strengths())

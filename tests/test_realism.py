@@ -1,0 +1,102 @@
+"""The sim-to-real benchmark on signals: preparation, real folders read with their problems listed, and the table."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from utils.core.labels import LABELS
+from utils.synth.realism import FS, SECONDS, main, prepare, real_set, simulated_set
+
+
+def test_prepare_resamples_removes_wander_and_blanks():
+    t = np.arange(5000) / 500
+    x = np.tile(0.8 * np.sin(2 * np.pi * 0.1 * t) + 0.5 * np.sin(2 * np.pi * 10 * t), (12, 1))
+    x[3, 100:200] = np.nan
+    x[4] += 20.0 * np.sin(2 * np.pi * 10 * t)  # saturated
+    out = prepare(x, 500)
+    assert out.shape == (12, int(FS * SECONDS)) and out.dtype == np.float32 and np.isfinite(out).all()
+    mid = out[0, 200:800]  # away from the edges: the 10 Hz wave is kept, the 0.1 Hz wander removed
+    assert 0.45 < mid.max() < 0.6 and abs(mid.mean()) < 0.05
+    assert np.abs(out[4]).max() == pytest.approx(5.0)
+    assert prepare(x[:, :1500], 500)[0, 400:].max() == 0.0  # a short record is padded with zeros
+
+
+def _write_folder(root, n=30, seed=3):
+    """n records from the simulator written as 100 Hz WFDB files, a labels CSV, and one broken record."""
+    import wfdb
+
+    from utils.synth.labels import sample_labels
+    from utils.synth.waveform import LEADS, simulate
+
+    root.mkdir()
+    rows = []
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        labels = sample_labels(rng, {"AF": 0.3, "CD": 0.3})
+        sig = simulate(labels, rng, fs=100).signals.T.astype(np.float64)
+        wfdb.wrsamp(f"r{i:03d}", fs=100, units=["mV"] * 12, sig_name=list(LEADS), p_signal=sig, fmt=["16"] * 12,
+                    adc_gain=[1000.0] * 12, baseline=[0] * 12, write_dir=str(root))
+        rows.append({"id": f"r{i:03d}", **labels})
+    (root / "broken.hea").write_text("broken 12 100 1000\n")
+    rows.append({"id": "broken", **{k: 0 for k in LABELS}})
+    pd.DataFrame(rows).to_csv(root.parent / "labels.csv", index=False)
+    return pd.DataFrame(rows[:-1])
+
+
+def test_real_folder_reads_labels_and_lists_unreadable_records(tmp_path):
+    expected = _write_folder(tmp_path / "wfdb")
+    data, problems = real_set(tmp_path / "wfdb", tmp_path / "labels.csv")
+    assert data.x.shape == (30, 12, 1000) and data.name == "wfdb"
+    assert np.array_equal(data.y, expected[list(LABELS)].to_numpy(float))
+    assert [p[0] for p in problems] == ["broken"] and "unreadable" in problems[0][1]
+
+
+def test_simulated_set_is_seeded():
+    a, b = simulated_set(5, 1), simulated_set(5, 1)
+    assert np.array_equal(a.x, b.x) and np.array_equal(a.y, b.y)
+    assert not np.array_equal(a.x, simulated_set(5, 2).x)
+
+
+def test_benchmark_writes_each_pairing_per_label(tmp_path, capsys):
+    expected = _write_folder(tmp_path / "wfdb")
+    argv = ["--real", f"{tmp_path / 'wfdb'},{tmp_path / 'absent'}", "--labels", str(tmp_path / "labels.csv"),
+            "--n-sim", "64", "--n-sim-test", "40", "--epochs", "1", "--bootstrap", "20", "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "absent: not found, skipped" in printed and "problems listed" in printed
+    res = pd.read_csv(tmp_path / "o" / "run" / "results.csv")
+    pairs = set(zip(res["trained_on"], res["scored_on"]))
+    assert pairs == {("simulated", "simulated (new)"), ("simulated", "wfdb"), ("wfdb (5-fold, by patient)", "wfdb")}
+    assert set(res["label"]) == {"macro", *LABELS}
+    on_real = res[res["scored_on"] == "wfdb"].set_index(["trained_on", "label"])
+    assert (on_real["records"] == 30).all()
+    for k in LABELS:
+        assert on_real.loc[("simulated", k), "positives"] == expected[k].sum()
+    ok = res.dropna(subset=["auroc"])
+    assert ((ok["auroc"] >= 0) & (ok["auroc"] <= 1) & (ok["ci_low"] <= ok["auroc"]) & (ok["auroc"] <= ok["ci_high"])).all()
+    assert (tmp_path / "o" / "run" / "problems.csv").read_text().count("broken") == 1
+    assert main(argv + ["--no-cv"]) == 0  # a second run writes a new folder
+    assert len(pd.read_csv(tmp_path / "o" / "run-2" / "results.csv")) == 2 * (len(LABELS) + 1)
+
+
+def test_without_real_folders_only_sim_to_sim(tmp_path, capsys):
+    argv = ["--real", str(tmp_path / "none"), "--n-sim", "32", "--n-sim-test", "24", "--epochs", "1",
+            "--bootstrap", "10", "--out", str(tmp_path / "o")]
+    assert main(argv) == 0
+    assert "no real WFDB folder present: only sim -> sim is measured" in capsys.readouterr().out
+    assert set(pd.read_csv(tmp_path / "o" / "run" / "results.csv")["scored_on"]) == {"simulated (new)"}
+    assert main(argv[:-2] + ["--epochs", "0"]) == 2
+
+
+def test_the_network_learns_simulated_atrial_fibrillation():
+    """Not a network at chance: trained on 400 simulated records, it tells AF apart in 200 new ones."""
+    import torch
+
+    from utils.core.metrics import label_aurocs
+    from utils.synth.realism import predict, train
+
+    torch.set_num_threads(1)
+    train_set, test = simulated_set(400, 5), simulated_set(200, 6)
+    auc = label_aurocs(test.y, predict(train(train_set, epochs=4, seed=0), test.x))
+    assert auc[LABELS.index("AF")] > 0.8
