@@ -220,11 +220,12 @@ def test_a_sweep_changes_its_artefact_and_nothing_else():
 def test_sweep_plan_shares_the_default_set(tmp_path):
     plan = rb.plan_sets(_cfg(tmp_path))
     assert sum(p["sweep"] == "default" for p in plan) == 1 and plan[-1]["settings"].style == "scan"
-    default_level = {"perspective": 1.0, "shadow": 1.0, "blur": 1.0}  # the default set's own (its mix holds some
-    # crumpled paper: the crumple sweep's level 0 is a set of flat sheets of its own)
+    # the default set's own levels (its mix holds some crumpled paper: the crumple sweep's level 0 is a set of flat
+    # sheets of its own)
+    assert rb.DEFAULT_LEVEL == {"perspective": 1.0, "shadow": 1.0, "blur": 1.0}
     for name, (key, levels, _) in rb.SWEEPS.items():
         got = sorted(p["level"] for p in plan if p["sweep"] == name)
-        assert got == sorted(lv for lv in levels if lv != default_level.get(key)), name
+        assert got == sorted(lv for lv in levels if lv != rb.DEFAULT_LEVEL.get(name)), name
     creases = [p["settings"] for p in plan if p["sweep"] == "creases"]
     assert {s.crumple for s in creases} == {1.0} and [s.creases for s in creases] == [0, 2, 4, 8]
     flat = [p["settings"] for p in plan if p["sweep"] == "crumple" and p["level"] == 0.0]
@@ -286,3 +287,26 @@ def test_notebook_07_builds_tables_reuses_runs_and_lists_failures(tmp_path):
     row = grid.run_variant(bad)
     assert row["status"].startswith("failed") and "no_such_net" in row["status"]
     assert json.loads((grid.root / "base" / "01_assemble" / "step.json").read_text())["status"] == "complete"
+
+
+def test_robustness_command_scores_models_side_by_side(tmp_path, package, capsys):
+    profile = tmp_path / "tiny.yaml"
+    profile.write_text(f"working_root: {tmp_path / 'work'}\ndevice: cpu\nnum_workers: 1\nsynth_page_width: 330\n"
+                       "synth_page_height: 255\nsynth_photo_max_side: 400\nseed: 3\n")
+    import shutil
+
+    other = shutil.copy(package, tmp_path / "other.pt")  # the same weights under another name: the same scores
+    argv = ["--model", str(package), "--model", str(other), "--sweeps", "crumple", "--profile", str(profile),
+            "--images", "8", "--bootstrap", "10", "--out", str(tmp_path / "o")]
+    assert rb.main(argv) == 0
+    out = tmp_path / "o" / "run"
+    curves = pd.read_csv(out / "curves.csv")
+    assert len(curves) == 2 * 6  # two models x (default, crumple 0-3, the scan-like set)
+    assert sorted(curves[curves["sweep"] == "crumple"]["level"].unique()) == [0.0, 1.0, 2.0, 3.0]
+    first, second = (part.reset_index(drop=True) for _, part in curves.groupby("model", sort=False))
+    assert first[["sweep", "level", "images"]].equals(second[["sweep", "level", "images"]])
+    assert np.allclose(first[list(LABELS)].to_numpy(float), second[list(LABELS)].to_numpy(float), equal_nan=True)
+    assert (first["images"] == 8).all()
+    assert all((out / f).is_file() for f in ("examples.png", "curves-1.png", "curves-2.png"))
+    assert rb.main(argv[:4] + ["--sweeps", "folds", "--profile", str(profile), "--out", str(tmp_path / "o")]) == 2
+    assert "unknown sweep(s) ['folds']" in capsys.readouterr().err

@@ -95,6 +95,11 @@ def test_a_key_added_later_is_no_difference_for_old_runs():
     assert diff_configs(old, cfg) == {}
     assert diff_configs(old, {**cfg, "seed": 1}) == {"seed": (42, 1)}
     assert diff_configs({**cfg, "gone": 1}, cfg) == {"gone": (1, None)}
+    # a key whose new value asks for what the old run's steps did not do (crumpled paper in the mix) is a difference
+    before = {k: v for k, v in cfg.items() if not k.startswith("synth_crumple_")}
+    assert diff_configs(before, cfg) == {"synth_crumple_photo": ("0.0 (before the key)", 0.25),
+                                         "synth_crumple_scan": ("0.0 (before the key)", 0.1)}
+    assert diff_configs(before, {**cfg, "synth_crumple_photo": 0.0, "synth_crumple_scan": 0.0}) == {}
 
 
 def test_values_papermill_injected_count_even_when_they_equal_the_defaults():

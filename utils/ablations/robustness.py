@@ -1,5 +1,10 @@
 """How the packaged ensemble degrades as pictures get worse: one artefact swept at a time, the rest at their defaults.
 
+    python -m utils.ablations.robustness --model A/model.pt [--model B/model.pt] [--sweeps crumple,creases]
+        [--profile demo] [--images 150] [--out outputs/robustness]
+
+(step 07 runs every sweep on its baseline; the command scores any packaged models on the same sets, side by side).
+
 Every level of a sweep holds the same ECGs (same seed and index: same waveform, labels, page, placement, lighting
 pattern); only the swept artefact's strength differs, so the curve compares like with like. The test ECGs are drawn
 with their own seed, apart from every training image.
@@ -32,6 +37,7 @@ SWEEPS = {
     "creases": ("creases", (0, 2, 4, 8), "long crease lines in any direction, on a lightly crumpled sheet (crumple 1)"),
 }
 SWEEP_BASE = {"creases": {"crumple": 1.0}, "crumple": {"crumple_rate": 0.0}}  # what a sweep sets beside its own key
+DEFAULT_LEVEL = {"perspective": 1.0, "shadow": 1.0, "blur": 1.0}  # the level whose pictures are the default set's
 SEED_OFFSET = 7919  # test ECGs of the sweeps are drawn apart from every training and test picture of the run
 
 
@@ -65,12 +71,16 @@ def set_folder(data_root: Path, settings: SynthSettings, n: int) -> Path:
     return Path(data_root) / f"robustness-{settings.style}-{key}"
 
 
-def make_sets(cfg, data_root: Path, n: int, workers: int = 0, progress: bool = True) -> list[dict]:
+def make_sets(cfg, data_root: Path, n: int, workers: int = 0, progress: bool = True,
+              sweeps=tuple(SWEEPS)) -> list[dict]:
     """Make (or reuse) every set; returns the plan with each set's folder."""
     if n < 4:
         raise ValueError(f"robustness_images must be at least 4 (an AUROC needs positives and negatives), got {n}")
+    unknown = sorted(set(sweeps) - set(SWEEPS))
+    if unknown:
+        raise ValueError(f"unknown sweep(s) {unknown}; choose from {list(SWEEPS)}")
     out = []
-    for item in plan_sets(cfg):
+    for item in plan_sets(cfg, sweeps):
         folder = set_folder(data_root, item["settings"], n)
         done = (folder / "test_labels.csv").is_file()  # a finished set: no empty progress bar
         info = generate_dataset(folder, item["settings"], n_test=n, workers=workers, progress=progress and not done)
@@ -140,8 +150,8 @@ def plot_curves(table: pd.DataFrame, path: Path, title: str = "") -> Path:
     for ax, name in zip(axes[0], names):
         key, _, meaning = SWEEPS[name]
         part = table[table["sweep"] == name]
-        if key != "jpeg_quality":  # the default set is level 1 of the strength sweeps
-            part = pd.concat([part, default.to_frame().T.assign(sweep=name, level=1.0)])
+        if name in DEFAULT_LEVEL:  # the default set is this level of the sweep
+            part = pd.concat([part, default.to_frame().T.assign(sweep=name, level=DEFAULT_LEVEL[name])])
         part = part.astype({"level": float, "macro_auroc": float, "low": float, "high": float,
                             **{k: float for k in LABELS}}).sort_values("level")
         ax.axhspan(default["low"], default["high"], color="0.85", label="default mix (95% CI)")
@@ -224,3 +234,54 @@ def run_robustness(grid, out_dir: Path, n: int, workers: int, n_boot: int, seed:
     predicted = predict_sets(predictor, sets, grid.root / "robustness_predictions", model_file)
     curve = curve_table(predicted, n_boot, seed).assign(model_run=str(grid.run_dir("baseline")))
     return curve, pictures
+
+
+def main(argv=None) -> int:
+    import argparse
+    import sys
+
+    from utils.core.atomic import atomic_write_text, new_folder
+    from utils.core.cli import add_debug, fail, run_cli
+    from utils.core.keys import split_list
+    from utils.core.paths import REPO_ROOT, resolve_paths
+    from utils.pipeline.config import resolve_config
+
+    ap = argparse.ArgumentParser(prog="python -m utils.ablations.robustness", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, action="append", required=True, help="ensemble package (repeatable)")
+    ap.add_argument("--sweeps", default=",".join(SWEEPS), help="comma-separated, from " + ", ".join(SWEEPS))
+    ap.add_argument("--profile", default="demo", help="whose picture settings and data folder the sets use")
+    ap.add_argument("--images", type=int, default=150, help="test pictures per level")
+    ap.add_argument("--detector", default="", help="YOLO weights; default: the classical sheet finder")
+    ap.add_argument("--bootstrap", type=int, default=500)
+    ap.add_argument("--out", type=Path, default=REPO_ROOT / "outputs" / "robustness")
+    a = add_debug(ap).parse_args(argv)
+    missing = [str(m) for m in a.model if not m.is_file()]
+    if missing:
+        return fail(f"--model: no such file {missing}")
+
+    def body(a) -> int:
+        from utils.ensemble.predict import Predictor
+
+        cfg = resolve_config(a.profile)
+        sets = make_sets(cfg, resolve_paths(cfg).data_root, a.images, cfg["num_workers"],
+                         sweeps=tuple(split_list(a.sweeps)))
+        out = new_folder(a.out / "run")
+        examples(sets, out / "examples.png")
+        tables = []
+        for k, model in enumerate(a.model):
+            predicted = predict_sets(Predictor(model, a.detector, cfg["device"]), sets, a.out / "predictions", model)
+            table = curve_table(predicted, a.bootstrap, cfg["seed"]).assign(model=str(model))
+            plot_curves(table, out / f"curves-{k + 1}.png", str(model))
+            tables.append(table)
+            print(f"{model}:\n" + table[["sweep", "level", "macro_auroc", "low", "high", *LABELS]].round(3)
+                  .to_string(index=False))
+        atomic_write_text(out / "curves.csv", pd.concat(tables).to_csv(index=False))
+        print(f"written: {out}")
+        return 0
+
+    return run_cli(body, a)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

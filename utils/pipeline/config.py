@@ -16,6 +16,9 @@ class ConfigError(ValueError):
     """A configuration key or value that cannot be used."""
 
 
+BEFORE = object()  # an Option's `was` when runs made before the key existed did what any value of it does
+
+
 @dataclass(frozen=True)
 class Option:
     name: str
@@ -23,6 +26,7 @@ class Option:
     default: Any
     help: str
     choices: tuple | None = None
+    was: Any = BEFORE  # the value that does what runs made before the key existed did (where some values differ)
 
 
 def _o(name, type_, default, help_, **kw) -> Option:
@@ -55,10 +59,10 @@ OPTIONS: tuple[Option, ...] = (
     _o("synth_from_code15", str, "", "render CODE-15%'s exams (exams.csv + exams_part*.hdf5) instead of simulating, "
        "at most synth_scan_train of them (0: all); 'auto': the attached dataset holding exams.csv"),
     _o("synth_severity", float, 1.0, "scales every artefact's strength (0: clean pages, 1: default mix)"),
-    _o("synth_crumple_photo", float, 0.25, "share of photo-like pictures on crumpled or creased paper (about 5 of the "
-       "25 real phone photos in ecg-image-kit's samples show creases or fold shading)"),
+    _o("synth_crumple_photo", float, 0.25, "share of photo-like pictures on crumpled or creased paper (about 5 of "
+       "the 25 real phone photos in ecg-image-kit's samples show creases or fold shading)", was=0.0),
     _o("synth_crumple_scan", float, 0.10, "share of scan-like pages crumpled or creased (scans are mostly flat: 1-2 "
-       "of those 27 real scans show folds)"),
+       "of those 27 real scans show folds)", was=0.0),
     _o("synth_jpeg_quality", int, 0, "JPEG quality of written images; 0: drawn per image (photo 60-95, scan 75-97)"),
     # --- 01 assemble: sources, checks, manifest, folds ---
     _o("target", str, "competition", "Stage II target: competition (Kaggle data) or synth (step 00's photos)",
@@ -296,9 +300,15 @@ SESSION_KEYS = ("folds_to_run", "session_hours")
 
 
 def diff_configs(old: Mapping[str, Any], new: Mapping[str, Any], ignore=("run_dir",)) -> dict[str, tuple]:
-    """Keys whose values differ. A key the old run did not know yet is no difference: none of its steps used it."""
+    """Keys whose values differ. A key the old run did not know yet is no difference (none of its steps used it),
+    unless its value now asks for something those steps did not do (its option's `was`)."""
     keys = (set(old) & set(new)) | (set(old) - set(new))
-    return {k: (old.get(k), new.get(k)) for k in sorted(keys - set(ignore)) if old.get(k) != new.get(k)}
+    out = {k: (old.get(k), new.get(k)) for k in keys - set(ignore) if old.get(k) != new.get(k)}
+    for k in set(new) - set(old) - set(ignore):
+        was = OPTION_BY_NAME[k].was if k in OPTION_BY_NAME else BEFORE
+        if was is not BEFORE and new[k] != was:
+            out[k] = (f"{was!r} (before the key)", new[k])
+    return dict(sorted(out.items()))
 
 
 def save_config(cfg: Mapping[str, Any], path: Path) -> None:

@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--photo-max-side", type=int, default=3460)
     ap.add_argument("--severity", type=float, default=1.0, help="artefact strength: 0 clean, 1 default")
     ap.add_argument("--jpeg-quality", type=int, default=0, help="0: drawn per image")
+    ap.add_argument("--crumple", type=float, default=0.0, help="crumpled paper on every picture, 0-3 (0: flat)")
+    ap.add_argument("--crumple-rate", type=float, default=0.0,
+                    help="share of pictures crumpled at a strength drawn per picture (the pipeline: photo 0.25, "
+                         "scan 0.10)")
     ap.add_argument("--layouts", default="3x4", help=f"comma-separated, from {sorted(LAYOUTS)}")
     ap.add_argument("--workers", type=int, default=0, help="processes; 0: one per core")
     ap.add_argument("--shard", type=_shard, default=(0, 1), help="make only indices i mod n (i/n)")
@@ -60,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 def _make(args, layouts: tuple[str, ...]) -> int:
     settings = SynthSettings(style=args.style, seed=args.seed, page_width=args.page_width,
                              page_height=args.page_height, photo_max_side=args.photo_max_side,
-                             severity=args.severity, jpeg_quality=args.jpeg_quality, layouts=layouts)
+                             severity=args.severity, jpeg_quality=args.jpeg_quality, layouts=layouts,
+                             crumple=args.crumple, crumple_rate=args.crumple_rate)
     if args.from_wfdb and args.from_code15:
         return fail("--from-wfdb and --from-code15: choose one source")
     refs = None
