@@ -100,3 +100,24 @@ def test_the_network_learns_simulated_atrial_fibrillation():
     train_set, test = simulated_set(400, 5), simulated_set(200, 6)
     auc = label_aurocs(test.y, predict(train(train_set, epochs=4, seed=0), test.x))
     assert auc[LABELS.index("AF")] > 0.8
+
+
+def test_measurements_real_beside_simulated(tmp_path):
+    """--features' tables: medians per group and each measurement's AUROC alone, for real and simulated rows."""
+    from utils.synth.checks import feature_medians, measured_with_real, separability
+    from utils.synth.measure import FEATURES
+    from utils.synth.wfdb_source import list_records
+
+    _write_folder(tmp_path / "wfdb")
+    refs, problems = list_records(tmp_path / "wfdb", tmp_path / "labels.csv")
+    f, lab = measured_with_real(refs, n_sim=40)
+    assert list(f["source"].value_counts().sort_index()) == [30, 40]  # the broken record skipped
+    assert len(lab) == 70 and list(lab.columns) == list(LABELS)
+    med = feature_medians(f, lab)
+    assert set(med["source"]) == {"real", "sim"} and set(med["group"]) == {"NORM", *LABELS}
+    sep = separability(f, lab)
+    assert list(sep["feature"]) == list(FEATURES)
+    rr = sep.set_index("feature").loc["rr_cv"]
+    assert rr["AF_sim"] > 0.8 and rr["AF_real"] > 0.8  # irregular rhythm marks AF in both (here both simulated)
+    values = sep.drop(columns="feature").to_numpy(float)
+    assert np.nanmin(values) >= 0 and np.nanmax(values) <= 1

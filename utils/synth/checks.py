@@ -75,32 +75,59 @@ def learnability_check(n: int = 600, seed: int = 0) -> pd.DataFrame:
                          for j, k in enumerate(LABELS)])
 
 
-def compare_with_real(refs, n_sim: int = 400, features=("hr", "rr_cv", "qrs_ms", "pr_ms", "qt_ms", "p_amp_II",
-                                                       "q_depth_max", "sokolow_mv", "r_amp_II", "r_amp_V5",
-                                                       "s_amp_V1", "st_max_mv", "st_min_mv", "t_amp_V5",
-                                                       "qrs_axis_deg")) -> pd.DataFrame:
-    """Median of each measurement for normals and per label: real records (refs) beside simulated ones."""
+def measured_with_real(refs, n_sim: int = 400) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Measurements (FEATURES) and labels of real records (refs; unreadable ones skipped) and of n_sim simulated ones,
+    each row with its source ("real" or "sim")."""
     from utils.synth.wfdb_source import RecordError, load_signals
 
-    real, real_lab = [], []
+    feats, labs = [], []
     for ref in refs:
         try:
-            real.append(measure(load_signals(ref)))
-            real_lab.append(ref.labels)
+            feats.append({"source": "real", **measure(load_signals(ref))})
+            labs.append(ref.labels)
         except RecordError:
             continue
-    sim, sim_lab = [], []
     for i in range(n_sim):
         rng = np.random.default_rng([7, i])
         lab = sample_labels(rng)
-        sim.append(measure(simulate(lab, rng).signals))
-        sim_lab.append(lab)
+        feats.append({"source": "sim", **measure(simulate(lab, rng).signals)})
+        labs.append(lab)
+    return pd.DataFrame(feats), pd.DataFrame(labs)[list(LABELS)]
+
+
+MEDIAN_FEATURES = ("hr", "rr_cv", "qrs_ms", "pr_ms", "qt_ms", "p_amp_II", "q_depth_max", "sokolow_mv", "r_amp_II",
+                   "r_amp_V5", "s_amp_V1", "st_max_mv", "st_min_mv", "t_amp_V5", "qrs_axis_deg")
+
+
+def compare_with_real(refs, n_sim: int = 400) -> pd.DataFrame:
+    """Median of each measurement for normals and per label: real records (refs) beside simulated ones."""
+    return feature_medians(*measured_with_real(refs, n_sim))
+
+
+def feature_medians(f: pd.DataFrame, lab: pd.DataFrame, features=MEDIAN_FEATURES) -> pd.DataFrame:
+    """compare_with_real's table from measured_with_real's frames."""
+    lab = lab.fillna(0)
     rows = []
-    for source, feats, labs in (("real", real, real_lab), ("sim", sim, sim_lab)):
-        f, lab = pd.DataFrame(feats), pd.DataFrame(labs).fillna(0)
-        groups = {"NORM": lab[list(LABELS)].sum(1) == 0, **{k: lab[k] == 1 for k in LABELS}}
+    for source in ("real", "sim"):
+        part = (f["source"] == source).to_numpy()
+        groups = {"NORM": lab[part].sum(1) == 0, **{k: lab[part][k] == 1 for k in LABELS}}
         for name, sel in groups.items():
             rows.append({"group": name, "source": source, "n": int(sel.sum()),
-                         **f[sel][list(features)].median().round(3).to_dict()})
+                         **f[part][sel.to_numpy()][list(features)].median().round(3).to_dict()})
     return pd.DataFrame(rows).sort_values(["group", "source"], key=lambda s: s.map(
         {g: i for i, g in enumerate(["NORM", *LABELS, "real", "sim"])})).reset_index(drop=True)
+
+
+def separability(f: pd.DataFrame, lab: pd.DataFrame) -> pd.DataFrame:
+    """From measured_with_real's frames: the AUROC of each measurement alone for each label, real beside simulated,
+    showing a cue the simulator makes stronger or weaker than real ECGs do (a label's unknown rows left out)."""
+    rows = []
+    for name in FEATURES:
+        row = {"feature": name}
+        for k in LABELS:
+            for source in ("real", "sim"):
+                ok = ((f["source"] == source) & f[name].notna() & lab[k].notna()).to_numpy()
+                y = lab[k][ok]
+                row[f"{k}_{source}"] = round(roc_auc_score(y, f[name][ok]), 3) if 0 < y.sum() < len(y) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -10,8 +10,9 @@ simulated records) and real -> real (five-fold cross-validation on the same real
 bootstrap 95% intervals. Every record, simulated or real, goes through the same preparation (0.5 Hz high-pass,
 clipped to +-5 mV). With no real folder present it says so and measures sim -> sim alone.
 
-Writes results.csv (and features.csv: the medians of the measurements the labels depend on, real against
-simulated, per group) in a new folder under --out each run.
+Writes results.csv (and with --features: features.csv, the medians of the measurements the labels depend on, real
+against simulated, per group; separability.csv, each measurement's AUROC alone per label, real beside simulated) in a
+new folder under --out each run.
 """
 from __future__ import annotations
 
@@ -235,11 +236,13 @@ def main(argv=None) -> int:
             atomic_write_text(out / "problems.csv", pd.DataFrame(problems, columns=["folder", "id", "problem"])
                               .to_csv(index=False))
         if a.features and folders:
-            from utils.synth.checks import compare_with_real
+            from utils.synth.checks import feature_medians, measured_with_real, separability
             from utils.synth.wfdb_source import list_records
 
             refs = [r for f in folders for r in list_records(f, a.labels)[0]]
-            atomic_write_text(out / "features.csv", compare_with_real(refs).to_csv(index=False))
+            measured = measured_with_real(refs, n_sim=1500)
+            atomic_write_text(out / "features.csv", feature_medians(*measured).to_csv(index=False))
+            atomic_write_text(out / "separability.csv", separability(*measured).to_csv(index=False))
         print(wide(results).to_string(index=False))
         print(f"written: {out}")
         return 0
