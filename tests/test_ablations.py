@@ -310,3 +310,5 @@ def test_robustness_command_scores_models_side_by_side(tmp_path, package, capsys
     assert all((out / f).is_file() for f in ("examples.png", "curves-1.png", "curves-2.png"))
     assert rb.main(argv[:4] + ["--sweeps", "folds", "--profile", str(profile), "--out", str(tmp_path / "o")]) == 2
     assert "unknown sweep(s) ['folds']" in capsys.readouterr().err
+    assert rb.main(["--model", str(tmp_path / "none.pt")]) == 2
+    assert f"--model: no such file ['{tmp_path / 'none.pt'}']" in capsys.readouterr().err
