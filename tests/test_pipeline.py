@@ -132,6 +132,31 @@ def test_runs_are_never_reused_with_other_settings(tmp_path, chain):
     assert first.name == "exp"
 
 
+def test_a_run_made_by_another_simulator_is_not_reopened(tmp_path, chain, caplog):
+    import logging
+
+    from utils.core.atomic import atomic_write_json
+    from utils.synth.generate import SYNTH_VERSION
+
+    first = _run(tmp_path, chain)
+    assert json.loads((first / "versions.json").read_text()) == {"synth": SYNTH_VERSION}
+    assert _run(tmp_path, chain).name == "run-001"  # same settings, same simulator: reopened
+    atomic_write_json(first / "versions.json", {"synth": SYNTH_VERSION - 1})  # as if made before the change
+    with caplog.at_level(logging.INFO, logger="utils.runs"):
+        second = _run(tmp_path, chain)
+    assert second.name == "run-002" and (second / "executions.txt").read_text() == "00_first\n01_second\n"
+    assert f"other code (synth: {SYNTH_VERSION - 1} -> {SYNTH_VERSION})" in caplog.text
+    (second / "versions.json").unlink()  # a run from before versions were recorded counts as other code
+    assert _run(tmp_path, chain).name == "run-003"
+    with pytest.raises(RunError, match=f"other code \\(synth: {SYNTH_VERSION - 1} -> {SYNTH_VERSION}\\)"):
+        _run(tmp_path, chain, run_name="run-001")
+    assert _run(tmp_path, chain, run_name="run-001", force=True).name == "run-001"
+    # a run that uses no simulated data does not depend on the simulator's version
+    plain = {"target": "competition", "stage1_synth": False}
+    made = _run(tmp_path, chain, overrides=plain, new_run=True)
+    assert json.loads((made / "versions.json").read_text()) == {}
+
+
 def test_step_that_does_not_record_outputs_fails(tmp_path):
     nbs = tmp_path / "nbs"
     make_notebook(nbs / "00_lazy.ipynb", [("code", PARAMS, ["parameters"]), ("code", "y = 2", [])])

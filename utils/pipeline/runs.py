@@ -24,6 +24,7 @@ from utils.pipeline.config import (
 )
 
 STEP_RECORD = "step.json"
+VERSIONS_FILE = "versions.json"  # what made the run's data beyond its settings: the simulator's version
 RUN_PATTERN = re.compile(r"^run-(\d{3,})$")
 log = logging.getLogger("utils.runs")
 
@@ -63,12 +64,39 @@ def set_latest(root: Path, run_dir: Path) -> None:
         (root / "latest.txt").write_text(run_dir.name + "\n")
 
 
+def code_versions(cfg: Mapping[str, Any]) -> dict[str, int]:
+    """The versions of the code that makes a run's data, where its settings use it: a run whose pictures came from
+    another simulator is another experiment, though its settings read the same."""
+    from utils.synth.generate import SYNTH_VERSION
+
+    return {"synth": SYNTH_VERSION} if cfg.get("target") == "synth" or cfg.get("stage1_synth") else {}
+
+
+def run_versions(run_dir: Path) -> dict:
+    """The versions a run was made with ({} for runs made before they were recorded)."""
+    path = Path(run_dir) / VERSIONS_FILE
+    try:
+        return read_json(path) if path.is_file() else {}
+    except ValueError as err:
+        raise RunError(f"{path}: unreadable ({err}); remove it to treat the run as made before versions were "
+                       f"recorded") from err
+
+
+def _version_change(run_dir: Path, now: dict) -> str:
+    made = run_versions(run_dir)
+    changed = [f"{k}: {made.get(k, 'unrecorded')} -> {v}" for k, v in now.items() if made.get(k) != v]
+    return ", ".join(changed)
+
+
 def open_run(cfg: Config, run_name: str | None = None, new_run: bool = False, force: bool = False,
              set_as_latest: bool = True) -> Path:
-    """The run folder: the named one, else the newest run of the profile if its settings match, else a new one.
+    """The run folder: the named one, else the newest run of the profile if its settings and the simulator's version
+    match, else a new one.
 
-    A run is reopened only with identical settings (or --force), and the log says so: never reused silently.
+    A run is reopened only with identical settings and versions (or --force), and the log says so: never reused
+    silently.
     """
+    versions = code_versions(cfg)
     paths = resolve_paths(cfg)
     root = profile_root(paths, cfg["profile"])
     root.mkdir(parents=True, exist_ok=True)
@@ -78,6 +106,9 @@ def open_run(cfg: Config, run_name: str | None = None, new_run: bool = False, fo
         latest = None if new_run else latest_run(root)
         same = latest is not None and (latest / "config.yaml").is_file() \
             and not diff_configs(load_config(latest / "config.yaml"), cfg, ("run_dir", *SESSION_KEYS))
+        if same and (moved := _version_change(latest, versions)):
+            log.info("not reopening %s: its data came from other code (%s); starting a new run", latest, moved)
+            same = False
         run_dir = latest if same else root / next_run_name(root)
     config_file = run_dir / "config.yaml"
     if config_file.is_file():
@@ -86,9 +117,14 @@ def open_run(cfg: Config, run_name: str | None = None, new_run: bool = False, fo
             lines = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
             raise RunError(f"run {run_dir} was made with other settings ({lines}); choose a new --run-name, "
                            f"or pass --force to re-run its steps with these settings")
+        moved = _version_change(run_dir, versions)
+        if moved and not force:
+            raise RunError(f"run {run_dir} was made by other code ({moved}): its complete steps would be kept and "
+                           f"the rest made by this code; choose a new --run-name, or pass --force to go on anyway")
         log.info("reopening run %s (same settings): complete steps are skipped; --new-run starts afresh", run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config({**cfg, "run_dir": str(run_dir)}, config_file)
+    atomic_write_json(run_dir / VERSIONS_FILE, versions)
     if set_as_latest:
         set_latest(root, run_dir)
     return run_dir
