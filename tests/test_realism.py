@@ -89,6 +89,26 @@ def test_without_real_folders_only_sim_to_sim(tmp_path, capsys):
     assert main(argv[:-2] + ["--epochs", "0"]) == 2
 
 
+def test_as_picture_keeps_one_lead_at_a_pictures_resolution(tmp_path, capsys):
+    from utils.synth.realism import SignalSet, as_picture
+
+    t = np.arange(1000) / FS
+    x = np.zeros((2, 12, 1000), np.float32)
+    x[:, 1] = 0.5 * np.sin(2 * np.pi * 0.5 * t)  # lead II: a slow wave; every other lead flat
+    x[:, 7] = 1.0
+    data = SignalSet("s", x, np.zeros((2, 5)), np.arange(2).astype(str))
+    view = as_picture(data, "II", samples=100, px_per_mv=10.0)
+    assert view.x.shape == x.shape and np.array_equal(view.y, data.y)
+    assert all(np.array_equal(view.x[:, 1], view.x[:, k]) for k in range(12))  # lead II on every channel
+    np.testing.assert_allclose(view.x * 10, np.round(view.x * 10), atol=1e-4)  # whole pixels of 0.1 mV
+    assert len(np.unique(view.x[0, 0][:10])) == 1 and np.count_nonzero(np.diff(view.x[0, 0])) < 100  # held
+    assert np.abs(view.x[0, 0] - x[0, 1]).max() <= 0.05 + 0.5 * 2 * np.pi * 0.5 * 0.1 + 1e-3  # half a pixel + slope x hold
+    with pytest.raises(ValueError, match="unknown lead 'X'"):
+        as_picture(data, "X", 320, 12.6)
+    argv = ["--real", str(tmp_path / "none"), "--out", str(tmp_path / "o"), "--as-picture", "II:320"]
+    assert main(argv) == 2 and "expected LEAD:SAMPLES:PX_PER_MV" in capsys.readouterr().err
+
+
 def test_the_network_learns_simulated_atrial_fibrillation():
     """Not a network at chance: trained on 400 simulated records, it tells AF apart in 200 new ones."""
     import torch

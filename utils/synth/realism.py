@@ -10,6 +10,10 @@ simulated records) and real -> real (five-fold cross-validation on the same real
 bootstrap 95% intervals. Every record, simulated or real, goes through the same preparation (0.5 Hz high-pass,
 clipped to +-5 mV). With no real folder present it says so and measures sim -> sim alone.
 
+With --as-picture LEAD:SAMPLES:PX_PER_MV every record is first reduced to what one printed strip of a picture keeps:
+one lead, SAMPLES points across its 10 s, amplitudes in steps of one pixel (II:320:12.6 is the demo's rhythm strip
+at 256x352 px), so that what a picture's resolution loses is told apart from what the image model fails to read.
+
 Writes results.csv (and with --features: features.csv, the medians of the measurements the labels depend on, real
 against simulated, per group; separability.csv, each measurement's AUROC alone per label, real beside simulated) in a
 new folder under --out each run.
@@ -90,6 +94,23 @@ def real_set(folder: Path, labels_csv: Path | None = None) -> tuple[SignalSet, l
     return SignalSet(Path(folder).name, np.stack(xs), np.array(ys, float), np.array(groups)), problems
 
 
+def as_picture(data: SignalSet, lead: str, samples: int, px_per_mv: float) -> SignalSet:
+    """One lead as a picture keeps it: `samples` points across the record (held in between), amplitudes rounded to
+    whole pixels of 1/px_per_mv mV; repeated on all 12 channels so the same network reads it."""
+    from scipy.signal import resample
+
+    from utils.synth.waveform import LEADS
+
+    if lead not in LEADS:
+        raise ValueError(f"unknown lead {lead!r}; leads are {', '.join(LEADS)}")
+    if samples < 2 or px_per_mv <= 0:
+        raise ValueError(f"a picture keeps at least 2 samples and a positive px per mV, got {samples}, {px_per_mv}")
+    n = data.x.shape[2]
+    low = resample(data.x[:, LEADS.index(lead)], samples, axis=1)
+    held = np.round(low * px_per_mv)[:, np.minimum(np.arange(n) * samples // n, samples - 1)] / px_per_mv
+    return SignalSet(data.name, np.repeat(held[:, None, :], len(LEADS), 1).astype(np.float32), data.y, data.groups)
+
+
 def network(seed: int):
     """Five convolution blocks (12 -> 32 -> ... -> 128 channels, each halving time), mean over time, 5 logits."""
     import torch
@@ -153,16 +174,19 @@ def _rows(train_on: str, test: SignalSet, p: np.ndarray, n_boot: int, seed: int)
 
 
 def benchmark(real: list[SignalSet], n_sim: int = 3000, n_sim_test: int = 600, epochs: int = 10, seed: int = 0,
-              n_boot: int = 500, cv: bool = True, networks: int = 3, log=print) -> pd.DataFrame:
+              n_boot: int = 500, cv: bool = True, networks: int = 3, view=None, log=print) -> pd.DataFrame:
     """sim -> sim, sim -> each real set, and real -> real (cross-validated) on each, one row per label and macro.
 
     The simulated side is the mean score of `networks` networks (seeds seed, seed+1, ...) trained on the same
-    records: one network's figure on real records moves by several hundredths per label with its seed alone."""
+    records: one network's figure on real records moves by several hundredths per label with its seed alone.
+    `view` (e.g. `as_picture` with its arguments bound) reduces every set, simulated and real, the same way first."""
     from utils.core.metrics import auroc_table
 
     t = time.perf_counter()
     sim = simulated_set(n_sim, seed)
     sim_test = simulated_set(n_sim_test, seed + 10_000, "simulated (new)")
+    if view is not None:
+        sim, sim_test, real = view(sim), view(sim_test), [view(r) for r in real]
     log(f"simulated {n_sim} + {n_sim_test} records in {time.perf_counter() - t:.0f} s")
     models = [train(sim, epochs, seed + k) for k in range(networks)]
     log(f"trained {networks} network(s) on simulated records in {time.perf_counter() - t:.0f} s")
@@ -209,10 +233,22 @@ def main(argv=None) -> int:
     ap.add_argument("--no-cv", action="store_true", help="skip the real -> real cross-validation")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--features", action="store_true", help="also write the real against simulated measurements")
+    ap.add_argument("--as-picture", metavar="LEAD:SAMPLES:PX_PER_MV",
+                    help="reduce every record to one lead at a picture's resolution first (e.g. II:320:12.6)")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "outputs" / "realism")
     a = add_debug(ap).parse_args(argv)
     if min(a.n_sim, a.n_sim_test, a.epochs, a.networks) < 1:
         return fail("--n-sim, --n-sim-test, --epochs and --networks must be at least 1")
+    view = None
+    if a.as_picture:
+        from functools import partial
+
+        try:
+            lead, samples, px = a.as_picture.split(":")
+            view = partial(as_picture, lead=lead, samples=int(samples), px_per_mv=float(px))
+            view(SignalSet("check", np.zeros((1, 12, 10), np.float32), np.zeros((1, 5)), np.zeros(1)))
+        except ValueError as err:
+            return fail(f"--as-picture {a.as_picture!r}: {err} (expected LEAD:SAMPLES:PX_PER_MV, e.g. II:320:12.6)")
 
     def body(a) -> int:
         import torch
@@ -229,7 +265,8 @@ def main(argv=None) -> int:
             real.append(data)
             problems += [(folder.name, rid, why) for rid, why in probs]
             print(f"{folder}: {len(data.y)} records" + (f", {len(probs)} problems listed" if probs else ""))
-        results = benchmark(real, a.n_sim, a.n_sim_test, a.epochs, a.seed, a.bootstrap, not a.no_cv, a.networks)
+        results = benchmark(real, a.n_sim, a.n_sim_test, a.epochs, a.seed, a.bootstrap, not a.no_cv, a.networks,
+                            view)
         out = new_folder(a.out / "run")
         atomic_write_text(out / "results.csv", results.to_csv(index=False))
         if problems:
