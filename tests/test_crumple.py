@@ -1,17 +1,18 @@
 """Crumpled and creased paper: the height field and its shading on small arrays, pictures at each strength."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
-from utils.synth.crumple import crumple_page, height_field, shading
+from utils.synth.crumple import crumple_page, height_field, relief_warp, shading
 from utils.synth.generate import SynthSettings, make_sample
 
 
 def test_a_flat_sheet_is_left_as_it_was():
     page = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
-    out, info = crumple_page(page, np.random.default_rng(1), 0.0)
-    assert out is page and info["crumple_folds"] == 0 and info["creases"] == 0
+    out, info, warp = crumple_page(page, np.random.default_rng(1), 0.0)
+    assert out is page and info["crumple_folds"] == 0 and info["creases"] == 0 and warp is None
     field, _ = height_field(np.random.default_rng(1), 60, 80, 0.0)
     assert not field.any()
     np.testing.assert_allclose(shading(np.zeros((20, 30), np.float32), 45.0), 1.0, atol=1e-6)
@@ -32,16 +33,56 @@ def test_heavier_crumpling_darkens_more_and_creases_run_at_any_angle():
     page = np.full((200, 260, 3), 230, np.uint8)
     spread = []
     for strength in (0.5, 1.5, 3.0):
-        out, info = crumple_page(page, np.random.default_rng(7), strength)
+        out, info, _ = crumple_page(page, np.random.default_rng(7), strength)
         spread.append(float(out.std()))
         assert info["crumple_folds"] > 0 and out.shape == page.shape and out.dtype == np.uint8
     assert spread[0] < spread[2]
-    _, info = crumple_page(page, np.random.default_rng(3), 1.0, creases=8)
+    _, info, _ = crumple_page(page, np.random.default_rng(3), 1.0, creases=8)
     angles = [f["angle_deg"] for f in info["folds"] if f["crease"]]
     assert len(angles) == 8 and max(angles) - min(angles) > 45  # not only horizontal or vertical
     # more creases keep the same crumpling (their own random stream)
-    _, more = crumple_page(page, np.random.default_rng(3), 1.0, creases=9)
+    _, more, _ = crumple_page(page, np.random.default_rng(3), 1.0, creases=9)
     assert [f for f in more["folds"] if not f["crease"]] == [f for f in info["folds"] if not f["crease"]]
+
+
+def test_the_relief_moves_points_only_where_the_sheet_bends():
+    yy, xx = np.mgrid[0:50, 0:80].astype(np.float32)
+    points = np.stack(np.meshgrid(np.linspace(0, 319, 30), np.linspace(0, 199, 20)), -1)
+    plane, _ = relief_warp(0.01 * xx + 0.02 * yy + 0.3, (200, 320), 30.0, 0.2)  # a tilted flat sheet: no bend
+    np.testing.assert_allclose(plane(points), 0.0, atol=1e-4)
+    fold = 0.05 * np.abs(xx - 40) / 50  # one crease down the middle (x = 160 px on the page)
+    warp, largest = relief_warp(fold, (200, 320), 0.0, 0.2)
+    moved = warp(points)
+    assert moved.shape == points.shape and np.abs(moved[..., 1]).max() < 1e-9  # along the view direction only
+    row = moved[10, :, 0]
+    assert np.allclose(moved[0, :, 0], row)  # the same along the crease
+    assert largest > 0.5 and np.abs(row).max() <= largest + 1e-6
+    slope = np.diff(row) / np.diff(points[10, :, 0])
+    assert slope[:10].mean() < 0 < slope[-10:].mean()  # a kink at the crease: the trace bends there
+    flat, _ = relief_warp(fold, (200, 320), 0.0, 0.0)  # seen from straight above: nothing moves
+    assert not flat(points).any()
+
+
+def test_a_crumpled_photo_shows_the_page_where_its_annotation_says():
+    """The picture's forward map includes the relief: marks on the page land where the map sends them, although the
+    relief moved them by more than the tolerance."""
+    from utils.synth.photo import make_photo
+
+    page = np.full((680, 880, 3), 235, np.uint8)
+    marks = np.array([[120, 100], [440, 340], [760, 580], [220, 600], [700, 120]])
+    for x, y in marks:
+        cv2.circle(page, (int(x), int(y)), 3, (0, 0, 0), -1)
+    crumpled, info, warp = crumple_page(page, np.random.default_rng(17), 3.0)
+    pic = make_photo(crumpled, np.random.default_rng(4), 1000, severity=0.0, shadow=0.0, blur=0.0, relief=warp)
+    flat = make_photo(crumpled, np.random.default_rng(4), 1000, severity=0.0, shadow=0.0, blur=0.0)
+    gray = cv2.cvtColor(pic.image, cv2.COLOR_BGR2GRAY).astype(float)
+    for mark, seen in zip(marks, pic.forward(marks.astype(float))):
+        x, y = np.round(seen).astype(int)
+        window = gray[y - 8:y + 9, x - 8:x + 9]
+        dy, dx = np.unravel_index(window.argmin(), window.shape)
+        assert np.hypot(dx - 8, dy - 8) <= 1.5, (mark, seen)
+    moved = np.linalg.norm(pic.forward(marks.astype(float)) - flat.forward(marks.astype(float)), axis=1)
+    assert moved.max() > 3.0 and info["relief"]["largest_shift_px"] > moved.max()  # the relief moved the trace
 
 
 @pytest.mark.parametrize("style", ["scan", "photo"])
@@ -53,7 +94,15 @@ def test_pictures_at_each_strength_keep_their_annotation_inside_the_page(style):
         w, h = ann["image_size"]
         corners = np.array(ann["paper_corners"])
         assert (corners >= -1).all() and (corners[:, 0] <= w + 1).all() and (corners[:, 1] <= h + 1).all()
-        assert ann["paper_corners"] == ann0["paper_corners"] and ann["labels"] == ann0["labels"]
+        moved = np.abs(corners - np.array(ann0["paper_corners"])).max()
+        if style == "scan":  # pressed flat on the glass: shading only
+            assert moved == 0.0 and "relief" in ann["artefacts"]["crumple"]
+        else:  # the camera sees the bends: the sheet moves a little, never off the page
+            assert 0.0 < moved < 0.05 * max(w, h)
+        for lead in ann["lead_boxes"].values():
+            box = np.array(lead["box"])
+            assert (box >= -1).all() and box[2] <= w + 1 and box[3] <= h + 1
+        assert ann["labels"] == ann0["labels"]
         assert ann["artefacts"]["crumple"]["strength"] == strength and data != clean
     assert "crumple" not in SynthSettings().to_dict() and SynthSettings(crumple=2.0).to_dict()["crumple"] == 2.0
     with pytest.raises(ValueError, match="crumple must lie between 0 and 10"):

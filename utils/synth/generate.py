@@ -21,7 +21,7 @@ from utils.synth.waveform import LEADS, simulate
 STYLES = ("photo", "scan")
 ARTEFACT_CONTROLS = ("perspective", "shadow", "blur")
 # Bumped whenever a change alters the pictures, so cached datasets made by older code are not reused.
-SYNTH_VERSION = 4
+SYNTH_VERSION = 5
 
 
 # Strengths drawn for the crumpled pictures of the training mix: light to heavy (the sweeps go to 3).
@@ -132,17 +132,17 @@ def make_sample(settings: SynthSettings, index: int, signals: np.ndarray | None 
         signals, meta, findings = record.signals, record.meta, record.findings
     page_style = draw_page_style(rng_style, settings.page_width, settings.page_height, settings.layouts)
     page, boxes = render_page(signals, settings.fs, LEADS, page_style, rng_style)
-    crumple = None
+    crumple, relief = None, None
     rng_crumple = np.random.default_rng([settings.seed, index, STYLES.index(settings.style), 3])  # its own stream
     if settings.crumple > 0 or settings.creases:  # a set strength (the sweeps): every picture
-        page, crumple = crumple_page(page, rng_crumple, settings.crumple, settings.creases)
+        page, crumple, relief = crumple_page(page, rng_crumple, settings.crumple, settings.creases)
     elif settings.crumple_rate > 0 and rng_crumple.random() < settings.crumple_rate:  # the training mix
-        page, crumple = crumple_page(page, rng_crumple, float(rng_crumple.uniform(*CRUMPLE_DRAWN)))
+        page, crumple, relief = crumple_page(page, rng_crumple, float(rng_crumple.uniform(*CRUMPLE_DRAWN)))
     if settings.style == "photo":
         pic = make_photo(page, rng_style, settings.photo_max_side, settings.severity,
-                         **settings.artefact_strengths())
+                         **settings.artefact_strengths(), relief=relief)
         quality = settings.jpeg_quality or int(rng_style.integers(60, 96))
-    else:
+    else:  # the scanner's lid presses the sheet flat: shading and creases, no relief
         pic = make_scan(page, rng_style, settings.severity)
         quality = settings.jpeg_quality or int(rng_style.integers(75, 98))
     ok, buf = cv2.imencode(".jpg", pic.image, [cv2.IMWRITE_JPEG_QUALITY, quality])

@@ -72,8 +72,10 @@ def _placement(rng: np.random.Generator, pw: int, ph: int, max_side: int, severi
 
 
 def make_photo(page: np.ndarray, rng: np.random.Generator, max_side: int, severity: float = 1.0,
-               perspective: float | None = None, shadow: float | None = None, blur: float | None = None) -> Picture:
-    """`severity` scales every artefact; `perspective`, `shadow` and `blur` set one apart from it.
+               perspective: float | None = None, shadow: float | None = None, blur: float | None = None,
+               relief: Callable[[np.ndarray], np.ndarray] | None = None) -> Picture:
+    """`severity` scales every artefact; `perspective`, `shadow` and `blur` set one apart from it. `relief`: the
+    displacement of a crumpled sheet's bends as the camera sees them (page px -> px; `crumple.relief_warp`).
 
     Every random draw happens whatever the strengths, so the same index gives the same page, placement and
     lighting pattern at every strength: a sweep of one artefact changes nothing else.
@@ -85,7 +87,10 @@ def make_photo(page: np.ndarray, rng: np.random.Generator, max_side: int, severi
     (cw, ch), dst, params = _placement(rng, pw, ph, max_side, geo)
     src = np.array([[0, 0], [pw, 0], [pw, ph], [0, ph]], np.float32)
     hom = cv2.getPerspectiveTransform(src, dst)
-    disp, curl_params = _curl(rng, pw, ph, geo)
+    curl, curl_params = _curl(rng, pw, ph, geo)
+
+    def disp(p: np.ndarray) -> np.ndarray:
+        return curl(p) if relief is None else curl(p) + relief(p)
 
     def forward(p: np.ndarray) -> np.ndarray:
         q = np.asarray(p, np.float64) + disp(np.asarray(p, np.float64))
@@ -104,7 +109,7 @@ def make_photo(page: np.ndarray, rng: np.random.Generator, max_side: int, severi
     grid = np.stack(np.meshgrid(gx, gy), -1)
     p0 = cv2.perspectiveTransform(grid.reshape(-1, 1, 2), inv).reshape(grid.shape)
     p = p0.copy()
-    for _ in range(3):  # invert the curl by fixed-point iteration
+    for _ in range(4):  # invert the curl (and relief) by fixed-point iteration: both move points far less than 1 px/px
         p = p0 - disp(p)
     lowx = p[..., 0].astype(np.float32)
     lowy = p[..., 1].astype(np.float32)
