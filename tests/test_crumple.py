@@ -126,3 +126,14 @@ def test_the_training_mix_crumples_its_share_of_pictures():
     assert len(set(drawn)) == len(drawn)
     with pytest.raises(ValueError, match="crumple_rate is a share of pictures"):
         SynthSettings(crumple_rate=1.5)
+
+
+def test_the_sheet_finder_is_measured_on_crumpled_pictures():
+    from utils.bench.synth import sheet_finder_on_crumpled
+
+    table = sheet_finder_on_crumpled(440, 340, 3, strengths=(0.0, 3.0))
+    assert list(table.columns) == ["style", "crumple", "pictures", "fallback_rate", "iou_median", "iou_p5"]
+    assert len(table) == 4 and set(table["style"]) == {"scan", "photo"} and (table["pictures"] == 3).all()
+    assert table["fallback_rate"].between(0, 1).all() and (table["iou_p5"] <= table["iou_median"]).all()
+    flat_scan = table[(table["style"] == "scan") & (table["crumple"] == 0.0)].iloc[0]
+    assert flat_scan["iou_median"] > 0.7  # a flat scan's sheet is found

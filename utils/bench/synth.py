@@ -5,7 +5,8 @@ shortcuts  AUROC of a classifier on global image statistics per label (should si
 learn      AUROC of a classifier on simple signal measurements per label (labels must be learnable)
 compare    simulated measurements beside real PTB-XL records (needs --ptbxl DIR)
 code15     pictures/s rendered from CODE-15%-shaped HDF5 parts beside simulated waveforms, same pages, same run
-crumple    pictures/s with crumpled paper beside without (same run), and example pictures (--out FILE.jpg)
+crumple    pictures/s with crumpled paper beside without (same run), the sheet finder on the same pictures per strength
+           (sheet found, IoU with the true box), and example pictures (--out FILE.jpg)
 """
 from __future__ import annotations
 
@@ -142,8 +143,39 @@ def bench_crumple(width: int, height: int, n: int, workers: int, out: Path | Non
         flat = (rates["flat"] + rates["flat again"]) / 2
         print(f"{style} {width}x{height}, {workers} processes, {n} pictures each: flat {flat:.1f} pictures/s, "
               f"crumpled {rates['crumpled']:.1f}; crumpled / flat = {rates['crumpled'] / flat:.2f}")
+    print(sheet_finder_on_crumpled(width, height, n).to_string(index=False))
     if out is not None:
         print(f"examples: {crumple_examples(out, width, height)}")
+
+
+def sheet_finder_on_crumpled(width: int, height: int, n: int, strengths=(0.0, 1.0, 2.0, 3.0)):
+    """Step 02's sheet finder without a detector (the classical one, as the demo runs it) on the same n pictures per
+    style at each strength: how often it falls back to the whole picture, and the IoU of the box it keeps with the
+    synthesizer's true sheet box."""
+    import cv2
+    import pandas as pd
+
+    from utils.preprocess.cache import PrepSettings, find_sheet
+    from utils.preprocess.roi import box_iou
+    from utils.preprocess.step import truth_box
+    from utils.synth.generate import SynthSettings, make_sample
+
+    rows = []
+    for style in ("scan", "photo"):
+        for strength in strengths:
+            s = SynthSettings(style=style, page_width=width, page_height=height, photo_max_side=max(width, height),
+                              crumple=strength, seed=23)
+            ious, fallbacks = [], 0
+            for i in range(n):
+                data, ann, _ = make_sample(s, i)
+                img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+                found = find_sheet(img, PrepSettings())
+                fallbacks += found["box"] is None
+                ious.append(box_iou(found["box"] or [0, 0, img.shape[1], img.shape[0]], truth_box(ann)))
+            rows.append({"style": style, "crumple": strength, "pictures": n, "fallback_rate": fallbacks / n,
+                         "iou_median": round(float(np.median(ious)), 3),
+                         "iou_p5": round(float(np.quantile(ious, 0.05)), 3)})
+    return pd.DataFrame(rows)
 
 
 def crumple_examples(path: Path, width: int = 1100, height: int = 850, index: int = 3) -> Path:
