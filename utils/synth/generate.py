@@ -21,7 +21,7 @@ from utils.synth.waveform import LEADS, simulate
 STYLES = ("photo", "scan")
 ARTEFACT_CONTROLS = ("perspective", "shadow", "blur")
 # Bumped whenever a change alters the pictures, so cached datasets made by older code are not reused.
-SYNTH_VERSION = 5
+SYNTH_VERSION = 6
 
 
 # Strengths drawn for the crumpled pictures of the training mix: light to heavy (the sweeps go to 3).
