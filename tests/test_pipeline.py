@@ -136,7 +136,7 @@ def test_a_run_made_by_another_simulator_is_not_reopened(tmp_path, chain, caplog
     import logging
 
     from utils.core.atomic import atomic_write_json
-    from utils.synth.generate import SYNTH_VERSION
+    from utils.core.versions import SYNTH_VERSION
 
     first = _run(tmp_path, chain)
     assert json.loads((first / "versions.json").read_text()) == {"synth": SYNTH_VERSION}

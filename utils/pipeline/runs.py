@@ -12,6 +12,7 @@ from typing import Any, Iterable, Mapping
 
 from utils.core.atomic import atomic_write_json, read_json
 from utils.core.paths import Paths, resolve_paths
+from utils.core.versions import SYNTH_VERSION
 from utils.pipeline.config import (
     CONFIG_KEYS,
     SESSION_KEYS,
@@ -67,8 +68,6 @@ def set_latest(root: Path, run_dir: Path) -> None:
 def code_versions(cfg: Mapping[str, Any]) -> dict[str, int]:
     """The versions of the code that makes a run's data, where its settings use it: a run whose pictures came from
     another simulator is another experiment, though its settings read the same."""
-    from utils.synth.generate import SYNTH_VERSION
-
     return {"synth": SYNTH_VERSION} if cfg.get("target") == "synth" or cfg.get("stage1_synth") else {}
 
 

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from utils.core.labels import LABELS
+from utils.core.versions import SYNTH_VERSION
 from utils.synth.crumple import crumple_page
 from utils.synth.labels import sample_labels
 from utils.synth.photo import Picture, make_photo, page_outline
@@ -20,8 +21,6 @@ from utils.synth.waveform import LEADS, simulate
 
 STYLES = ("photo", "scan")
 ARTEFACT_CONTROLS = ("perspective", "shadow", "blur")
-# Bumped whenever a change alters the pictures, so cached datasets made by older code are not reused.
-SYNTH_VERSION = 6
 
 
 # Strengths drawn for the crumpled pictures of the training mix: light to heavy (the sweeps go to 3).
