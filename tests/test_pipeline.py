@@ -151,6 +151,9 @@ def test_a_run_made_by_another_simulator_is_not_reopened(tmp_path, chain, caplog
     with pytest.raises(RunError, match=f"other code \\(synth: {SYNTH_VERSION - 1} -> {SYNTH_VERSION}\\)"):
         _run(tmp_path, chain, run_name="run-001")
     assert _run(tmp_path, chain, run_name="run-001", force=True).name == "run-001"
+    (first / "versions.json").write_text("{not json")  # a damaged record names its file and what to do
+    with pytest.raises(RunError, match=r"versions.json: unreadable .*remove it"):
+        _run(tmp_path, chain, run_name="run-001")
     # a run that uses no simulated data does not depend on the simulator's version
     plain = {"target": "competition", "stage1_synth": False}
     made = _run(tmp_path, chain, overrides=plain, new_run=True)
