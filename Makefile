@@ -41,14 +41,14 @@ gpu-check:
 	else $(GPU_PYTHON) -m utils.bench.gpu $(ARGS); fi
 
 gpu-wheels: env
-	$(PY) -m utils.pipeline.kaggle gpu-wheels --out dist/gpu-wheels
+	$(PY) -m utils.pipeline.kaggle gpu-wheels --out dist/gpu-wheels $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
 
 # Kaggle: upload-ready folders (see the README's Kaggle section).
 KAGGLE_USER ?=
-.PHONY: kaggle-code kaggle-wheels kaggle-weights
+.PHONY: kaggle-code kaggle-wheels kaggle-weights kaggle-rehearsal
 # dist/kaggle-code (the code dataset, with its version) and dist/kaggle-kernel (the runner and its metadata)
 kaggle-code: env
 	$(PY) -m utils.pipeline.kaggle code --out dist/kaggle-code --user "$(KAGGLE_USER)"
@@ -59,3 +59,8 @@ kaggle-wheels: env
 
 kaggle-weights: env
 	$(PY) -m utils.pipeline.kaggle weights --out dist/kaggle-weights --user "$(KAGGLE_USER)"
+
+# The README's Kaggle commands, then the runner on a stand-in for Kaggle's image (Python 3.12), offline, to the
+# submission and the Grad-CAM report: outputs/kaggle-rehearsal/<date>/results.md (about 15 minutes; CI runs it).
+kaggle-rehearsal: env
+	$(PY) -m utils.pipeline.rehearsal

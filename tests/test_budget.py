@@ -82,3 +82,42 @@ def test_achieved_share_is_read_for_the_configured_backbone_at_fp16_channels_las
                                                                        "gpu-check measures it")
     check(mine, "2025-06-01", [("big", "fp16", True, 0.4)])  # this machine's own check comes first, even if older
     assert achieved_fraction("big", "", (mine, shipped))[0] == pytest.approx(0.4)
+
+
+def test_validation_runs_on_one_gpu_and_training_on_all():
+    from utils.pipeline.budget import passes
+
+    cfg = resolve_config("smoke", {"stage1_epochs": 10})
+    one, two = (estimate_compute(cfg, "Tesla T4", g).set_index("what").loc["Stage I", "hours"] for g in (1, 2))
+    train, val = passes(cfg)["Stage I"]
+    assert train == int(cfg["synth_scan_train"] * 0.9 * 10) and val == int(cfg["synth_scan_train"] * 0.1 * 10)
+    assert two / one == pytest.approx((3 * train / 2 + val) / (3 * train + val), rel=1e-3)  # not a half
+
+
+def test_the_competition_photos_are_counted_from_what_is_attached(tmp_path):
+    import cv2
+    import numpy as np
+    import pandas as pd
+
+    from utils.core.paths import Paths
+    from utils.pipeline.budget import COMPETITION_PHOTOS, competition_photos
+
+    comp = tmp_path / "input" / "competitions" / "bhf"
+    (comp / "train").mkdir(parents=True)
+    for i in range(5):
+        cv2.imwrite(str(comp / "train" / f"{i}.png"), np.zeros((8, 8, 3), np.uint8))
+    pd.DataFrame({"id": ["3", "4"], "MI": [0.5, 0.5]}).to_csv(comp / "sample_submission.csv", index=False)
+    cfg = resolve_config("kaggle", {"target": "competition"})
+    paths = Paths(tmp_path / "input", tmp_path, tmp_path / "out", tmp_path / "data")
+    assert competition_photos(cfg, paths) == (3, f"counted in {comp}")
+    assert competition_photos(cfg, Paths(None, tmp_path, tmp_path, tmp_path))[0] == COMPETITION_PHOTOS
+
+
+def test_budget_only_prints_and_creates_nothing(tmp_path, capsys):
+    from utils.pipeline.runner import run_pipeline
+
+    assert run_pipeline("smoke", overrides={"working_root": str(tmp_path / "w"), "disk_budget_gb": 0.001},
+                        budget_only=True) is None
+    out = capsys.readouterr().out
+    assert "creates nothing" in out and "OVER THE DISK BUDGET" in out and "CPU steps (estimate" in out
+    assert not (tmp_path / "w").exists()

@@ -78,7 +78,7 @@ def test_gpu_wheels_carry_every_requirement_the_gpu_image_lacks():
     from packaging.requirements import Requirement
 
     from utils.core.paths import REPO_ROOT
-    from utils.pipeline.kaggle import GPU_LEFT_OUT, GPU_WHEELS
+    from utils.pipeline.wheels import GPU_LEFT_OUT, GPU_WHEELS, SOURCE_ONLY
 
     roots = [_norm(line) for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()
              if line.strip() and not line.startswith("#")]
@@ -96,7 +96,7 @@ def test_gpu_wheels_carry_every_requirement_the_gpu_image_lacks():
             req = Requirement(text)
             if req.marker is None or req.marker.evaluate({"extra": ""}):
                 todo.append(_norm(req.name))
-    carried = {_norm(w) for w in GPU_WHEELS}
+    carried = {_norm(w) for w in GPU_WHEELS + SOURCE_ONLY}
     missing = sorted(seen - carried - {_norm(p) for p in GPU_IMAGE} - set(GPU_LEFT_OUT))
     assert not missing, f"make gpu-wheels lacks {missing}"
     assert {"papermill", "ipykernel", "ultralytics", "albumentations", "wfdb"} <= carried

@@ -6,8 +6,9 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from packaging.version import Version
 
-from utils.pipeline import kaggle
+from utils.pipeline import kaggle, wheels
 from utils.pipeline.runner import discover_steps, run_pipeline
 from utils.pipeline.runs import is_step_complete
 
@@ -15,7 +16,10 @@ from utils.pipeline.runs import is_step_complete
 def test_code_dataset_holds_the_package_and_metadata(tmp_path):
     out = kaggle.build_code_dataset(tmp_path / "code", user="alice")
     meta = json.loads((out / "dataset-metadata.json").read_text())
-    assert meta["id"] == "alice/ecg-photo-reader-code" and meta["licenses"]
+    assert meta["id"] == "alice/ecg-photo-reader-code" and meta["licenses"] == [{"name": "other"}]
+    assert (out / "docs" / "gpu-check").is_dir()  # the measured GPU share travels with the code (the budget reads it)
+    with pytest.raises(ValueError, match=r"licence 'MIT' is not one the Kaggle CLI documents"):
+        kaggle.dataset_metadata(tmp_path, "alice", "x", "MIT")
     assert (out / "utils" / "__init__.py").is_file() and (out / "utils" / "pipeline" / "profiles" / "kaggle.yaml").is_file()
     assert sorted(p.name for p in (out / "notebooks").glob("*.ipynb")) == \
         sorted(s.path.name for s in discover_steps(out / "notebooks"))
@@ -30,29 +34,103 @@ def test_runner_metadata_turns_the_gpu_on():
     assert (Path(kaggle.REPO_ROOT) / "kaggle" / meta["code_file"]).is_file()
 
 
-def test_wheels_are_found_and_offline_without_them_is_a_clear_error(tmp_path, monkeypatch):
-    (tmp_path / "input" / "ecg-photo-reader-wheels").mkdir(parents=True)
-    (tmp_path / "input" / "ecg-photo-reader-wheels" / "wfdb-4.1.2-py3-none-any.whl").write_bytes(b"")
-    assert kaggle.find_wheels(tmp_path / "input") == tmp_path / "input" / "ecg-photo-reader-wheels"
+def test_wheels_are_found_at_any_mount_depth_and_offline_without_them_is_a_clear_error(tmp_path, monkeypatch):
+    folder = tmp_path / "input" / "datasets" / "alice" / "ecg-photo-reader-wheels"  # Kaggle's newer mount layout
+    folder.mkdir(parents=True)
+    (folder / "wfdb-4.1.2-py3-none-any.whl").write_bytes(b"")
+    assert kaggle.find_wheels(tmp_path / "input") == folder
     assert kaggle.ensure_packages(tmp_path / "input") == "all packages present"  # this environment has them
-    monkeypatch.setattr(kaggle, "missing_modules", lambda: ["wfdb"])
-    with pytest.raises(RuntimeError, match=r"missing packages \['wfdb'\] and no internet: attach the wheels"):
+    monkeypatch.setattr(kaggle, "unmet_requirements", lambda: ["wfdb>=4.1"])
+    with pytest.raises(RuntimeError, match=r"missing packages \['wfdb>=4.1'\] and no internet: attach the wheels"):
         kaggle.ensure_packages(tmp_path / "empty", online=False)
     seen = []
     monkeypatch.setattr(kaggle.subprocess, "run", lambda cmd, check: seen.append(cmd))
     assert "from" in kaggle.ensure_packages(tmp_path / "input", online=False)
-    assert seen[0][-4:] == ["--no-index", "--find-links", str(tmp_path / "input" / "ecg-photo-reader-wheels"), "wfdb"]
+    assert seen[0][-5:] == ["--no-index", "--find-links", str(folder), "-r", str(kaggle.REQUIREMENTS)]
+
+
+def test_unmet_requirements_name_missing_and_wrong_versions(tmp_path):
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("# a comment\npytest>=1  # installed here\nno-such-package-xyz>=1\nnumpy<1\n"
+                    "wfdb>=1; python_version < '3'\n")
+    unmet = wheels.unmet_requirements(reqs)
+    assert unmet[0] == "no-such-package-xyz>=1" and unmet[1].startswith("numpy<1 (have ") and len(unmet) == 2
+
+
+def test_the_image_list_and_requirements_are_read_strictly(tmp_path):
+    pins = wheels.read_pins()
+    assert pins["torch"] and pins["albumentations"] == "2.0.8" and "ultralytics" not in pins
+    bad = tmp_path / "image.txt"
+    bad.write_text("torch==2.10.0\nnumpy>=2\n")
+    with pytest.raises(wheels.WheelsError, match=r"image.txt, line 2: 'numpy>=2' is not name==version"):
+        wheels.read_pins(bad)
+    bad.write_text("torch>=2,,\n")
+    with pytest.raises(wheels.WheelsError, match=r"line 1"):
+        wheels.read_requirements(bad)
+
+
+def test_the_tree_walk_stops_below_what_the_image_holds(tmp_path):
+    reqs, image = tmp_path / "requirements.txt", tmp_path / "image.txt"
+    reqs.write_text("alpha>=1\nbeta>=2\ngamma>=3\n")
+    image.write_text("beta==2.5\ngamma==2.0\ndelta==1.0\n")
+    resolved = {"alpha": ("1.1", ["epsilon>=1", "delta>=1", "zeta; python_version < '3.12'"]),
+                "beta": ("2.5", ["eta"]), "gamma": ("3.1", []), "epsilon": ("1.0", ["beta>=2"]), "zeta": ("1", []),
+                "delta": ("1.0", [])}
+    need = wheels.missing_from_image(resolved, "3.12", reqs, image)
+    assert need == {"alpha": "1.1", "epsilon": "1.0", "gamma": "3.1"}  # gamma: the image's 2.0 is too old
+    assert "zeta" in wheels.missing_from_image(resolved, "3.11", reqs, image)  # its marker holds on 3.11
+    resolved["alpha"] = ("0.9", [])
+    with pytest.raises(wheels.WheelsError, match=r"alpha: pip resolved 0.9, which alpha>=1 does not allow"):
+        wheels.missing_from_image(resolved, "3.12", reqs, image)
+
+
+def test_a_source_only_package_taken_at_an_old_wheel_is_refused_by_name(tmp_path):
+    reqs, image, folder = tmp_path / "requirements.txt", tmp_path / "image.txt", tmp_path / "wheels"
+    reqs.write_text("grad-cam>=1.5.4,<2\ntorch>=2.1\n")
+    image.write_text("torch==2.10.0\n")
+    folder.mkdir()
+    wheels.stub_wheel(folder, "grad-cam", "1.0.0")  # what `pip download --only-binary=:all: grad-cam` takes
+    with pytest.raises(wheels.WheelsError, match=r"grad-cam: no wheel in .* installs on Python 3.12 with "
+                                                 r"grad-cam<2,>=1.5.4 \(found 1.0.0\)"):
+        wheels.check_wheels(folder, ("3.12",), reqs, image)
+    wheels.stub_wheel(folder, "grad-cam", "1.5.7")
+    wheels.check_wheels(folder, ("3.12", "3.11"), reqs, image)
+
+
+def test_offline_resolution_names_the_package_the_folder_lacks(tmp_path):
+    reqs, image, folder = tmp_path / "requirements.txt", tmp_path / "image.txt", tmp_path / "wheels"
+    reqs.write_text("ttach>=0.0.3\ntorch>=2.1\n")
+    image.write_text("torch==2.10.0\n")
+    folder.mkdir()
+    with pytest.raises(wheels.WheelsError, match=r"ttach"):
+        wheels.resolve_offline(folder, "3.12", reqs, image)
+    wheels.stub_wheel(folder, "ttach", "0.0.3")
+    assert wheels.resolve_offline(folder, "3.12", reqs, image) == {"ttach": "0.0.3", "torch": "2.10.0"}
+
+
+@pytest.fixture(scope="session")
+def kaggle_wheels(tmp_path_factory):
+    """The wheels dataset as `make kaggle-wheels` builds it: dist/kaggle-wheels when built, else built here."""
+    built = kaggle.REPO_ROOT / "dist" / "kaggle-wheels"
+    if (built / "wheels.json").is_file():
+        return built
+    if not kaggle.online():
+        pytest.skip("the package index cannot be reached to build the wheels")
+    out = tmp_path_factory.mktemp("w") / "kaggle-wheels"
+    wheels.build_wheels(out)
+    return out
 
 
 @pytest.mark.slow
-def test_wheels_download_for_kaggles_python(tmp_path):
-    try:
-        wheels = kaggle.download_wheels(tmp_path / "w", packages=["ttach==0.0.3"], python="3.11", user="alice")
-    except subprocess.CalledProcessError:
-        pytest.skip("the package index cannot be reached")
-    assert [w.name for w in wheels] == ["ttach-0.0.3-py3-none-any.whl"]
-    meta = json.loads((tmp_path / "w" / "dataset-metadata.json").read_text())
-    assert meta["title"] == "ecg-photo-reader-wheels" and meta["id"] == "alice/ecg-photo-reader-wheels"
+@pytest.mark.parametrize("python", wheels.KAGGLE_PYTHONS)
+def test_the_requirements_install_offline_from_the_wheels_on_kaggles_pythons(kaggle_wheels, python):
+    got = wheels.resolve_offline(kaggle_wheels, python)
+    pins = wheels.read_pins()
+    new = {n: v for n, v in got.items() if n not in pins}
+    assert {"ultralytics", "ultralytics-platform", "grad-cam", "ttach", "wfdb", "iterative-stratification"} <= set(new)
+    assert Version(new["grad-cam"]) >= Version("1.5.4")
+    manifest = json.loads((kaggle_wheels / "wheels.json").read_text())["pythons"][python]
+    assert set(new) <= set(manifest)  # nothing installed that the build did not choose
 
 
 def _kaggle_input(root):
@@ -168,3 +246,55 @@ def test_a_run_split_over_sessions_resumes_from_the_attached_output(tmp_path):
                                     dtype={"id": str}))
     sub = pd.read_csv(run / "05_ensemble" / "submission.csv", dtype=str)
     assert list(sub["id"]) == [i.split(":", 1)[-1] for i in test["id"]]
+
+
+def test_wheels_for_another_python_are_refused_in_one_line(tmp_path, monkeypatch):
+    (tmp_path / "x-1.0-cp399-cp399-manylinux_2_17_x86_64.whl").write_bytes(b"")
+    monkeypatch.setattr(kaggle, "unmet_requirements", lambda: ["x>=1"])
+    with pytest.raises(RuntimeError, match=r"1 wheels in .* do not install on this Python 3\.\d+ \(e\.g\. x-1\.0-cp399"):
+        kaggle.ensure_packages(wheels=tmp_path)
+
+
+def test_attached_weights_are_found_by_their_dataset_names_and_a_set_key_wins(tmp_path):
+    from utils.core.paths import Paths, dataset_slug
+    from utils.pipeline.config import resolve_config
+    from utils.pipeline.runner import attached_weights
+
+    owner = tmp_path / "input" / "datasets" / "alice"
+    for folder, name in (("convnext-base-fb-in22k", "model.safetensors"), ("yolov8n", "yolov8n.pt"),
+                         ("sam-vit-b", "sam_vit_b_01ec64.pth"), ("unrelated", "yolov8n.pt")):
+        (owner / folder).mkdir(parents=True)
+        (owner / folder / name).write_bytes(b"w")
+    paths = Paths(tmp_path / "input", tmp_path, tmp_path / "out", tmp_path / "data")
+    assert dataset_slug("convnext_base.fb_in22k") == "convnext-base-fb-in22k"
+    found = attached_weights(resolve_config("kaggle"), paths)
+    assert found == {"backbone_weights": str(owner / "convnext-base-fb-in22k"),
+                     "yolo_weights": str(owner / "yolov8n" / "yolov8n.pt"),
+                     "sam_checkpoint": str(owner / "sam-vit-b" / "sam_vit_b_01ec64.pth")}
+    assert attached_weights(resolve_config("kaggle", {"backbone_weights": "none", "sam_model_type": "vit_h"}),
+                            paths) == {"yolo_weights": found["yolo_weights"]}
+
+
+@pytest.mark.slow
+def test_the_runner_notebook_finds_the_code_deep_and_prints_the_budget_creating_nothing(tmp_path):
+    """The runner as Kaggle runs it, on Kaggle's newer mount layout, with budget_only: nothing written but its copy."""
+    import os
+
+    import papermill as pm
+
+    inputs, working = tmp_path / "input", tmp_path / "working"
+    kaggle.build_code_dataset(inputs / "datasets" / "alice" / "ecg-photo-reader-code", user="alice")
+    working.mkdir()
+    env = {"ECG_KAGGLE_INPUT": str(inputs), "ECG_KAGGLE_WORKING": str(working)}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        pm.execute_notebook(str(kaggle.REPO_ROOT / "kaggle" / "runner.ipynb"), str(tmp_path / "runner.ipynb"),
+                            parameters={"profile": "smoke", "budget_only": True}, kernel_name="python3",
+                            cwd=str(working), progress_bar=False)
+    finally:
+        for k, v in old.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    text = (tmp_path / "runner.ipynb").read_text()
+    assert "all packages present" in text and "creates nothing" in text and "compute (estimate" in text
+    assert sorted(p.name for p in working.iterdir()) == ["ecg-photo-reader"]  # its code copy, no outputs

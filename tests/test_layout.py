@@ -12,7 +12,8 @@ LAYERS = ["core", "pipeline", "synth", "data", "preprocess", "train", "ensemble"
           "ablations", "bench"]
 # The runner and the budget sit above the steps they run and measure (no step imports them; the ablation grid, which
 # runs whole pipelines, does).
-ORCHESTRATION = {"utils.pipeline.runner", "utils.pipeline.budget", "utils.pipeline.__main__"}
+ORCHESTRATION = {"utils.pipeline.runner", "utils.pipeline.budget", "utils.pipeline.__main__",
+                 "utils.pipeline.rehearsal"}
 MAX_LINES = 400
 
 

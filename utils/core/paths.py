@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -9,8 +10,12 @@ from typing import Mapping
 from utils.core.keys import split_list
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-KAGGLE_INPUT = Path("/kaggle/input")
-KAGGLE_WORKING = Path("/kaggle/working")
+# Kaggle's folders; the variables stand in for them where a Kaggle session is rehearsed (utils.pipeline.rehearsal)
+KAGGLE_INPUT = Path(os.environ.get("ECG_KAGGLE_INPUT", "/kaggle/input"))
+KAGGLE_WORKING = Path(os.environ.get("ECG_KAGGLE_WORKING", "/kaggle/working"))
+# Kaggle mounts a dataset at /kaggle/input/<slug> (older sessions) or /kaggle/input/datasets/<owner>/<slug>, a
+# competition at /kaggle/input/<slug> or /kaggle/input/competitions/<slug>: markers are looked for this deep
+INPUT_DEPTH = 4
 
 
 def on_kaggle() -> bool:
@@ -51,7 +56,7 @@ def resolve_paths(cfg: Mapping[str, str]) -> Paths:
     return Paths(input_root, working.resolve(), output.resolve(), data.resolve())
 
 
-def find_inputs(paths: Paths, marker: str, max_depth: int = 3) -> list[Path]:
+def find_inputs(paths: Paths, marker: str, max_depth: int = INPUT_DEPTH) -> list[Path]:
     """Folders under input_root (attached Kaggle datasets) that contain `marker`, nearest first."""
     if paths.input_root is None or not paths.input_root.is_dir():
         return []
@@ -85,3 +90,27 @@ def present_folders(spec: str, base: Path = REPO_ROOT) -> tuple[list[Path], list
         path = Path(item) if Path(item).is_absolute() else (base / item).resolve()
         (found.append(path) if path.is_dir() else notes.append(f"{item}: not found, skipped"))
     return found, notes
+
+
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pth", "*.pt")
+
+
+def dataset_slug(name: str) -> str:
+    """The Kaggle dataset name of a model's weights: `convnext_base.fb_in22k` -> `convnext-base-fb-in22k`."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def find_attached_weights(paths: Paths, name: str, pattern: str = "") -> Path | None:
+    """The weights of model `name` in an attached dataset named after it (`dataset_slug`), at any mount depth: the
+    folder for a folder-loading model (pattern empty), else the first file matching `pattern` in it."""
+    if paths.input_root is None or not paths.input_root.is_dir():
+        return None
+    slug = dataset_slug(name)
+    for depth in range(1, INPUT_DEPTH + 1):
+        for folder in sorted(paths.input_root.glob("/".join(["*"] * depth))):
+            if folder.name != slug or not folder.is_dir():
+                continue
+            files = sorted(f for pat in ([pattern] if pattern else WEIGHT_FILES) for f in folder.rglob(pat))
+            if files:
+                return files[0] if pattern else folder
+    return None

@@ -11,6 +11,8 @@ It sits above the steps (it measures what each would write), beside the runner t
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +29,14 @@ STEP_BYTES = 2e6  # per step: the executed notebook, figures, tables and logs
 COMPETITION_PHOTOS = 15_000  # the challenge's training photos, about
 
 
+SECONDS: dict[tuple[str, str], list[float]] = {}  # (step, kind) -> seconds per picture measured while estimating
+
+
 class BudgetError(ConfigError):
     """A configuration that would not fit the disk budget; the message says what would."""
 
 
-def _picture_bytes(settings, n: int = SAMPLES) -> tuple[float, list[np.ndarray]]:
+def _picture_bytes(settings, n: int = SAMPLES, timed: bool = False) -> tuple[float, list[np.ndarray]]:
     """Mean bytes of a synthetic picture (JPEG + annotation) and the decoded pictures, for the cache's measure."""
     import cv2
 
@@ -39,7 +44,10 @@ def _picture_bytes(settings, n: int = SAMPLES) -> tuple[float, list[np.ndarray]]
 
     sizes, images = [], []
     for i in range(n):
+        started = time.perf_counter()
         data, ann, _ = make_sample(settings, i)
+        if timed:
+            SECONDS.setdefault(("00", settings.style), []).append(time.perf_counter() - started)
         sizes.append(len(data) + len(json.dumps(ann, default=str)))
         images.append(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
     return float(np.mean(sizes)), images
@@ -52,8 +60,12 @@ def _cached_bytes(cfg, strategy: str, images: list[np.ndarray]) -> float:
     from utils.preprocess.step import prep_settings
 
     s = prep_settings({**cfg, "seg_method": "classical"}, strategy, "", Path("."))
-    return float(np.mean([len(cv2.imencode(".jpg", prepare(img, s)[0], [cv2.IMWRITE_JPEG_QUALITY, s.jpeg_quality])[1])
-                          for img in images]))
+    sizes = []
+    for img in images:
+        started = time.perf_counter()
+        sizes.append(len(cv2.imencode(".jpg", prepare(img, s)[0], [cv2.IMWRITE_JPEG_QUALITY, s.jpeg_quality])[1]))
+        SECONDS.setdefault(("02", strategy), []).append(time.perf_counter() - started)
+    return float(np.mean(sizes))
 
 
 def external_images(cfg, paths: Paths) -> int:
@@ -89,8 +101,8 @@ def estimate_disk(cfg, paths: Paths) -> pd.DataFrame:
         rows.append({"step": step, "what": what, "count": int(count), "bytes_each": float(each),
                      "bytes": float(count * each), "kept": kept, "basis": basis})
 
-    scan_b, scans = _picture_bytes(SynthSettings.from_config(cfg, "scan"))
-    photo_b, photos = _picture_bytes(SynthSettings.from_config(cfg, "photo"))
+    scan_b, scans = _picture_bytes(SynthSettings.from_config(cfg, "scan"), timed=True)
+    photo_b, photos = _picture_bytes(SynthSettings.from_config(cfg, "photo"), timed=True)
     n_scan = cfg["synth_scan_train"]
     n_photo = cfg["synth_photo_train"] + cfg["synth_photo_test"]
     add("00", "synthetic scans", n_scan, scan_b, f"mean of {SAMPLES} rendered")
@@ -149,19 +161,41 @@ def achieved_fraction(backbone: str, size: str = "", roots=GPU_CHECKS) -> tuple[
     return ACHIEVED, f"assumed {ACHIEVED:.0%} of peak until make gpu-check measures it"
 
 
-def training_images(cfg, n_scans: int | None = None, n_target: int | None = None) -> dict[str, int]:
-    """Training-image passes of Stage I and Stage II, epochs included, each validation image counted as a third of
-    a pass (forward only)."""
+def competition_photos(cfg, paths: Paths | None) -> tuple[int, str]:
+    """The competition's labelled photos: the attached folder's pictures less the test ids of its sample submission;
+    the challenge's count where nothing is attached."""
+    if paths is not None and cfg["target"] == "competition":
+        try:
+            comp = resolve_input_path(paths, cfg["competition_dir"], "sample_submission.csv", "competition data",
+                                      "competition_dir")
+        except FileNotFoundError:
+            comp = None
+        if comp is not None:
+            pictures = sum(1 for p in comp.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+            test = len(pd.read_csv(comp / "sample_submission.csv"))
+            return max(pictures - test, 0), f"counted in {comp}"
+    return COMPETITION_PHOTOS, "the challenge's count, about: no competition attached"
+
+
+def passes(cfg, n_scans: int | None = None, n_target: int | None = None) -> dict[str, tuple[int, int]]:
+    """(training images, validation images) of Stage I and Stage II, epochs included."""
     n_scans = cfg["synth_scan_train"] if n_scans is None else n_scans
     if n_target is None:
         n_target = cfg["synth_photo_train"] if cfg["target"] == "synth" else COMPETITION_PHOTOS
     v, k = cfg["stage1_val_fraction"], cfg["n_folds"]
-    return {"Stage I": int(n_scans * (1 - v + v / 3) * cfg["stage1_epochs"]),
-            "Stage II": int(n_target * ((k - 1) / k + 1 / k / 3) * k * cfg["stage2_epochs"])}
+    return {"Stage I": (int(n_scans * (1 - v) * cfg["stage1_epochs"]), int(n_scans * v * cfg["stage1_epochs"])),
+            "Stage II": (int(n_target * (k - 1) * cfg["stage2_epochs"]), int(n_target * cfg["stage2_epochs"]))}
 
 
-def estimate_compute(cfg, gpu_name: str | None, gpus: int = 1) -> pd.DataFrame:
-    """Training FLOPs of Stage I and Stage II, and hours on the given GPUs (estimates)."""
+def training_images(cfg, n_scans: int | None = None, n_target: int | None = None) -> dict[str, int]:
+    """Training-image passes of Stage I and Stage II, epochs included, each validation image counted as a third of
+    a pass (forward only)."""
+    return {what: int(train + val / 3) for what, (train, val) in passes(cfg, n_scans, n_target).items()}
+
+
+def estimate_compute(cfg, gpu_name: str | None, gpus: int = 1, n_target: int | None = None) -> pd.DataFrame:
+    """Training FLOPs of Stage I and Stage II, and hours on the given GPUs (estimates): training passes spread over
+    every GPU, validation on the first only (rank 0 validates while the others wait)."""
     from utils.core.device import forward_flops, peak_tflops
     from utils.train.models import build_untrained
 
@@ -170,9 +204,11 @@ def estimate_compute(cfg, gpu_name: str | None, gpus: int = 1) -> pd.DataFrame:
     peak = peak_tflops(gpu_name or "", "fp16") if gpu_name else None
     fraction, basis = achieved_fraction(cfg["backbone"], f"{size[0]}x{size[1]}")
     rows = []
-    for what, images in training_images(cfg).items():
-        flops = 3 * fwd * images  # a training pass: forward + backward (about twice the forward)
-        hours = flops / (peak * 1e12 * fraction * max(gpus, 1)) / 3600 if peak else None
+    for what, (train, val) in passes(cfg, n_target=n_target).items():
+        images = int(train + val / 3)
+        flops = 3 * fwd * images  # a training pass: forward + backward (about twice the forward); validation a third
+        rate = peak * 1e12 * fraction if peak else None
+        hours = (3 * fwd * train / max(gpus, 1) + fwd * val) / rate / 3600 if peak else None
         rows.append({"what": what, "training_images": images, "gflop_per_image_forward": float(f"{fwd / 1e9:.4g}"),
                      "pflop": float(f"{flops / 1e15:.4g}"), "hours": hours and float(f"{hours:.4g}"),
                      "on": f"{gpus} x {gpu_name}" if peak else "no GPU of known peak", "basis": basis})
@@ -194,19 +230,50 @@ def check_disk(cfg, table: pd.DataFrame) -> None:
                       f"disk_budget_gb where the disk allows")
 
 
-def say_budget(cfg, paths: Paths) -> str:
-    """The budget as text for the run's log; raises BudgetError when the disk estimate is over the budget."""
+def estimate_cpu_steps(table: pd.DataFrame, cores: int) -> pd.DataFrame:
+    """Hours of steps 00 (synthesis) and 02 (the cache) on `cores` CPU cores, from the seconds per picture measured
+    while the disk was estimated (one process per core; the detector's training and SAM not counted)."""
+    rows = []
+    for step, what, kinds in (("00", "synthetic scans", [("00", "scan")]), ("00", "synthetic photos", [("00", "photo")])):
+        count = int(table.loc[table["what"] == what, "count"].sum())
+        secs = float(np.mean([t for k in kinds for t in SECONDS.get(k, [])] or [0.0]))
+        rows.append({"step": step, "what": what, "count": count, "seconds_each": secs,
+                     "hours": count * secs / max(cores, 1) / 3600})
+    for r in table[table["what"].str.startswith("cache ")].itertuples():
+        secs = float(np.mean(SECONDS.get(("02", r.what.split(" ", 1)[1]), [0.0])))
+        rows.append({"step": "02", "what": r.what, "count": int(r.count), "seconds_each": secs,
+                     "hours": r.count * secs / max(cores, 1) / 3600})
+    return pd.DataFrame(rows)
+
+
+def say_budget(cfg, paths: Paths, check: bool = True) -> str:
+    """The budget as text for the run's log; raises BudgetError when the disk estimate is over the budget (with
+    check; without, the text says so)."""
     import torch
 
+    SECONDS.clear()
     disk = estimate_disk(cfg, paths)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    compute = estimate_compute(cfg, gpu or "T4", torch.cuda.device_count() or 2)
+    n_target, target_basis = (competition_photos(cfg, paths) if cfg["target"] == "competition"
+                              else (cfg["synth_photo_train"], "synthetic photos"))
+    compute = estimate_compute(cfg, gpu or "T4", torch.cuda.device_count() or 2, n_target)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cpu = estimate_cpu_steps(disk, cores)
     lines = [f"disk (estimate): about {peak_bytes(disk) / 1e9:.2f} GB at most, {disk.loc[disk['kept'], 'bytes'].sum() / 1e9:.2f} "
              f"GB kept" + (f", budget {cfg['disk_budget_gb']:g} GB" if cfg["disk_budget_gb"] else "")]
     lines += [f"  {r.step} {r.what}: {r.count} x {r.bytes_each / 1e6:.2f} MB = {r.bytes / 1e9:.2f} GB ({r.basis})"
               for r in disk.itertuples()]
-    lines += [f"compute (estimate{'' if gpu else ', on two T4s: no GPU here'}):"]
+    lines += [f"CPU steps (estimate, {cores} cores here, seconds per picture measured on {SAMPLES} of each kind):"]
+    lines += [f"  {r.step} {r.what}: {r.count} x {r.seconds_each:.2f} s = about {r.hours:.2f} h"
+              for r in cpu.itertuples()]
+    lines += [f"compute (estimate{'' if gpu else ', on two T4s: no GPU here'}; Stage II on {n_target} photos, "
+              f"{target_basis}; validation on one GPU):"]
     lines += [f"  {r.what}: {r.training_images} training images, {r.pflop} PFLOP, about {r.hours} h on {r.on} "
               f"({r.basis})" for r in compute.itertuples()]
-    check_disk(cfg, disk)
+    try:
+        check_disk(cfg, disk)
+    except BudgetError as err:
+        if check:
+            raise
+        lines.append(f"OVER THE DISK BUDGET: {err}")
     return "\n".join(lines)

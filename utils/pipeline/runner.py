@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from utils.core.cli import fail
-from utils.core.paths import REPO_ROOT, resolve_paths
+from utils.core.paths import REPO_ROOT, Paths, find_attached_weights, resolve_paths
 from utils.core.session import SessionPaused, session_start
 from utils.pipeline.config import ConfigError, describe_options, parse_overrides, resolve_config
 from utils.pipeline.runs import RunError, is_step_complete, move_aside, open_run, restore_from_input
@@ -153,13 +153,37 @@ def run_step(step: NotebookStep, cfg: dict, run_dir: Path, force: bool) -> str:
     return "done"
 
 
+def attached_weights(cfg, paths: Paths) -> dict[str, str]:
+    """Weights of attached datasets named after their models (`make kaggle-weights` names them so), for the keys
+    left empty: the backbone's folder, YOLO's .pt, SAM's checkpoint. A key set to anything (`none` included) wins."""
+    wanted = {"backbone_weights": (cfg["backbone"], ""),
+              "yolo_weights": (Path(cfg["yolo_model"]).stem, f"{Path(cfg['yolo_model']).stem}.pt"),
+              "sam_checkpoint": (f"sam_{cfg['sam_model_type']}", f"sam_{cfg['sam_model_type']}_*.pth")}
+    found = {}
+    for key, (name, pattern) in wanted.items():
+        if not cfg[key] and (path := find_attached_weights(paths, name, pattern)) is not None:
+            found[key] = str(path)
+    return found
+
+
 def run_pipeline(profile: str, steps: str | None = None, overrides: dict | None = None, run_name: str | None = None,
                  force: bool = False, new_run: bool = False, notebook_dir: Path | None = None,
-                 set_latest: bool = True) -> Path:
+                 set_latest: bool = True, budget_only: bool = False) -> Path | None:
     cfg = resolve_config(profile, overrides)
+    found = attached_weights(cfg, resolve_paths(cfg))
+    if found:
+        cfg = resolve_config(profile, {**(overrides or {}), **found})
+        log.info("attached weights used: %s (set a key to none to leave them out)",
+                 ", ".join(f"{k}={v}" for k, v in found.items()))
     # the kernels papermill starts must import utils whatever their working directory
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     chain = select_steps(discover_steps(notebook_dir or REPO_ROOT / "notebooks"), steps)
+    if budget_only:  # said, nothing created: no run folder, no restore
+        from utils.pipeline.budget import say_budget
+
+        print(f"budget of profile {profile}, steps {' '.join(s.id for s in chain)} (creates nothing):\n"
+              + say_budget(cfg, resolve_paths(cfg), check=False))
+        return None
     session_start()  # the session's clock starts here for every notebook and torchrun process below
     if run_name:
         restored = restore_from_input(resolve_paths(cfg), profile, run_name)
@@ -202,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="re-run complete steps (previous outputs are kept)")
     ap.add_argument("--notebooks", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--list-keys", action="store_true", help="print every configuration key and exit")
+    ap.add_argument("--budget-only", action="store_true",
+                    help="print the run's disk, CPU and GPU budget (estimates) and exit, creating nothing")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.list_keys:
@@ -209,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         run_pipeline(args.profile, args.steps, parse_overrides(args.overrides), args.run_name, args.force,
-                     args.new_run, args.notebooks)
+                     args.new_run, args.notebooks, budget_only=args.budget_only)
     except (ConfigError, RunError) as err:
         return fail(str(err))
     except StepFailed as err:

@@ -1,8 +1,8 @@
 """YOLO paper detector (ultralytics), trained on the synthesizer's paper boxes, fully offline.
 
 Offline pitfalls handled here: YOLO_OFFLINE must be the string 'true' before import; the dataset check wants a
-font in YOLO_CONFIG_DIR (matplotlib's DejaVuSans is placed there as Arial.ttf); the AMP check downloads weights
-(amp=False on CPU); a bare weights name downloads, so training starts from a .yaml or from a given file.
+font in YOLO_CONFIG_DIR (matplotlib's DejaVuSans is placed there as Arial.ttf); the AMP check's download fails
+offline with a ConnectionError, which ultralytics catches and keeps AMP on (GPU only); a bare weights name downloads, so training starts from a .yaml or from a given file.
 """
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def train_detector(data_yaml: Path, project: Path, model: str = "yolov8n.yaml", 
         raise ValueError(f"yolo_model {model!r}: give a .yaml to train from scratch offline, or yolo_weights")
     net = YOLO(weights or model)
     net.train(trainer=_trainer(), data=str(data_yaml), epochs=epochs, imgsz=imgsz, batch=batch, device=device,
-              workers=workers, project=str(project), name="detector", exist_ok=True, amp=False,
+              workers=workers, project=str(project), name="detector", exist_ok=True, amp=device != "cpu",
               plots=_has_polars(), seed=seed, deterministic=True, verbose=False, fliplr=0.0, mosaic=0.5)
     best = Path(project) / "detector" / "weights" / "best.pt"
     if not best.is_file():

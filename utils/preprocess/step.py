@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -65,7 +66,8 @@ def get_detector_weights(cfg, paths, step_dir: Path, data: dict[str, Path]) -> s
                           seed=cfg["seed"])
     device = "cpu" if cfg["device"] in ("cpu", "auto") and not _cuda() else "0"
     return str(train_detector(yaml, step_dir / "yolo", cfg["yolo_model"], cfg["yolo_weights"], cfg["yolo_epochs"],
-                              cfg["yolo_imgsz"], device=device, seed=cfg["seed"]))
+                              cfg["yolo_imgsz"], device=device, seed=cfg["seed"],
+                              workers=0 if device == "cpu" else min(8, len(os.sched_getaffinity(0)))))
 
 
 def trained_detector(step_dir: Path) -> Path:

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from utils.core.device import device_precision, resolve_device
 from utils.core.session import PAUSED, SessionPaused, paused, time_is_up
 from utils.core.atomic import atomic_write_bytes, atomic_write_text
+from utils.core.pool import init_worker
 from utils.core.labels import LABELS
 from utils.core.metrics import auroc_table
 from utils.train.augment import train_transform
@@ -68,9 +69,21 @@ def _loader(ds, s: TrainSettings, shuffle: bool, epoch: int = 0, world: int = 1,
         sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(s.seed * 1000 + epoch))
     else:
         sampler = SequentialSampler(ds)
-    return DataLoader(ds, batch_size=s.batch_size, sampler=sampler, num_workers=s.num_workers,
+    return DataLoader(ds, batch_size=s.batch_size, sampler=sampler, num_workers=loader_workers(s.num_workers, world),
                       pin_memory=torch.cuda.is_available(), drop_last=shuffle and len(ds) > s.batch_size,
-                      persistent_workers=False)
+                      persistent_workers=False, worker_init_fn=one_thread)
+
+
+def one_thread(worker_id: int) -> None:
+    """A loader worker decodes and augments with one OpenCV thread (a worker per core already fills them)."""
+    init_worker()
+
+
+def loader_workers(wanted: int, world: int = 1) -> int:
+    """Loader workers of one training process: the cores this process may use shared by the `world` processes
+    (two T4s on Kaggle's 4 cores: 2 each, not 4 each fighting over 4), at most `wanted`."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(wanted, cores // max(world, 1)))
 
 
 def build(s: TrainSettings, device: torch.device):
