@@ -1,4 +1,6 @@
 """Step 02: crop, CLAHE, rectification, fallbacks, SAM without a checkpoint, the cache and its records."""
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -191,3 +193,37 @@ def test_detector_trains_on_an_image_without_polars(tmp_path):
     assert results["epoch"] == [1, 2]
     assert results.keys() == expected.keys()
     assert all(np.allclose(results[k], expected[k]) for k in expected)
+
+
+@pytest.mark.slow
+def test_models_run_once_in_the_main_process_and_workers_replay_them_identically(tmp_path):
+    """The GPU path of the cache (models in the main process, in batches; workers replay what they found), run here
+    on the CPU: every record and every cached picture is the same as when each worker runs its own models."""
+    from ultralytics import YOLO
+
+    from utils.preprocess.cache import PrepSettings, _work, models_on_device
+    from utils.preprocess.detector import prepare_offline
+    from utils.synth.generate import SynthSettings, make_sample
+
+    prepare_offline(tmp_path / "cfg")
+    weights = tmp_path / "det.pt"
+    YOLO("yolov8n.yaml").save(str(weights))
+    pictures = []
+    for i in range(3):
+        data, _, _ = make_sample(SynthSettings(style="photo", page_width=440, page_height=340, photo_max_side=560), i)
+        (tmp_path / f"{i}.jpg").write_bytes(data)
+        pictures.append((f"p{i}", str(tmp_path / f"{i}.jpg")))
+    (tmp_path / "broken.jpg").write_bytes(b"not a picture")
+    pictures.append(("broken", str(tmp_path / "broken.jpg")))
+    s = PrepSettings(strategy="roi_clahe", long_side=256, yolo_weights=str(weights), yolo_imgsz=128, yolo_conf=0.0,
+                     config_dir=str(tmp_path / "cfg"))
+    todo = [(s, i, p, str(tmp_path / "a"), None) for i, p in pictures]
+    found = models_on_device(todo, s, "cpu", batch=2, progress=False)
+    assert sorted(found) == ["p0", "p1", "p2"] and all(f["det"]["method"] == "yolo" for f in found.values())
+    own = [_work(t) for t in todo]
+    replayed = [_work((s, i, p, str(tmp_path / "b"), found.get(i))) for i, p in pictures]
+    for a, b in zip(own, replayed):
+        assert {k: v for k, v in a.items() if k != "cached"} == {k: v for k, v in b.items() if k != "cached"}
+        if a["ok"]:
+            assert Path(a["cached"]).read_bytes() == Path(b["cached"]).read_bytes()
+    assert not own[-1]["ok"] and not replayed[-1]["ok"] and replayed[-1]["error"]

@@ -129,13 +129,66 @@ def safe_name(sample_id: str) -> str:
     return f"{base}-{hashlib.sha1(sample_id.encode()).hexdigest()[:8]}"
 
 
+class Replay:
+    """What the models said of one picture on the GPU, answered again in a CPU worker: the detector's result (a
+    callable, as Detector) and the segmenter's corners (`corners(img, box)`, as SamSegmenter)."""
+
+    def __init__(self, found: dict):
+        self.found = found
+
+    def __call__(self, img: np.ndarray) -> dict:
+        return dict(self.found["det"])
+
+    def corners(self, img: np.ndarray, box) -> list | None:
+        return self.found["corners"]
+
+
+def models_on_device(todo: list, s: PrepSettings, device: str, batch: int = 16, progress: bool = True) -> dict:
+    """The detector (in batches of pictures of one shape) and SAM run once per picture on `device` in this process,
+    the pictures read by threads: id -> what they found, for the CPU workers to replay. Unreadable pictures are left
+    to the workers, which record why."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm.auto import tqdm
+
+    det, seg = load_models(s, device)
+    found = {}
+
+    def read(item):
+        try:
+            return item[1], read_image(item[2]).image
+        except Exception:  # noqa: BLE001 - an unreadable picture: its worker reads it again and records why
+            return item[1], None
+
+    with ThreadPoolExecutor(4) as pool, tqdm(total=len(todo), desc=f"{s.strategy} models on {device}",
+                                             disable=not progress) as bar:
+        for start in range(0, len(todo), batch):
+            pictures = [(i, img) for i, img in pool.map(read, todo[start:start + batch]) if img is not None]
+            by_shape: dict = {}
+            for i, img in pictures:
+                by_shape.setdefault(img.shape, []).append((i, img))
+            for group in by_shape.values():
+                dets = det.batch([img for _, img in group]) if det is not None else [None] * len(group)
+                for (i, img), d in zip(group, dets):
+                    found[i] = {"det": d, "corners": None}
+                    if seg is not None:
+                        box = find_sheet(img, s, Replay(found[i]) if d is not None else None)["box"]
+                        found[i]["corners"] = seg.corners(img, box) if box is not None else None
+            bar.update(len(todo[start:start + batch]))
+    return found
+
+
 def _work(args) -> dict:
-    s, sample_id, image, out_dir = args
+    s, sample_id, image, out_dir, found = args
     rec = {"id": sample_id, "source_image": image, "ok": False, "error": ""}
     try:
         pic = read_image(image)
         img = pic.image
-        det, seg = load_models(s)
+        if found is None:
+            det, seg = load_models(s)
+        else:  # the models ran on the GPU: the worker replays what they found
+            det = Replay(found) if found["det"] is not None else None
+            seg = Replay(found) if s.strategy == "seg_rect" and s.seg_method == "sam" else None
         out, info = prepare(img, s, det, seg)
         ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, s.jpeg_quality])
         path = Path(out_dir) / "images" / f"{safe_name(sample_id)}.jpg"
@@ -149,9 +202,17 @@ def _work(args) -> dict:
     return rec
 
 
+def uses_models(s: PrepSettings) -> bool:
+    return s.strategy != "raw" and bool(s.yolo_weights or (s.strategy == "seg_rect" and s.seg_method == "sam"))
+
+
 def build_cache(items: pd.DataFrame, s: PrepSettings, out_dir: Path, workers: int = 0,
-                progress: bool = True) -> pd.DataFrame:
-    """Prepare every (id, image) not yet cached; returns the table of all records (also cache.csv)."""
+                progress: bool = True, model_device: str = "cpu") -> pd.DataFrame:
+    """Prepare every (id, image) not yet cached; returns the table of all records (also cache.csv).
+
+    With a GPU as `model_device`, the detector and SAM run there first, in this process (`models_on_device`), and
+    the CPU workers do the rest (reading, cropping or rectifying, CLAHE, writing) with what they found; on the CPU
+    every worker runs its own models."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     settings_file = out_dir / "settings.json"
@@ -168,7 +229,10 @@ def build_cache(items: pd.DataFrame, s: PrepSettings, out_dir: Path, workers: in
                 continue  # a line cut by a kill
             if r.get("ok") and Path(r["cached"]).is_file():
                 done[r["id"]] = r
-    todo = [(s, i, p, str(out_dir)) for i, p in zip(items["id"], items["image"]) if i not in done]
+    todo = [(s, i, p, str(out_dir), None) for i, p in zip(items["id"], items["image"]) if i not in done]
+    if model_device != "cpu" and uses_models(s) and todo:
+        found = models_on_device(todo, s, model_device, progress=progress)
+        todo = [(s, i, p, o, found.get(i)) for s, i, p, o, _ in todo]
     with log.open("a") as fh:
         for r in pool_map(_work, todo, workers, f"cache {s.strategy}", progress=progress, serial_below=8):
             fh.write(json.dumps(r) + "\n")

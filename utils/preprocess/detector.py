@@ -137,8 +137,17 @@ class Detector:
         self.model, self.imgsz, self.device = YOLO(str(weights)), imgsz, device
 
     def __call__(self, img: np.ndarray) -> dict:
-        res = self.model.predict(img, imgsz=self.imgsz, device=self.device, verbose=False, max_det=1)[0]
-        if res.boxes is None or len(res.boxes) == 0:
-            return {"box": None, "corners": None, "confidence": 0.0, "method": "yolo"}
-        box = res.boxes.xyxy[0].cpu().numpy().astype(float).tolist()
-        return {"box": box, "corners": None, "confidence": round(float(res.boxes.conf[0]), 3), "method": "yolo"}
+        return self.batch([img])[0]
+
+    def batch(self, imgs: list[np.ndarray]) -> list[dict]:
+        """The most confident box of each picture, in one forward pass on the model's device (pictures of one
+        shape: ultralytics letterboxes a batch of mixed shapes otherwise than one picture alone)."""
+        out = []
+        for res in self.model.predict(list(imgs), imgsz=self.imgsz, device=self.device, verbose=False, max_det=1):
+            if res.boxes is None or len(res.boxes) == 0:
+                out.append({"box": None, "corners": None, "confidence": 0.0, "method": "yolo"})
+                continue
+            box = res.boxes.xyxy[0].cpu().numpy().astype(float).tolist()
+            out.append({"box": box, "corners": None, "confidence": round(float(res.boxes.conf[0]), 3),
+                        "method": "yolo"})
+        return out

@@ -150,7 +150,8 @@ def cache_strategies(manifest: pd.DataFrame, cfg, weights: str, step_dir: Path) 
     for strategy in parse_strategies(cfg["strategies"]):
         s = prep_settings(cfg, strategy, weights, step_dir / "yolo" / "yolo_config")
         out[strategy] = build_cache(manifest[["id", "image"]], s, step_dir / "cache" / strategy,
-                                    workers=cfg["num_workers"])
+                                    workers=cfg["num_workers"], model_device="cpu" if cfg["device"] == "cpu"
+                                    or not _cuda() else "cuda" if cfg["device"] == "auto" else cfg["device"])
     return out
 
 
