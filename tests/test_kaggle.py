@@ -220,7 +220,8 @@ def test_a_run_split_over_sessions_resumes_from_the_attached_output(tmp_path):
 
     from utils.core.session import SessionPaused
 
-    work, attached = tmp_path / "working", tmp_path / "input" / "ecg-photo-reader-runner"
+    work = tmp_path / "working"
+    attached = tmp_path / "input" / "notebooks" / "alice" / "ecg-photo-reader-runner"  # Kaggle's newer mounts
     base = {"working_root": str(work), "input_root": str(tmp_path / "input")}
     (tmp_path / "input").mkdir()
     run_pipeline("smoke", "00-03", base, run_name="kaggle")

@@ -143,6 +143,18 @@ def loader_rate(scale: dict, size: tuple[int, int], workers: int) -> dict:
                 "images_per_s": round(n / (time.perf_counter() - t), 1)}
 
 
+def kaggle_loader(scale: dict) -> dict:
+    """The loader pinned to Kaggle's 4 cores (fewer where the machine has fewer), on kaggle-profile photos prepared as
+    step 02 caches them, beside what two T4s consume (utils.bench.loader)."""
+    from utils.bench.loader import cached_pictures, rate, two_t4_rate
+
+    cores = sorted(os.sched_getaffinity(0))[:4]
+    with tempfile.TemporaryDirectory() as tmp:
+        r = rate(cached_pictures(Path(tmp), 96 if scale["max_batch"] > 8 else 12), cores)
+    need, basis = two_t4_rate()
+    return {**r, "two_t4s_consume_images_per_s": need, "basis": basis}
+
+
 def ddp_check(gpus: int) -> dict:
     """fit() under torchrun in every GPU's process (two processes on one GPU, or on the CPU, check the wiring)."""
     from utils.bench.train import synthetic_cache
@@ -241,6 +253,8 @@ def run_check(out_root: Path, wheels: Path | None = None) -> Path:
     save()
     _part(results, "loader", loader_rate, scale, scale["sizes"][0], min(os.cpu_count() or 1, 8))
     save()
+    _part(results, "loader_at_kaggles_4_cores", kaggle_loader, scale)
+    save()
     _part(results, "ddp", ddp_check, info["gpus"])
     save()
     _part(results, "smoke_chain", smoke_chain, info["gpus"])
@@ -255,7 +269,7 @@ def report(results: dict) -> str:
              f"Device: {info['name']}" + (f", {info['memory_gib']} GiB, capability {info['capability']}, "
                                           f"{info['gpus']} GPU(s)" if info["gpus"] else ""),
              f"; torch {info['torch']}, CUDA {info['cuda']}, Python {info['python']}.\n"]
-    for name in ("training", "loader", "ddp", "smoke_chain", "kaggle_estimates"):
+    for name in ("training", "loader", "loader_at_kaggles_4_cores", "ddp", "smoke_chain", "kaggle_estimates"):
         value = results.get(name)
         parts.append(f"\n## {name.replace('_', ' ')}\n")
         if isinstance(value, list) and value:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from utils.core.atomic import atomic_write_json, read_json
-from utils.core.paths import Paths, resolve_paths
+from utils.core.paths import INPUT_DEPTH, Paths, resolve_paths
 from utils.core.versions import SYNTH_VERSION
 from utils.pipeline.config import (
     CONFIG_KEYS,
@@ -154,8 +154,8 @@ def restore_from_input(paths: Paths, profile: str, run_name: str) -> str:
     if paths.input_root is None or (target / "config.yaml").is_file():
         return ""
     rel = Path(Path(profile).stem) / run_name / "config.yaml"
-    found = sorted(p for depth in ("*", "*/*") for p in Path(paths.input_root).glob(f"{depth}/outputs")
-                   if (p / rel).is_file())
+    found = sorted(p for depth in range(1, INPUT_DEPTH) for p in Path(paths.input_root).glob("*/" * depth + "outputs")
+                   if (p / rel).is_file())  # a notebook's output: /kaggle/input/<slug> or .../notebooks/<owner>/<slug>
     if not found:
         return ""
     source = found[0]
