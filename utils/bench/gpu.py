@@ -150,7 +150,7 @@ def kaggle_loader(scale: dict) -> dict:
 
     cores = sorted(os.sched_getaffinity(0))[:4]
     with tempfile.TemporaryDirectory() as tmp:
-        r = rate(cached_pictures(Path(tmp), 96 if scale["max_batch"] > 8 else 12), cores)
+        r = rate(cached_pictures(Path(tmp), 96 if scale["max_batch"] > 8 else 40), cores)
     need, basis = two_t4_rate()
     return {**r, "two_t4s_consume_images_per_s": need, "basis": basis}
 

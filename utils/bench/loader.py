@@ -49,14 +49,15 @@ def rate(df: pd.DataFrame, cores: list[int], batch: int = 16) -> dict:
 
     from utils.train.augment import train_transform
     from utils.train.dataset import CachedImages, ModelInput
-    from utils.train.engine import one_thread
+    from utils.train.engine import one_opencv_thread
 
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, cores)
     try:
         size = (DEFAULTS["image_height"], DEFAULTS["image_width"])
         ds = CachedImages(df, ModelInput(size, (0.5,) * 3, (0.25,) * 3), train_transform(DEFAULTS["aug_strength"]))
-        loader = DataLoader(ds, batch_size=batch, num_workers=len(cores), shuffle=True, worker_init_fn=one_thread,
+        one_opencv_thread()  # as training does before its workers start
+        loader = DataLoader(ds, batch_size=batch, num_workers=len(cores), shuffle=True,
                             generator=torch.Generator().manual_seed(0))
         it = iter(loader)
         first = next(it)  # workers started, first batch out

@@ -26,7 +26,6 @@ from tqdm.auto import tqdm
 from utils.core.device import device_precision, resolve_device
 from utils.core.session import PAUSED, SessionPaused, paused, time_is_up
 from utils.core.atomic import atomic_write_bytes, atomic_write_text
-from utils.core.pool import init_worker
 from utils.core.labels import LABELS
 from utils.core.metrics import auroc_table
 from utils.train.augment import train_transform
@@ -69,14 +68,21 @@ def _loader(ds, s: TrainSettings, shuffle: bool, epoch: int = 0, world: int = 1,
         sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(s.seed * 1000 + epoch))
     else:
         sampler = SequentialSampler(ds)
-    return DataLoader(ds, batch_size=s.batch_size, sampler=sampler, num_workers=loader_workers(s.num_workers, world),
+    workers = loader_workers(s.num_workers, world)
+    if workers:
+        one_opencv_thread()
+    return DataLoader(ds, batch_size=s.batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=torch.cuda.is_available(), drop_last=shuffle and len(ds) > s.batch_size,
-                      persistent_workers=False, worker_init_fn=one_thread)
+                      persistent_workers=False)
 
 
-def one_thread(worker_id: int) -> None:
-    """A loader worker decodes and augments with one OpenCV thread (a worker per core already fills them)."""
-    init_worker()
+def one_opencv_thread() -> None:
+    """Loader workers decode and augment with one OpenCV thread each (a worker per core already fills the cores).
+    Set in this process before the workers are forked, which inherit it: resizing OpenCV's thread pool inside a
+    forked worker, after this process has used it, hangs the worker (measured: utils.bench.loader stopped there)."""
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 def loader_workers(wanted: int, world: int = 1) -> int:
