@@ -190,3 +190,71 @@ def test_batched_prediction_equals_one_picture_at_a_time(package, tmp_path):
     assert np.isnan(batched[:, 5]).all() and [p["id"] for p in problems] == ["gone"]
     with_tta, _ = predict_rows(pred, pd.DataFrame(rows[:2]), tta=True, batch_size=3)
     assert with_tta.shape == (2, 2, 5) and np.isfinite(with_tta).all()
+
+
+def _page(path):
+    img = np.full((300, 400, 3), 40, np.uint8)
+    cv2.rectangle(img, (50, 40), (350, 260), (245, 245, 245), -1)
+    cv2.imwrite(str(path), img)
+
+
+def test_predict_checks_its_output_door_before_any_work(package, tmp_path, capsys):
+    from utils.ensemble.predict import open_output
+
+    empty, named = tmp_path / "empty", tmp_path / "x.jpg"
+    empty.mkdir()
+    named.mkdir()  # a folder named like a picture
+    for target in (empty, named):
+        assert predict_main(["--model", str(package), "--images", str(target), "--out", str(tmp_path / "p.csv")]) == 2
+        assert "a folder with no files in it" in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists() and not list(tmp_path.glob(".p.csv.lock"))  # nothing left behind
+    _page(tmp_path / "one.jpg")
+    (tmp_path / "plain").write_text("a file, not a folder")
+    assert predict_main(["--model", str(package), "--images", str(tmp_path / "one.jpg"), "--out",
+                         str(tmp_path / "plain" / "p.csv")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    lock = open_output(tmp_path / "q.csv")  # another predict is writing q.csv
+    assert predict_main(["--model", str(package), "--images", str(tmp_path / "one.jpg"), "--out",
+                         str(tmp_path / "q.csv")]) == 2
+    assert "another predict is writing it" in capsys.readouterr().err and not (tmp_path / "q.csv").exists()
+    lock.unlink()
+    assert predict_main(["--model", str(package), "--images", str(tmp_path / "one.jpg"), "--out",
+                         str(tmp_path / "q.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "q.csv")) == 1 and not lock.exists()
+
+
+def test_a_damaged_package_is_refused_on_load_naming_what_is_wrong(package, tmp_path, capsys):
+    pkg = torch.load(package, weights_only=True)
+    _page(tmp_path / "one.jpg")
+    cases = {"no 'thresholds'": {k: v for k, v in pkg.items() if k != "thresholds"},
+             "'thresholds' has 4 values, not one per label (5)": {**pkg, "thresholds": [0.5] * 4},
+             "no 'prep'": {k: v for k, v in pkg.items() if k != "prep"},
+             "'image_size' [64] is not [height, width]": {**pkg, "image_size": [64]}}
+    for i, (message, bad) in enumerate(cases.items()):
+        path = tmp_path / f"bad{i}.pt"
+        torch.save(bad, path)
+        assert predict_main(["--model", str(path), "--images", str(tmp_path / "one.jpg"), "--out",
+                             str(tmp_path / f"p{i}.csv")]) == 2
+        err = capsys.readouterr().err
+        assert "a damaged ensemble package" in err and message in err, err
+
+
+def test_same_names_links_and_pages_are_said_plainly(package, tmp_path):
+    from PIL import Image
+
+    pics = tmp_path / "pics"
+    (pics / "a").mkdir(parents=True)
+    (pics / "b").mkdir()
+    _page(pics / "a" / "page.jpg")
+    _page(pics / "b" / "page.png")
+    (pics / "gone.jpg").symlink_to(pics / "nowhere.jpg")
+    frames = [Image.fromarray(np.full((300, 400, 3), v, np.uint8)) for v in (200, 90)]
+    frames[0].save(pics / "two.tif", save_all=True, append_images=frames[1:])
+    out = tmp_path / "p.csv"
+    assert predict_main(["--model", str(package), "--images", str(pics), "--out", str(out)]) == 0
+    table = pd.read_csv(out, dtype={"id": str}).set_index("id")
+    assert {"a/page.jpg", "b/page.png", "gone", "two"} == set(table.index)
+    assert "2 files are named 'page': this row's id is its path" in table.loc["a/page.jpg", "warning"]
+    assert "a link to" in table.loc["gone", "error"]
+    assert "which does not exist (a dangling link)" in table.loc["gone", "error"]
+    assert "2 pages (TIFF): the first is read, the other 1 ignored" in table.loc["two", "warning"]

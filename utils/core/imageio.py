@@ -7,6 +7,7 @@ that leaves the given root is not followed.
 """
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -48,6 +49,8 @@ def _check_type(path: Path) -> None:
     if path.suffix.lower() not in IMAGE_EXTS:
         raise ImageReadError(f"not an image file type ({path.suffix or 'no extension'}); accepted: "
                              f"{', '.join(IMAGE_EXTS)}")
+    if path.is_symlink() and not path.exists():
+        raise ImageReadError(f"{path.name} is a link to {os.readlink(path)}, which does not exist (a dangling link)")
     if not path.is_file():
         raise ImageReadError(f"no such file: {path}" if not path.exists() else f"not a file: {path}")
     if path.stat().st_size == 0:
@@ -112,8 +115,12 @@ def read_image(path, root=None, min_side: int = 0, max_pixels: int = MAX_PIXELS,
                     im.verify()
                     return Picture(None, im.size[0], im.size[1], [str(w.message) for w in caught])
                 im.load()
+                pages = getattr(im, "n_frames", 1)
                 bgr = to_bgr8(ImageOps.exif_transpose(im))
-        return Picture(bgr, bgr.shape[1], bgr.shape[0], [str(w.message) for w in caught])
+        notes = [str(w.message) for w in caught]
+        if pages > 1:
+            notes.append(f"{pages} pages ({im.format}): the first is read, the other {pages - 1} ignored")
+        return Picture(bgr, bgr.shape[1], bgr.shape[0], notes)
     except UnidentifiedImageError:
         raise ImageReadError("cannot decode: not an image, or an unknown format (corrupt or text with an image "
                              "extension)") from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import resource
 import sys
 import time
@@ -23,7 +24,7 @@ import pandas as pd
 import torch
 
 from utils.core.atomic import atomic_write_bytes, atomic_write_text
-from utils.core.cli import add_debug, fail, run_cli
+from utils.core.cli import add_debug, run_cli
 from utils.core.device import device_precision, resolve_device
 from utils.core.imageio import ImageReadError, read_image
 from utils.core.labels import LABELS
@@ -75,7 +76,40 @@ def load_package(path: Path) -> dict:
     if not isinstance(pkg, dict) or pkg.get("format") != FORMAT:
         raise PackageError(f"--model {path}: not an ensemble package written by step 05 (no '{FORMAT}' "
                            f"format mark)")
+    problem = package_problem(pkg)
+    if problem:
+        raise PackageError(f"--model {path}: a damaged ensemble package: {problem}")
     return pkg
+
+
+REQUIRED = ("folds", "backbone", "image_size", "mean", "std", "prep", "vote", "temperatures", "thresholds")
+
+
+def package_problem(pkg: dict) -> str:
+    """What is wrong with a package's keys, shapes and lengths ('' when nothing)."""
+    missing = [k for k in REQUIRED if k not in pkg]
+    if missing:
+        return f"no {', '.join(repr(k) for k in missing)}"
+    per_label = {k: pkg[k] for k in ("temperatures", "thresholds")}
+    for key, value in per_label.items():
+        if not isinstance(value, (list, tuple)) or len(value) != len(LABELS):
+            return f"'{key}' has {len(value) if isinstance(value, (list, tuple)) else type(value).__name__} " \
+                   f"values, not one per label ({len(LABELS)})"
+    if pkg.get("labels", list(LABELS)) != list(LABELS):
+        return f"'labels' {pkg['labels']} are not this suite's {list(LABELS)}"
+    if not isinstance(pkg["folds"], list) or not pkg["folds"] or not all(isinstance(f, dict) for f in pkg["folds"]):
+        return "'folds' holds no model weights"
+    size = pkg["image_size"]
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        return f"'image_size' {size!r} is not [height, width]"
+    for key in ("mean", "std"):
+        if not isinstance(pkg[key], (list, tuple)) or len(pkg[key]) != 3:
+            return f"'{key}' {pkg[key]!r} is not three values"
+    try:
+        PrepSettings(**{**pkg["prep"]})
+    except (TypeError, ValueError) as err:
+        return f"'prep' does not describe a preparation: {err}"
+    return ""
 
 
 def serving_prep(pkg: dict, detector: str = "", sam_checkpoint: str = "") -> PrepSettings:
@@ -132,15 +166,63 @@ class Predictor:
 
 
 def list_images(target: Path) -> list[Path]:
+    """The files to predict; none is an error that says where it looked."""
     if target.is_file():
         return [target]
     if target.is_dir():
-        return sorted(p for p in target.rglob("*") if (p.is_file() or p.is_symlink()) and not p.name.startswith("."))
+        found = sorted(p for p in target.rglob("*") if (p.is_file() or p.is_symlink()) and not p.name.startswith("."))
+        if not found:
+            raise FileNotFoundError(f"--images {target}: a folder with no files in it (nothing to predict)")
+        return found
+    if target.is_symlink():
+        raise FileNotFoundError(f"--images {target}: a link to {target.readlink()}, which does not exist")
     raise FileNotFoundError(f"--images {target}: no such file or folder")
 
 
-def predict_one(pred: Predictor, path: Path, root: Path, gradcam: Path | None) -> dict:
-    row = {"id": path.stem, "file": str(path), "warning": ""}
+def picture_ids(paths: list[Path], root: Path) -> tuple[list[str], dict[str, str]]:
+    """One id per file: its name without extension, or, where several files share that name, its path under the
+    input folder (extension kept); returns the ids and a warning per renamed id."""
+    stems: dict[str, int] = {}
+    for p in paths:
+        stems[p.stem] = stems.get(p.stem, 0) + 1
+    ids, notes = [], {}
+    for p in paths:
+        if stems[p.stem] == 1:
+            ids.append(p.stem)
+            continue
+        rel = str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+        ids.append(rel)
+        notes[rel] = f"{stems[p.stem]} files are named {p.stem!r}: this row's id is its path"
+    return ids, notes
+
+
+def open_output(out: Path) -> Path:
+    """Before any work: --out new, its folder writable, and no other predict writing it. Returns the lock file,
+    which the caller removes when the table is written."""
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        raise FileExistsError(f"{out} exists; choose another --out (nothing is overwritten)")
+    folder = out.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(f"--out {out}: {folder} is not a folder" if folder.exists() else
+                                 f"--out {out}: the folder {folder} does not exist")
+    lock = folder / f".{out.name}.lock"
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        raise FileExistsError(f"--out {out}: another predict is writing it (lock {lock}, "
+                              f"{lock.read_text().strip() or 'no pid'}); wait for it, or remove the lock if it "
+                              f"died") from None
+    except PermissionError:
+        raise PermissionError(f"--out {out}: the folder {folder} is not writable") from None
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"pid {os.getpid()}\n")
+    return lock
+
+
+def predict_one(pred: Predictor, path: Path, root: Path, gradcam: Path | None, pid: str | None = None,
+                note: str = "") -> dict:
+    row = {"id": pid or path.stem, "file": str(path), "warning": ""}
     t0 = time.perf_counter()
     try:
         pic = read_image(path, root=root, min_side=pred.pkg.get("min_image_side", DEFAULTS["min_image_side"]))
@@ -148,12 +230,13 @@ def predict_one(pred: Predictor, path: Path, root: Path, gradcam: Path | None) -
         row.update({k: round(float(p), 6) for k, p in zip(LABELS, scores)})
         row.update({f"{k}_positive": int(d) for k, d in zip(LABELS, decisions)})
         row.update(roi_box=rec["box"], roi_method=rec["method"], fallback=rec["fallback"], reason=rec["reason"],
-                   error="", warning="; ".join(pic.warnings))
+                   error="", warning="; ".join(filter(None, [note, *pic.warnings])))
         if gradcam is not None:
             from utils.core.cam import save_overlay
-            save_overlay(pred.models[0], pred.tensor(prepared), prepared, scores, Path(gradcam) / f"{path.stem}.jpg")
+            save_overlay(pred.models[0], pred.tensor(prepared), prepared, scores,
+                         Path(gradcam) / f"{row['id'].replace(os.sep, '__')}.jpg")
     except ImageReadError as exc:  # one bad file is a row with its error, never the end of the run
-        row.update({k: np.nan for k in LABELS}, error=str(exc))
+        row.update({k: np.nan for k in LABELS}, error=str(exc), warning=note)
     except Exception as exc:  # noqa: BLE001 - an unexpected failure on one picture is its row too
         row.update({k: np.nan for k in LABELS}, error=f"{type(exc).__name__}: {exc}")
     row["latency_ms"] = round((time.perf_counter() - t0) * 1000, 1)
@@ -162,11 +245,21 @@ def predict_one(pred: Predictor, path: Path, root: Path, gradcam: Path | None) -
 
 def run(model: Path, images: Path, out: Path, detector: str = "", gradcam: Path | None = None,
         sam_checkpoint: str = "", device: str = "auto") -> pd.DataFrame:
+    paths = list_images(images)  # before anything is opened or written
+    lock = open_output(out)
+    try:
+        return _run(model, images, paths, out, detector, gradcam, sam_checkpoint, device)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _run(model, images, paths, out, detector, gradcam, sam_checkpoint, device) -> pd.DataFrame:
     pred = Predictor(model, detector, device, sam_checkpoint)
     root = images if images.is_dir() else images.parent
+    ids, notes = picture_ids(paths, root)
     rows = []
-    for path in list_images(images):
-        row = predict_one(pred, path, root, gradcam)
+    for path, pid in zip(paths, ids):
+        row = predict_one(pred, path, root, gradcam, pid, notes.get(pid, ""))
         rows.append(row)
         print(f"{path.name}: {row['latency_ms']} ms" + (f"  ERROR {row['error']}" if row["error"] else "")
               + (f"  WARNING {row['warning']}" if row["warning"] else ""))
@@ -189,10 +282,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sam-checkpoint", default="", help="SAM checkpoint, for a package trained on SAM segmentation")
     ap.add_argument("--gradcam", type=Path, help="write a Grad-CAM overlay per picture into this folder")
     ap.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda or cuda:N")
-    a = add_debug(ap).parse_args(argv)
-    if a.out.exists():
-        return fail(f"{a.out} exists; choose another --out (nothing is overwritten)")
-    return run_cli(_predict, a)
+    return run_cli(_predict, add_debug(ap).parse_args(argv))
 
 
 def _predict(a) -> int:
