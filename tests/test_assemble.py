@@ -1,4 +1,5 @@
 """Step 01: sources in their own layouts, data checks as a report, folds, and the leakage guard."""
+import re
 import shutil
 from pathlib import Path
 
@@ -34,12 +35,12 @@ def competition(tmp_path):
     _img(root / "test" / "00050_hr_1R.png", 50)
     _img(root / "test" / "00051_hr_1R.png", 51)
     (root.parent / "secret.png").write_bytes((root / "train" / "00002_hr_1R.png").read_bytes())
-    # label columns in another order and case; ids with and without extension; one bad value; one missing
+    # label columns in another order and case; ids with and without extension; one unknown value; one missing
     # image; one duplicate id; one path escaping the root
     (root / "train.csv").write_text(
         "Sttc,ID,mi,Af,hyp,cd\n"
         "0,00001_hr_1R,1,0,0,0\n0,00002_hr_1R.png,0,1,0,0\n1,00003_hr_1R,0,0,1,0\n0,00004_hr_1R,0,0,0,1\n"
-        "1,00005_hr_1R,1,0,0,1\n0,00006_hr_1R,2,0,0,0\n0,00007_hr_1R,0,0,0,0\n0,00008_hr_1R,1,0,0,0\n"
+        "1,00005_hr_1R,1,0,0,1\n0,00006_hr_1R,,0,0,0\n0,00007_hr_1R,0,0,0,0\n0,00008_hr_1R,1,0,0,0\n"
         "0,00009_hr_1R,0,0,0,0\n0,00001_hr_1R,0,0,0,0\n0,../secret.png,0,0,0,0\n")
     (root / "sample_submission.csv").write_text("ID,MI,AF,HYP,CD,STTC\n00051_hr_1R,0,0,0,0,0\n"
                                                 "00050_hr_1R,0,0,0,0,0\n00052_hr_1R,0,0,0,0,0\n")
@@ -74,10 +75,9 @@ def test_competition_loader_discovers_columns_and_reports_problems(competition):
     by_id = {r["id"]: r for r in rows}
     assert by_id["competition:00005_hr_1R"]["CD"] == 1 and by_id["competition:00005_hr_1R"]["STTC"] == 1
     assert by_id["competition:00002_hr_1R"]["AF"] == 1  # id given with its extension
-    assert by_id["competition:00006_hr_1R"]["MI"] is None  # '2' is no label
+    assert by_id["competition:00006_hr_1R"]["MI"] is None  # empty: unknown
     assert by_id["competition:00001_hr_1R"]["group"] == "ecg:1"
     kinds = {(k, w.split(" ")[0]) for k, w, _ in problems}
-    assert ("bad_label", "train.csv:7") in kinds
     assert ("missing_image", "train.csv:10") in kinds
     assert ("duplicate_id", "train.csv:11") in kinds
     assert ("outside_root", "train.csv:12") in kinds
@@ -185,3 +185,45 @@ def test_stage1_validation_holds_out_part_of_every_source():
     assert split[df["group"] == "p1"].nunique() == 1  # a group is never split
     assert split.equals(split_stage1_validation(df, 0.1, seed=3))
     assert (split_stage1_validation(df, 0.0, seed=3) == "stage1").all()
+
+
+@pytest.mark.parametrize("value", ["2", "0.5", "yes", "-1"])
+def test_every_label_table_refuses_a_value_other_than_0_1_or_empty(competition, value, tmp_path):
+    from utils.core.labels import LabelTableError
+    from utils.data.sources import load_synth
+    from utils.synth.wfdb_source import list_records
+
+    csv = competition / "train.csv"
+    csv.write_text(csv.read_text().replace("0,00004_hr_1R,0,0,0,1", f"0,00004_hr_1R,0,0,{value},1"))
+    with pytest.raises(LabelTableError, match=rf"train.csv, line 5, column hyp: '{re.escape(value)}' is not a label "
+                                              r"value \(0, 1 or empty\)"):
+        load_competition(competition)
+    (tmp_path / "synth").mkdir()
+    (tmp_path / "synth" / "train.csv").write_text(f"id,MI,AF,HYP,CD,STTC\nsynth00001,0,{value},0,0,0\n")
+    with pytest.raises(LabelTableError, match=r"synth/train.csv, line 2, column AF"):
+        load_synth(tmp_path / "synth")
+    (tmp_path / "wfdb").mkdir()
+    (tmp_path / "wfdb" / "r1.hea").write_text("r1 12 500 5000\n")
+    (tmp_path / "labels.csv").write_text(f"record,MI,AF,HYP,CD,STTC\nr1,0,0,0,{value},0\n")
+    with pytest.raises(LabelTableError, match=r"labels.csv, line 2, column CD"):
+        list_records(tmp_path / "wfdb", tmp_path / "labels.csv")
+
+
+def test_label_tables_keep_ids_as_written_and_report_duplicates(tmp_path):
+    from utils.core.labels import read_label_table
+    from utils.synth.wfdb_source import list_records
+
+    (tmp_path / "wfdb").mkdir()
+    for rid in ("00001", "00002"):
+        (tmp_path / "wfdb" / f"{rid}.hea").write_text(f"{rid} 12 500 5000\n")
+    (tmp_path / "labels.csv").write_text("id,MI,AF,HYP,CD,STTC\n00001,1,0,,0,0\n00002,0,1,0,0,0\n"
+                                         "00001,0,0,0,0,0\n00002,0,1.0,0,0,0\n")
+    table, problems = read_label_table(tmp_path / "labels.csv")
+    assert list(table["id"]) == ["00001", "00002"] and table.loc[0, "HYP"] is None and table.loc[0, "MI"] == 1
+    assert problems == [("duplicate_id", "labels.csv:4 (id 00001)", "id seen on line 2 with other labels; the first "
+                                                                    "row kept"),
+                        ("duplicate_id", "labels.csv:5 (id 00002)", "id seen on line 3 with the same labels; the "
+                                                                    "first row kept")]
+    refs, notes = list_records(tmp_path / "wfdb", tmp_path / "labels.csv")
+    assert {r.id: r.labels["MI"] for r in refs} == {"00001": 1, "00002": 0}  # '00001' is not read as 1
+    assert len(notes) == 2 and "other labels" in notes[0][1]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from utils.core.imageio import IMAGE_EXTS
-from utils.core.labels import LABELS
+from utils.core.labels import LABELS, LabelTableError, find_columns, read_label_table
 
 # Class folders of the Kaggle scan sets (Khan et al. 2021 "ECG Images dataset of Cardiac and COVID-19 Patients",
 # the COVID-19 ECG set built from it, and the National Heart Foundation 2023 set), matched by keywords.
@@ -61,10 +61,6 @@ def load_class_folders(root: Path, source: str) -> tuple[list[dict], list[tuple]
     return rows, problems
 
 
-def _labels_of(value) -> int | None:
-    return None if value is None or pd.isna(value) or value == "" else int(value)
-
-
 def load_synth(root: Path, source: str | None = None) -> tuple[list[dict], list[tuple]]:
     """A folder made by `python -m utils.synth` (simulated, or WFDB renders such as CODE-15% or PTB-XL)."""
     import json
@@ -76,13 +72,14 @@ def load_synth(root: Path, source: str | None = None) -> tuple[list[dict], list[
     for split, csv_name in (("train", "train.csv"), ("test", "test_labels.csv")):
         if not (root / csv_name).is_file():
             continue
-        df = pd.read_csv(root / csv_name, dtype={"id": str})
+        df, dupes = read_label_table(root / csv_name)
+        problems += dupes
         for rec in df.to_dict("records"):
             ann_path = root / "annotations" / f"{rec['id']}.json"
             ann = json.loads(ann_path.read_text()) if ann_path.is_file() else {}
             src = source or ("synth" if ann.get("source", "simulated") == "simulated" else ann["source"])
             image = root / ann.get("image", f"{split}/{rec['id']}.jpg")
-            labels = {k: _labels_of(rec.get(k)) for k in LABELS}
+            labels = {k: rec[k] for k in LABELS}
             row = _row(image, f"{src}:{rec['id']}", src, style, split, labels, ann.get("group", ""), str(root))
             row["ecg_id"] = ptbxl_id(rec["id"]) if src == "ptbxl" else None
             rows.append(row)
@@ -97,24 +94,7 @@ def ptbxl_id(text: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-ID_NAMES = ("id", "ecg_id", "image_id", "record_id", "filename", "file_name", "file", "image", "path")
 GROUP_NAMES = ("patient_id", "patient", "subject_id", "group")
-
-
-def find_columns(df: pd.DataFrame, where: str) -> tuple[str, dict[str, str]]:
-    """The id column and {label: column} in any order and case; a clear error naming the file otherwise."""
-    lower = {c.strip().lower(): c for c in df.columns}
-    labels = {k: lower[k.lower()] for k in LABELS if k.lower() in lower}
-    missing = [k for k in LABELS if k not in labels]
-    if missing:
-        raise ValueError(f"{where}: no column for {missing} (columns: {list(df.columns)})")
-    id_col = next((lower[n] for n in ID_NAMES if n in lower), None)
-    if id_col is None:
-        others = [c for c in df.columns if c not in labels.values()]
-        if not others:
-            raise ValueError(f"{where}: no id column besides the labels")
-        id_col = others[0]
-    return id_col, labels
 
 
 def find_labels_csv(root: Path) -> Path:
@@ -126,7 +106,7 @@ def find_labels_csv(root: Path) -> Path:
         try:
             find_columns(pd.read_csv(path, nrows=5), str(path))
             return path
-        except (ValueError, pd.errors.ParserError) as exc:
+        except (LabelTableError, pd.errors.ParserError) as exc:
             tried.append(f"{path.name}: {exc}")
     raise FileNotFoundError(f"no labels CSV with an id column and {list(LABELS)} in {root}"
                             + (f" (tried {'; '.join(tried)})" if tried else ""))
@@ -163,18 +143,6 @@ class ImageIndex:
         return (hit, "") if hit is not None else (None, "missing_image")
 
 
-def _binary(value) -> tuple[int | None, bool]:
-    """(label, ok): 0/1 in any common spelling; anything else is not a label value."""
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return None, False
-    text = str(value).strip().lower()
-    if text in {"1", "1.0", "true"}:
-        return 1, True
-    if text in {"0", "0.0", "false"}:
-        return 0, True
-    return None, False
-
-
 def _group_of(rid: str, rec: dict, group_col: str | None) -> str:
     if group_col and not pd.isna(rec.get(group_col)):
         return f"patient:{rec[group_col]}"
@@ -186,23 +154,14 @@ def load_competition(root: Path) -> tuple[list[dict], list[tuple]]:
     """The competition folder: training rows from its labels CSV, test rows from sample_submission.csv."""
     root = Path(root)
     labels_csv = find_labels_csv(root)
-    df = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
-    id_col, label_cols = find_columns(df, str(labels_csv))
+    df, problems = read_label_table(labels_csv)
     group_col = next((c for c in df.columns if c.strip().lower() in GROUP_NAMES), None)
     index = ImageIndex(root)
-    rows, problems, seen = [], [], set()
-    for n, rec in enumerate(df.to_dict("records"), start=2):  # line numbers as a spreadsheet shows them
-        rid = str(rec[id_col]).strip()
+    rows = []
+    for rec in df.to_dict("records"):
+        rid, n = rec["id"], rec["line"]
         where = f"{labels_csv.name}:{n} (id {rid})"
-        if rid in seen:
-            problems.append(("duplicate_id", where, "id seen before; first row kept"))
-            continue
-        seen.add(rid)
-        labels = {}
-        for k, col in label_cols.items():
-            labels[k], ok = _binary(rec[col])
-            if not ok:
-                problems.append(("bad_label", where, f"{col}={rec[col]!r} is not 0/1; label left unknown"))
+        labels = {k: rec[k] for k in LABELS}
         image, why = index.resolve(rid)
         if image is None:
             detail = "path points outside the source root; row rejected" if why == "outside_root" else \

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from utils.core.labels import LABELS
+from utils.core.labels import LABELS, read_label_table
 from utils.synth.waveform import LEADS
 
 # SNOMED-CT codes of the CinC 2021 challenge (its dx_mapping_scored table) that map to our labels.
@@ -82,13 +82,9 @@ def list_records(root: Path, labels_csv: Path | None = None) -> tuple[list[Recor
         return _ptbxl_refs(root, problems), problems
     table = {}
     if labels_csv is not None:
-        df = pd.read_csv(labels_csv)
-        id_col = df.columns[0]
-        missing = [k for k in LABELS if k not in df.columns]
-        if missing:
-            raise ValueError(f"{labels_csv}: no column(s) {missing}; expected an id column and {list(LABELS)}")
-        for _, row in df.iterrows():
-            table[str(row[id_col])] = {k: (None if pd.isna(row[k]) else int(row[k])) for k in LABELS}
+        df, dupes = read_label_table(labels_csv)
+        problems += [(where, f"{kind}: {detail}") for kind, where, detail in dupes]
+        table = {rec["id"]: {k: rec[k] for k in LABELS} for rec in df.to_dict("records")}
     refs = []
     for header in sorted(root.rglob("*.hea")):
         rid = header.stem
