@@ -43,6 +43,9 @@ def test_wheels_are_found_at_any_mount_depth_and_offline_without_them_is_a_clear
     monkeypatch.setattr(kaggle, "unmet_requirements", lambda: ["wfdb>=4.1"])
     with pytest.raises(RuntimeError, match=r"missing packages \['wfdb>=4.1'\] and no internet: attach the wheels"):
         kaggle.ensure_packages(tmp_path / "empty", online=False)
+    monkeypatch.setattr(kaggle, "is_online", lambda: False)  # asked, as on Kaggle with the internet off
+    with pytest.raises(RuntimeError, match=r"and no internet"):
+        kaggle.ensure_packages(tmp_path / "empty")
     seen = []
     monkeypatch.setattr(kaggle.subprocess, "run", lambda cmd, check: seen.append(cmd))
     assert "from" in kaggle.ensure_packages(tmp_path / "input", online=False)
@@ -114,7 +117,7 @@ def kaggle_wheels(tmp_path_factory):
     built = kaggle.REPO_ROOT / "dist" / "kaggle-wheels"
     if (built / "wheels.json").is_file():
         return built
-    if not kaggle.online():
+    if not kaggle.is_online():
         pytest.skip("the package index cannot be reached to build the wheels")
     out = tmp_path_factory.mktemp("w") / "kaggle-wheels"
     wheels.build_wheels(out)

@@ -28,9 +28,14 @@ def init_worker() -> None:
         sys.modules["torch"].set_num_threads(1)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity: a pinned process, a container's share), else all."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def resolve_workers(workers: int) -> int:
-    """0 means one per CPU core."""
-    return workers or os.cpu_count() or 1
+    """0 means one per usable CPU core."""
+    return workers or usable_cores()
 
 
 def pool_map(fn: Callable[[T], R], items: Iterable[T], workers: int = 0, desc: str = "", unit: str = "img",

@@ -11,7 +11,6 @@ It sits above the steps (it measures what each would write), beside the runner t
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pandas as pd
 
 from utils.core.imageio import IMAGE_EXTS
 from utils.core.paths import REPO_ROOT, Paths, present_folders, resolve_input_path
+from utils.core.pool import usable_cores
 from utils.pipeline.config import ConfigError
 
 SAMPLES = 3  # pictures measured per kind
@@ -257,7 +257,7 @@ def say_budget(cfg, paths: Paths, check: bool = True) -> str:
     n_target, target_basis = (competition_photos(cfg, paths) if cfg["target"] == "competition"
                               else (cfg["synth_photo_train"], "synthetic photos"))
     compute = estimate_compute(cfg, gpu or "T4", torch.cuda.device_count() or 2, n_target)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cores()
     cpu = estimate_cpu_steps(disk, cores)
     lines = [f"disk (estimate): about {peak_bytes(disk) / 1e9:.2f} GB at most, {disk.loc[disk['kept'], 'bytes'].sum() / 1e9:.2f} "
              f"GB kept" + (f", budget {cfg['disk_budget_gb']:g} GB" if cfg["disk_budget_gb"] else "")]

@@ -10,7 +10,6 @@ import argparse
 import importlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -64,7 +63,7 @@ def ensure_packages(input_root: Path | None = None, online: bool | None = None, 
     wheels = find_wheels(input_root)
     if wheels is not None:
         cmd = base + ["--no-index", "--find-links", str(wheels), "-r", str(REQUIREMENTS)]
-    elif online if online is not None else online():
+    elif online if online is not None else is_online():
         cmd = base + ["-r", str(REQUIREMENTS)]
     else:
         raise RuntimeError(f"missing packages {missing} and no internet: attach the wheels dataset built by "
@@ -74,7 +73,7 @@ def ensure_packages(input_root: Path | None = None, online: bool | None = None, 
     return f"installed {missing} from {wheels or 'PyPI'}"
 
 
-def online() -> bool:
+def is_online() -> bool:
     import socket
 
     try:

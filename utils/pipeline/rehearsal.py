@@ -55,15 +55,13 @@ def readme_commands(readme: Path = REPO_ROOT / "README.md") -> list[str]:
 
 def _run(cmd, log: Path, **kw) -> str:
     """Run a command, its output appended to `log`; a failure raises RehearsalFailed naming the command and the log."""
-    started = time.time()
+    started, shown = time.time(), shlex.join(map(str, cmd))
     done = subprocess.run(cmd, capture_output=True, text=True, **kw)
     with open(log, "a") as fh:
-        fh.write(f"$ {cmd if isinstance(cmd, str) else shlex.join(map(str, cmd))}\n{done.stdout}{done.stderr}"
-                 f"[exit {done.returncode} after {time.time() - started:.0f} s]\n")
+        fh.write(f"$ {shown}\n{done.stdout}{done.stderr}[exit {done.returncode} after {time.time() - started:.0f} s]\n")
     if done.returncode:
         tail = (done.stdout + done.stderr).strip().splitlines()[-15:]
-        raise RehearsalFailed(f"{cmd if isinstance(cmd, str) else shlex.join(map(str, cmd))} exited "
-                              f"{done.returncode} (log: {log}):\n" + "\n".join(tail))
+        raise RehearsalFailed(f"{shown} exited {done.returncode} (log: {log}):\n" + "\n".join(tail))
     return done.stdout
 
 

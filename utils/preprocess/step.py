@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import cv2
@@ -10,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from utils.core.keys import settings_key, split_list
+from utils.core.pool import usable_cores
 from utils.preprocess.cache import PrepSettings, build_cache, find_sheet
 from utils.preprocess.roi import STRATEGIES, box_iou, classical_detect
 from utils.synth.dataset import generate_dataset
@@ -67,7 +67,7 @@ def get_detector_weights(cfg, paths, step_dir: Path, data: dict[str, Path]) -> s
     device = "cpu" if cfg["device"] in ("cpu", "auto") and not _cuda() else "0"
     return str(train_detector(yaml, step_dir / "yolo", cfg["yolo_model"], cfg["yolo_weights"], cfg["yolo_epochs"],
                               cfg["yolo_imgsz"], device=device, seed=cfg["seed"],
-                              workers=0 if device == "cpu" else min(8, len(os.sched_getaffinity(0)))))
+                              workers=0 if device == "cpu" else min(8, usable_cores())))
 
 
 def trained_detector(step_dir: Path) -> Path:

@@ -27,6 +27,7 @@ from utils.core.device import device_precision, resolve_device
 from utils.core.session import PAUSED, SessionPaused, paused, time_is_up
 from utils.core.atomic import atomic_write_bytes, atomic_write_text
 from utils.core.labels import LABELS
+from utils.core.pool import usable_cores
 from utils.core.metrics import auroc_table
 from utils.train.augment import train_transform
 from utils.train.dataset import CachedImages, ModelInput
@@ -88,8 +89,7 @@ def one_opencv_thread() -> None:
 def loader_workers(wanted: int, world: int = 1) -> int:
     """Loader workers of one training process: the cores this process may use shared by the `world` processes
     (two T4s on Kaggle's 4 cores: 2 each, not 4 each fighting over 4), at most `wanted`."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(0, min(wanted, cores // max(world, 1)))
+    return max(0, min(wanted, usable_cores() // max(world, 1)))
 
 
 def build(s: TrainSettings, device: torch.device):
