@@ -7,7 +7,7 @@ STAMP := $(VENV)/.requirements.sha256
 PROFILE ?= demo
 ARGS ?=
 
-.PHONY: demo test smoke ablations env clean-venv gpu-check gpu-wheels
+.PHONY: demo test smoke ablations env clean-venv gpu-check gpu-train gpu-wheels
 
 env:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,14 @@ GPU_PYTHON ?= python3
 gpu-check:
 	@if [ -d dist/gpu-wheels ]; then $(GPU_PYTHON) -m utils.bench.gpu --wheels dist/gpu-wheels $(ARGS); \
 	else $(GPU_PYTHON) -m utils.bench.gpu $(ARGS); fi
+
+# One call on a GPU machine, within MINUTES (default 8): the training step with each speed change, the kaggle batch
+# under a T4's memory, and steps 00-05 trained on the GPU: outputs/gpu-train/<date>/. Tiny on a CPU.
+MINUTES ?= 8
+gpu-train:
+	@if [ -d dist/gpu-wheels ]; then $(GPU_PYTHON) -c "from pathlib import Path; \
+		from utils.pipeline.kaggle import ensure_packages; print(ensure_packages(wheels=Path('dist/gpu-wheels')))"; fi
+	$(GPU_PYTHON) -m utils.bench.gpu_train --minutes $(MINUTES) $(ARGS)
 
 gpu-wheels: env
 	$(PY) -m utils.pipeline.kaggle gpu-wheels --out dist/gpu-wheels $(ARGS)

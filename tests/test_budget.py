@@ -121,3 +121,29 @@ def test_budget_only_prints_and_creates_nothing(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "creates nothing" in out and "OVER THE DISK BUDGET" in out and "CPU steps (estimate" in out
     assert not (tmp_path / "w").exists()
+
+
+def test_gpu_train_measurements_come_first_and_answer_the_t4_question(tmp_path):
+    import json
+
+    from utils.pipeline.budget import achieved_fraction, t4_memory_answer
+
+    train_root, check_root = tmp_path / "gpu-train", tmp_path / "gpu-check"
+    for root, name, results in (
+            (check_root, "2026-12-01", {"training": [{"backbone": "big", "precision": "fp16", "channels_last": True,
+                                                      "share_of_peak": 0.12, "size": "8x8"}]}),
+            (train_root, "2026-11-01", {"efficiency": [
+                {"setting": "eager", "backbone": "big", "precision": "fp16", "channels_last": True,
+                 "share_of_peak": 0.10, "size": "8x8"},
+                {"setting": "+ fused AdamW", "backbone": "big", "precision": "fp16", "channels_last": True,
+                 "share_of_peak": 0.27, "size": "8x8", "as_trained": True}],
+                "t4_memory": {"backbone": "big", "size": "8x8", "batch": 16, "fits": True, "peak_memory_gib": 9.5,
+                              "cap_gib": 14.0}})):
+        (root / name).mkdir(parents=True)
+        (root / name / "results.json").write_text(json.dumps({"device": {"name": "GPU Y"}, **results}))
+    share, basis = achieved_fraction("big", "8x8", (train_root, check_root))
+    assert share == pytest.approx(0.27) and "gpu-train 2026-11-01" in basis  # the row a fit runs, not the eager one
+    cfg = {"backbone": "big", "image_height": 8, "image_width": 8, "batch_size": 16}
+    said = t4_memory_answer(cfg, (train_root, check_root))
+    assert "fits, peak 9.5 GiB of a 14.0 GiB cap" in said and "GPU Y" in said
+    assert "not measured" in t4_memory_answer({**cfg, "batch_size": 32}, (train_root, check_root))

@@ -1,6 +1,7 @@
 """`make gpu-check` at the CPU's tiny scale: the same code a GPU runs, both files written, CUDA parts skipped."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 
@@ -104,3 +105,59 @@ def test_gpu_wheels_carry_every_requirement_the_gpu_image_lacks():
     missing = sorted(seen - carried - {_norm(p) for p in GPU_IMAGE} - set(GPU_LEFT_OUT))
     assert not missing, f"make gpu-wheels lacks {missing}"
     assert {"papermill", "ipykernel", "ultralytics", "albumentations", "wfdb"} <= carried
+
+
+@pytest.mark.slow
+def test_gpu_train_runs_on_the_cpu_and_writes_its_results(tmp_path):
+    from utils.bench import gpu_train
+
+    out = gpu_train.run(argparse.Namespace(
+        minutes=8.0, out=tmp_path / "gt", compile="auto", backbone_weights="none", working=str(tmp_path / "w")))
+    results = json.loads((out / "results.json").read_text())
+    eff = pd.DataFrame(results["efficiency"])
+    assert list(eff["setting"]) == list(gpu_train.SETTINGS) and (eff["images_per_s"].iloc[:3] > 0).all()
+    assert eff["note"].iloc[3].startswith("not run: torch.compile is off on a CPU")
+    assert eff["as_trained"].fillna(False).tolist() == [False, False, True, False]  # the last change that ran
+    assert "needs a CUDA device" in results["t4_memory"]["status"]
+    chain = results["chain"]
+    assert [s["step"] for s in chain["steps"]] == ["00_synthesize", "01_assemble", "02_preprocess", "03_stage1",
+                                                   "04_stage2", "05_ensemble"]
+    assert all(s["seconds"] > 0 for s in chain["steps"]) and chain["steps"][0]["pictures_per_s"] > 0
+    assert [f["fit"] for f in chain["fits"]] == ["Stage I", "Stage II fold0", "Stage II fold1"]
+    assert all(f["train_images_per_s"] > 0 and f["epochs"] >= 1 for f in chain["fits"])
+    assert 0 <= chain["test_macro_auroc"] <= 1 and chain["real_check"].startswith("not run: the CPU scale")
+    assert (out / "curves.png").stat().st_size > 1000
+    md = (out / "results.md").read_text()
+    assert "## efficiency" in md and "## t4 memory" in md and "| Stage II fold1" in md and "Whole check:" in md
+
+
+def test_gpu_train_refuses_the_t4_cap_without_cuda_and_sizes_the_chain_by_its_slowest_step():
+    import torch
+
+    from utils.bench.gpu_train import plan, t4_memory
+
+    with pytest.raises(RuntimeError, match=r"the T4 memory check needs a CUDA device, and cpu is not one"):
+        t4_memory("test_convnext", (64, 96), 4, 1, torch.device("cpu"))
+    fast = {"scan": 0.1, "photo": 0.3, "prep": 0.05}
+    assert plan(480, 0.5, fast, 16)["limited_by"] == "Stage I"  # a slow GPU: training bounds the counts
+    slow_synth = plan(480, 500, {**fast, "scan": 50.0}, 4)
+    assert slow_synth["limited_by"] == "synthesis" and slow_synth["synth_scan_train"] == 64  # never below 64
+    p = plan(480, 100, fast, 16)
+    assert p["synth_scan_train"] == min(p["bounds"].values()) and p["synth_photo_train"] == p["synth_scan_train"] // 3
+
+
+def test_gpu_train_sizes_its_chain_from_timed_pictures_and_the_kaggle_profile_takes_its_overrides(tmp_path):
+    import torch
+
+    from utils.bench.gpu_train import chain_overrides, picture_seconds, plan
+    from utils.pipeline.config import resolve_config
+
+    per = picture_seconds()
+    assert set(per) == {"scan", "photo", "prep"} and all(0 < v < 60 for v in per.values())
+    assert per["photo"] > per["scan"]  # a photo is a scan, then photographed
+    counts = plan(300, 50, per, 2)
+    args = argparse.Namespace(working=str(tmp_path), compile="auto", backbone_weights="none")
+    profile, overrides = chain_overrides(torch.device("cuda"), counts, args)
+    cfg = resolve_config(profile, overrides)  # every key known, every value of its type and choices
+    assert profile == "kaggle" and cfg["backbone"] == "convnext_base.fb_in22k" and cfg["n_folds"] == 2
+    assert cfg["synth_scan_train"] == counts["synth_scan_train"] and cfg["device"] == "cuda"

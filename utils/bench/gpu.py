@@ -215,7 +215,7 @@ def kaggle_estimates(table: pd.DataFrame, info: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _part(results: dict, name: str, fn, *args) -> None:
+def run_part(results: dict, name: str, fn, *args) -> None:
     """One part of the check; a failure is recorded and the check goes on."""
     t = time.perf_counter()
     try:
@@ -247,17 +247,17 @@ def run_check(out_root: Path, wheels: Path | None = None) -> Path:
         atomic_write_json(out / "results.json", results)
         atomic_write_text(out / "results.md", report(results))
 
-    _part(results, "training", lambda: training_table(scale, device, info).to_dict("records"))
+    run_part(results, "training", lambda: training_table(scale, device, info).to_dict("records"))
     table = pd.DataFrame(results["training"]) if isinstance(results["training"], list) else pd.DataFrame()
     results["kaggle_estimates"] = kaggle_estimates(table, info).to_dict("records") if len(table) else []
     save()
-    _part(results, "loader", loader_rate, scale, scale["sizes"][0], min(os.cpu_count() or 1, 8))
+    run_part(results, "loader", loader_rate, scale, scale["sizes"][0], min(os.cpu_count() or 1, 8))
     save()
-    _part(results, "loader_at_kaggles_4_cores", kaggle_loader, scale)
+    run_part(results, "loader_at_kaggles_4_cores", kaggle_loader, scale)
     save()
-    _part(results, "ddp", ddp_check, info["gpus"])
+    run_part(results, "ddp", ddp_check, info["gpus"])
     save()
-    _part(results, "smoke_chain", smoke_chain, info["gpus"])
+    run_part(results, "smoke_chain", smoke_chain, info["gpus"])
     save()
     print(f"written: {out / 'results.json'}, {out / 'results.md'}")
     return out

@@ -49,7 +49,7 @@ def rate(df: pd.DataFrame, cores: list[int], batch: int = 16) -> dict:
 
     from utils.train.augment import train_transform
     from utils.train.dataset import CachedImages, ModelInput
-    from utils.train.engine import one_opencv_thread
+    from utils.train.loader import one_opencv_thread
 
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, cores)

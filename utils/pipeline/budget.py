@@ -142,23 +142,44 @@ def peak_bytes(table: pd.DataFrame) -> float:
     return float(table.loc[table["kept"], "bytes"].sum() + (transient.max() if len(transient) else 0.0))
 
 
-GPU_CHECKS = (REPO_ROOT / "outputs" / "gpu-check", REPO_ROOT / "docs" / "gpu-check")  # this machine's first
+# this machine's measurements before the shipped ones; make gpu-train's (every speed change) before make gpu-check's
+GPU_CHECKS = tuple(REPO_ROOT / where / kind for where in ("outputs", "docs") for kind in ("gpu-train", "gpu-check"))
+
+
+def _newest_results(roots) -> list[tuple[Path, dict]]:
+    return [(p, json.loads(p.read_text())) for root in roots for p in sorted(Path(root).glob("*/results.json"),
+                                                                             reverse=True)]
 
 
 def achieved_fraction(backbone: str, size: str = "", roots=GPU_CHECKS) -> tuple[float, str]:
-    """The share of the fp16 peak a channels-last training step of this backbone reached in the newest GPU check, at
-    this input size ("HxW") where it was measured, else the median over the sizes it was; else the assumed share."""
-    for root in roots:
-        for path in sorted(Path(root).glob("*/results.json"), reverse=True):
-            results = json.loads(path.read_text())
-            rows = [r for r in results.get("training", []) if isinstance(r, dict) and r.get("backbone") == backbone
-                    and r.get("precision") == "fp16" and r.get("channels_last") and r.get("share_of_peak")]
-            rows = [r for r in rows if r.get("size") == size] or rows
-            if rows:
-                share = float(np.median([r["share_of_peak"] for r in rows]))
-                return share, (f"{share:.1%} of the fp16 peak, as measured on {results['device']['name']} by the GPU "
-                               f"check {path.parent.name}")
+    """The share of the fp16 peak a channels-last training step of this backbone reached in the newest GPU
+    measurement (make gpu-train's step as a fit runs it, else make gpu-check's), at this input size ("HxW") where it
+    was measured, else the median over the sizes it was; else the assumed share."""
+    for path, results in _newest_results(roots):
+        rows = [r for r in results.get("training", []) + results.get("efficiency", [])
+                if isinstance(r, dict) and r.get("backbone") == backbone and r.get("precision") == "fp16"
+                and r.get("channels_last") and r.get("share_of_peak") and r.get("as_trained", "setting" not in r)]
+        rows = [r for r in rows if r.get("size") == size] or rows
+        if rows:
+            share = float(np.median([r["share_of_peak"] for r in rows]))
+            return share, (f"{share:.1%} of the fp16 peak, as measured on {results['device']['name']} by "
+                           f"{path.parent.parent.name} {path.parent.name}")
     return ACHIEVED, f"assumed {ACHIEVED:.0%} of peak until make gpu-check measures it"
+
+
+def t4_memory_answer(cfg, roots=GPU_CHECKS) -> str:
+    """Whether the configuration's training step fits a T4's memory, as make gpu-train measured it (under a T4's
+    memory cap on a larger GPU), or that nothing has measured it."""
+    want = {"backbone": cfg["backbone"], "size": f"{cfg['image_height']}x{cfg['image_width']}",
+            "batch": cfg["batch_size"]}
+    for path, results in _newest_results(roots):
+        t4 = results.get("t4_memory")
+        if isinstance(t4, dict) and "fits" in t4 and all(t4.get(k) == v for k, v in want.items()):
+            said = f"fits, peak {t4['peak_memory_gib']} GiB" if t4["fits"] else "DOES NOT FIT (out of memory)"
+            return (f"T4 memory at batch {want['batch']}, fp16: {said} of a {t4['cap_gib']} GiB cap, measured on "
+                    f"{results['device']['name']} by {path.parent.parent.name} {path.parent.name}")
+    return (f"T4 memory at batch {want['batch']}, fp16: not measured for {want['backbone']} at {want['size']} "
+            f"(make gpu-train on a GPU measures it)")
 
 
 def competition_photos(cfg, paths: Paths | None) -> tuple[int, str]:
@@ -270,6 +291,7 @@ def say_budget(cfg, paths: Paths, check: bool = True) -> str:
               f"{target_basis}; validation on one GPU):"]
     lines += [f"  {r.what}: {r.training_images} training images, {r.pflop} PFLOP, about {r.hours} h on {r.on} "
               f"({r.basis})" for r in compute.itertuples()]
+    lines += [f"  {t4_memory_answer(cfg)}"]
     try:
         check_disk(cfg, disk)
     except BudgetError as err:

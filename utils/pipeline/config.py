@@ -120,6 +120,10 @@ OPTIONS: tuple[Option, ...] = (
     _o("aug_strength", float, 1.0, "scales every augmentation (0: none)"),
     _o("amp", bool, True, "mixed precision on GPU: fp16 with a scaler on T4, bf16 where supported"),
     _o("channels_last", bool, True, "channels-last memory format"),
+    _o("torch_compile", str, "auto", "torch.compile the training step: auto (on a GPU; off on a CPU, where compiling "
+       "takes minutes for no gain), on or off; a compile that fails on the first step warns once and trains without",
+       choices=("auto", "on", "off")),
+    _o("cudnn_benchmark", bool, True, "cuDNN times its kernels once for the fixed training size and keeps the fastest"),
     _o("multi_gpu", bool, True, "with several GPUs, train with DistributedDataParallel through torchrun"),
     _o("frozen_stages", int, 0, "stem and this many early backbone stages keep their pretrained weights "
        "(0: train every layer; saves backward time on a CPU)"),
@@ -295,8 +299,9 @@ def notebook_overrides(namespace: Mapping[str, Any]) -> dict[str, Any]:
             if k in CONFIG_KEYS and k != "profile" and (k in injected or v != DEFAULTS[k])}
 
 
-# Keys that may change from one session of a run to the next without making it another run.
-SESSION_KEYS = ("folds_to_run", "session_hours")
+# Keys that may change from one session of a run to the next without making it another run: the session's share of
+# the work, and how fast it runs (not what it learns).
+SESSION_KEYS = ("folds_to_run", "session_hours", "torch_compile", "cudnn_benchmark")
 
 
 def diff_configs(old: Mapping[str, Any], new: Mapping[str, Any], ignore=("run_dir",)) -> dict[str, tuple]:

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from utils.core.labels import LABELS
 
@@ -58,8 +58,27 @@ def attach_cache(manifest: pd.DataFrame, cache_table: pd.DataFrame) -> tuple[pd.
     return merged[merged["cached"].notna()].reset_index(drop=True), missing
 
 
+class EpochKeys(Sampler):
+    """The indices of `make(epoch)` (a sampler per epoch) as keys `epoch * n + index`: CachedImages reads the epoch
+    from the key, so loader workers that persist from one epoch to the next draw each epoch's augmentation without
+    being told (an attribute set on the dataset in this process never reaches their copies)."""
+
+    def __init__(self, make, n: int):
+        self.make, self.n, self.epoch = make, n, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return (self.epoch * self.n + int(i) for i in self.make(self.epoch))
+
+    def __len__(self) -> int:
+        return len(self.make(self.epoch))
+
+
 class CachedImages(Dataset):
-    """(image tensor, labels with NaN as 0, known-mask, index); augmentation seeded by (seed, epoch, index)."""
+    """(image tensor, labels with NaN as 0, known-mask, index); augmentation seeded by (seed, epoch, index), the
+    epoch read from the key (EpochKeys) or 0 for a plain index."""
 
     def __init__(self, df: pd.DataFrame, model_input: ModelInput, transform=None, seed: int = 0):
         self.paths = df["cached"].tolist()
@@ -67,7 +86,7 @@ class CachedImages(Dataset):
             else np.full((len(df), len(LABELS)), np.nan)
         self.mask = (~np.isnan(y)).astype(np.float32)
         self.y = np.nan_to_num(y).astype(np.float32)
-        self.input, self.transform, self.seed, self.epoch = model_input, transform, seed, 0
+        self.input, self.transform, self.seed = model_input, transform, seed
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -78,9 +97,10 @@ class CachedImages(Dataset):
             raise ValueError(f"cached image {self.paths[i]} cannot be read; rebuild the cache (step 02)")
         return self.input.rgb(img)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key: int):
+        epoch, i = divmod(int(key), len(self))
         img = self.load(i)
         if self.transform is not None:
-            self.transform.set_random_seed(int(np.random.SeedSequence([self.seed, self.epoch, i]).generate_state(1)[0]))
+            self.transform.set_random_seed(int(np.random.SeedSequence([self.seed, epoch, i]).generate_state(1)[0]))
             img = self.transform(image=img)["image"]
         return self.input.tensor(img), torch.from_numpy(self.y[i]), torch.from_numpy(self.mask[i]), i

@@ -14,6 +14,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -27,11 +28,12 @@ from utils.core.device import device_precision, resolve_device
 from utils.core.session import PAUSED, SessionPaused, paused, time_is_up
 from utils.core.atomic import atomic_write_bytes, atomic_write_text
 from utils.core.labels import LABELS
-from utils.core.pool import usable_cores
 from utils.core.metrics import auroc_table
 from utils.train.augment import train_transform
 from utils.train.dataset import CachedImages, ModelInput
-from utils.train.settings import TrainSettings, resolve_threads, seed_everything
+from utils.train.loader import make_loader
+from utils.train.speed import compile_wanted, optimizer, peak_memory_gib
+from utils.train.settings import TrainSettings, resolve_threads, same_fit, seed_everything
 from utils.train.models import SCRATCH, create_model, data_config, freeze_early, no_weights_message
 from utils.train.objective import EarlyStopping, cosine_lambda, masked_bce, pos_weight
 
@@ -57,39 +59,6 @@ def predict(model, loader, device, amp_dtype=None, desc="predict") -> np.ndarray
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             out[idx.numpy()] = torch.sigmoid(model(x).float()).cpu().numpy()
     return out
-
-
-def _loader(ds, s: TrainSettings, shuffle: bool, epoch: int = 0, world: int = 1, rank: int = 0):
-    from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
-
-    if world > 1:
-        sampler = DistributedSampler(ds, world, rank, shuffle=shuffle, seed=s.seed)
-        sampler.set_epoch(epoch)
-    elif shuffle:
-        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(s.seed * 1000 + epoch))
-    else:
-        sampler = SequentialSampler(ds)
-    workers = loader_workers(s.num_workers, world)
-    if workers:
-        one_opencv_thread()
-    return DataLoader(ds, batch_size=s.batch_size, sampler=sampler, num_workers=workers,
-                      pin_memory=torch.cuda.is_available(), drop_last=shuffle and len(ds) > s.batch_size,
-                      persistent_workers=False)
-
-
-def one_opencv_thread() -> None:
-    """Loader workers decode and augment with one OpenCV thread each (a worker per core already fills the cores).
-    Set in this process before the workers are forked, which inherit it: resizing OpenCV's thread pool inside a
-    forked worker, after this process has used it, hangs the worker (measured: utils.bench.loader stopped there)."""
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
-def loader_workers(wanted: int, world: int = 1) -> int:
-    """Loader workers of one training process: the cores this process may use shared by the `world` processes
-    (two T4s on Kaggle's 4 cores: 2 each, not 4 each fighting over 4), at most `wanted`."""
-    return max(0, min(wanted, usable_cores() // max(world, 1)))
 
 
 def build(s: TrainSettings, device: torch.device):
@@ -135,9 +104,12 @@ class Loop:
     scaler: torch.amp.GradScaler
     amp_dtype: torch.dtype | None
     per_epoch: int
+    train_loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader
     stopper: EarlyStopping
     history: list
     start: int = 0
+    eager_net: torch.nn.Module | None = None  # the uncompiled net while a compiled one has not finished a step
 
 
 def grad_sync(net: torch.nn.Module, world: int, update: bool):
@@ -173,6 +145,8 @@ def create_loop(s: TrainSettings, train_df: pd.DataFrame, val_df: pd.DataFrame) 
     rank, world, local, device = _setup_device(s)
     seed_everything(s.seed)
     threads = resolve_threads(s, device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = s.cudnn_benchmark  # one training size: the fastest kernels, found once
     model, source = build(s, device)
     if s.frozen_stages and source == "scratch":
         raise ValueError(f"frozen_stages={s.frozen_stages} would freeze random weights: {s.backbone} has no "
@@ -180,11 +154,12 @@ def create_loop(s: TrainSettings, train_df: pd.DataFrame, val_df: pd.DataFrame) 
     frozen = freeze_early(model, s.frozen_stages)
     dc, train_ds, val_ds = _datasets(s, model, train_df, val_df)
     weight = torch.tensor(pos_weight(train_ds.y * train_ds.mask, train_ds.mask), dtype=torch.float32, device=device)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.lr, weight_decay=s.weight_decay)
+    opt = optimizer(model, s.lr, s.weight_decay, device)
     if rank == 0 and device.type == "cpu":
         print(f"training on CPU with {threads} torch thread(s); weights: {source}"
               + (f"; stem and {s.frozen_stages} stage(s) frozen" if frozen else ""))
-    per_epoch = len(_loader(train_ds, s, True, world=world, rank=rank))
+    train_loader = make_loader(train_ds, s, True, world, rank)
+    per_epoch = len(train_loader)
     if s.max_steps_per_epoch:
         per_epoch = min(per_epoch, s.max_steps_per_epoch)
     updates = max(1, per_epoch // s.accum_steps)
@@ -195,8 +170,21 @@ def create_loop(s: TrainSettings, train_df: pd.DataFrame, val_df: pd.DataFrame) 
     scaler = torch.amp.GradScaler(device.type, enabled=precision.scaler)
     net = torch.nn.parallel.DistributedDataParallel(model, [local] if device.type == "cuda" else None) \
         if world > 1 else model
+    eager = None
+    if compile_wanted(s.compile, device):
+        eager, net = net, torch.compile(net)
     return Loop(s, rank, world, device, model, net, source, frozen, dc, train_ds, val_ds, weight, opt, sched, scaler,
-                amp_dtype, per_epoch, EarlyStopping(s.patience), [])
+                amp_dtype, per_epoch, train_loader, make_loader(val_ds, s, False), EarlyStopping(s.patience), [],
+                eager_net=eager)
+
+
+def _compile_failed(loop: Loop, exc: Exception) -> None:
+    """The compiled net failed on its first step: one warning, and the fit goes on with the eager one."""
+    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    warnings.warn(f"torch.compile failed on the first training step ({type(exc).__name__}: {first}); training "
+                  f"without it (set torch_compile=off to skip the attempt)", RuntimeWarning, stacklevel=2)
+    loop.net, loop.eager_net = loop.eager_net, None
+    loop.opt.zero_grad(set_to_none=True)
 
 
 def resume(loop: Loop, last: Path) -> None:
@@ -204,7 +192,7 @@ def resume(loop: Loop, last: Path) -> None:
     if not last.is_file():
         return
     ck = torch.load(last, map_location="cpu", weights_only=False)
-    if ck["settings"] != asdict(loop.s):
+    if not same_fit(ck["settings"], asdict(loop.s)):
         raise ValueError(f"{last} was written with other settings; use another folder or delete it")
     loop.model.load_state_dict(ck["model"])
     loop.opt.load_state_dict(ck["optimizer"])
@@ -220,14 +208,15 @@ def resume(loop: Loop, last: Path) -> None:
 def train_epoch(loop: Loop, epoch: int) -> tuple[float, int, float]:
     """One pass over the training data: (mean loss, images seen, seconds)."""
     s = loop.s
-    loop.train_ds.epoch = epoch
-    loader = _loader(loop.train_ds, s, True, epoch, loop.world, loop.rank)
+    loop.train_loader.sampler.set_epoch(epoch)
     loop.net.train()
     for m in loop.frozen:
         m.eval()
-    t0, seen, total = time.time(), 0, 0.0
-    bar = tqdm(loader, total=loop.per_epoch, desc=f"epoch {epoch + 1}/{s.epochs}", disable=loop.rank != 0,
-               unit="batch")
+    if loop.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(loop.device)
+    t0, seen, total = time.time(), 0, torch.zeros((), device=loop.device)
+    bar = tqdm(loop.train_loader, total=loop.per_epoch, desc=f"epoch {epoch + 1}/{s.epochs}",
+               disable=loop.rank != 0, unit="batch")
     loop.opt.zero_grad(set_to_none=True)
     for step, (x, y, m, _) in enumerate(bar):
         if step >= loop.per_epoch:
@@ -235,26 +224,43 @@ def train_epoch(loop: Loop, epoch: int) -> tuple[float, int, float]:
         x = x.to(loop.device, non_blocking=True)
         if s.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        y, m = y.to(loop.device), m.to(loop.device)
+        y, m = y.to(loop.device, non_blocking=True), m.to(loop.device, non_blocking=True)
         update = (step + 1) % s.accum_steps == 0 or step + 1 == loop.per_epoch
-        with grad_sync(loop.net, loop.world, update):
-            with torch.autocast(loop.device.type, dtype=loop.amp_dtype, enabled=loop.amp_dtype is not None):
-                loss = masked_bce(loop.net(x), y, m, loop.weight) / s.accum_steps
-            loop.scaler.scale(loss).backward()
+        try:
+            loss = backward(loop, x, y, m, update)
+        except Exception as exc:  # noqa: BLE001 - only a compiled net's first step falls back; the rest raise
+            if loop.eager_net is None:
+                raise
+            _compile_failed(loop, exc)
+            loss = backward(loop, x, y, m, update)
+        loop.eager_net = None  # the compiled net has run a step: its errors from now on are the fit's
         if update:
             loop.scaler.step(loop.opt)
             loop.scaler.update()
             loop.opt.zero_grad(set_to_none=True)
             loop.sched.step()
         seen += len(x)
-        total += loss.item() * s.accum_steps * len(x)
-        bar.set_postfix(loss=f"{total / seen:.4f}", lr=f"{loop.sched.get_last_lr()[0]:.2e}")
-    return total / max(seen, 1), seen, time.time() - t0
+        total += loss * s.accum_steps * len(x)
+        if step % POSTFIX_EVERY == 0:  # reading the loss waits for the GPU: not at every step
+            bar.set_postfix(loss=f"{total.item() / seen:.4f}", lr=f"{loop.sched.get_last_lr()[0]:.2e}")
+    return total.item() / max(seen, 1), seen, time.time() - t0
+
+
+POSTFIX_EVERY = 20  # steps between the progress bar's loss readings
+
+
+def backward(loop: Loop, x, y, m, update: bool) -> torch.Tensor:
+    """Forward and backward of one micro-batch; its loss as a tensor on the device (no wait for the GPU)."""
+    with grad_sync(loop.net, loop.world, update):
+        with torch.autocast(loop.device.type, dtype=loop.amp_dtype, enabled=loop.amp_dtype is not None):
+            loss = masked_bce(loop.net(x), y, m, loop.weight) / loop.s.accum_steps
+        loop.scaler.scale(loss).backward()
+    return loss.detach()
 
 
 def validate(loop: Loop) -> tuple[np.ndarray, float, float, dict]:
     """Validation probabilities, loss, macro-AUROC and per-label AUROC (rank 0)."""
-    probs = predict(loop.model, _loader(loop.val_ds, loop.s, False), loop.device, loop.amp_dtype, "validate")
+    probs = predict(loop.model, loop.val_loader, loop.device, loop.amp_dtype, "validate")
     with torch.no_grad():
         vloss = masked_bce(torch.logit(torch.tensor(probs).clamp(1e-6, 1 - 1e-6)), torch.tensor(loop.val_ds.y),
                            torch.tensor(loop.val_ds.mask), loop.weight.cpu()).item()
@@ -309,7 +315,8 @@ def fit(s: TrainSettings, train_df: pd.DataFrame, val_df: pd.DataFrame, out_dir:
             loop.history.append({"epoch": epoch + 1, "train_loss": round(train_loss, 5), "val_loss": round(vloss, 5),
                                  "lr": loop.sched.get_last_lr()[0], **{f"auroc_{k}": per[k] for k in LABELS},
                                  "macro_auroc": macro, "seconds": round(train_time + time.time() - t0, 1),
-                                 "train_images_per_s": round(seen / max(train_time, 1e-9), 2)})
+                                 "train_images_per_s": round(seen / max(train_time, 1e-9), 2),
+                                 "peak_memory_gib": peak_memory_gib(loop.device)})
             save_epoch(loop, epoch, out_dir, probs, val_df["id"].to_numpy(), improved)
             print(f"epoch {epoch + 1}: loss {loop.history[-1]['train_loss']:.4f}, val macro-AUROC {macro:.4f}"
                   f"{' (best)' if improved else ''}, {loop.history[-1]['train_images_per_s']} images/s")
@@ -349,7 +356,7 @@ def completed(s: TrainSettings, out_dir: Path) -> dict | None:
     result, best = Path(out_dir) / "result.json", Path(out_dir) / "best.pt"
     if not (result.is_file() and best.is_file()):
         return None
-    if torch.load(best, map_location="cpu", weights_only=True)["settings"] != asdict(s):
+    if not same_fit(torch.load(best, map_location="cpu", weights_only=True)["settings"], asdict(s)):
         raise ValueError(f"{out_dir} holds a finished fit with other settings; use another folder or delete it")
     print(f"{out_dir}: finished earlier, kept (delete result.json to train again)")
     return json.loads(result.read_text())

@@ -36,6 +36,20 @@ class TrainSettings:
     frozen_stages: int = 0         # stem + this many early stages keep their pretrained weights
     threads: int = 0               # CPU threads for torch; 0: the cores free when training starts
     input_channels: str = "rgb"    # rgb, gray or max (brightest channel: coloured grid lines fade)
+    compile: str = "off"           # torch.compile: on, off, or auto (on for CUDA, off on a CPU)
+    cudnn_benchmark: bool = True   # cuDNN picks the fastest kernels for the fixed training size
+
+
+# How fast a fit runs, not what it learns: a fit paused in one session goes on in the next with other values of these
+# (another machine's cores, compile turned off after a failure) without counting as another fit.
+SPEED_ONLY = ("num_workers", "threads", "compile", "cudnn_benchmark")
+
+
+def same_fit(written: dict, now: dict) -> bool:
+    """Whether a checkpoint's settings ask for the same fit as `now` (speed-only keys aside; a key the checkpoint
+    predates is no difference)."""
+    keys = (set(written) | set(now)) - set(SPEED_ONLY)
+    return all(written.get(k, now.get(k)) == now.get(k) for k in keys)
 
 
 def free_cores(interval: float = 0.5) -> int:

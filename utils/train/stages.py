@@ -35,7 +35,8 @@ def settings_from(cfg, epochs: int, init_checkpoint: str = "", backbone_weights:
         num_workers=min(cfg["num_workers"] or os.cpu_count() or 1, 8), seed=cfg["seed"],
         device="cpu" if cfg["device"] == "cpu" else "auto", amp=cfg["amp"], channels_last=cfg["channels_last"],
         max_steps_per_epoch=cfg["max_steps_per_epoch"], frozen_stages=cfg["frozen_stages"],
-        threads=cfg["torch_threads"], input_channels=cfg["input_channels"])
+        threads=cfg["torch_threads"], input_channels=cfg["input_channels"], compile=cfg["torch_compile"],
+        cudnn_benchmark=cfg["cudnn_benchmark"])
 
 
 def load_training_table(run_dir_01: Path, run_dir_02: Path, strategy: str) -> tuple[pd.DataFrame, pd.DataFrame]:
