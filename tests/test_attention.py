@@ -6,7 +6,8 @@ import torch
 
 from utils.core.cam import cam_maps, reshape_transform
 from utils.gradcam.analysis import pick_gallery
-from utils.gradcam.attention import energy_shares, to_photo
+from utils.core.cam import to_photo
+from utils.gradcam.attention import energy_shares
 from utils.gradcam.report import build_report
 
 

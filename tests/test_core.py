@@ -55,8 +55,7 @@ def test_one_gradcam_serves_transformers_and_cnns(backbone, tmp_path):
     x = torch.randn(1, 3, 64, 96)
     maps = cam_maps([model], x, "gradcam", [1, 3])
     assert maps.shape == (2, 64, 96) and np.isfinite(maps).all() and maps.max() <= 1.0 + 1e-6
-    out = save_overlay(model, x, np.full((64, 96, 3), 200, np.uint8), np.array([0.1, 0.9, 0.2, 0.3, 0.1]),
-                       tmp_path / "cam.jpg")
+    out = save_overlay(np.full((64, 96, 3), 200, np.uint8), maps[0], "AF 0.90", tmp_path / "cam.jpg")
     assert out.is_file() and out.stat().st_size > 0 and not math.isnan(float(maps.sum()))
 
 

@@ -100,8 +100,24 @@ def test_predict_writes_gradcam_overlays(package, tmp_path):
     cv2.imwrite(str(tmp_path / "one.jpg"), img)
     assert predict_main(["--model", str(package), "--images", str(tmp_path / "one.jpg"), "--out",
                          str(tmp_path / "p.csv"), "--gradcam", str(tmp_path / "cam")]) == 0
-    over = cv2.imread(str(tmp_path / "cam" / "one.jpg"))
-    assert over is not None and over.shape[2] == 3
+    top = pd.read_csv(tmp_path / "p.csv").loc[0, LABELS].astype(float).idxmax()
+    written = sorted(p.name for p in (tmp_path / "cam").iterdir())
+    assert written == [f"one_{top}.jpg"]  # the most probable label, on the original photo
+    assert cv2.imread(str(tmp_path / "cam" / written[0])).shape == (300, 400, 3)
+    assert predict_main(["--model", str(package), "--images", str(tmp_path / "one.jpg"), "--out",
+                         str(tmp_path / "q.csv"), "--gradcam", str(tmp_path / "cam2"), "--gradcam-labels", "AF,MI",
+                         "--cam-method", "layercam"]) == 0
+    assert sorted(p.name for p in (tmp_path / "cam2").iterdir()) == ["one_AF.jpg", "one_MI.jpg"]
+
+
+def test_predict_refuses_unknown_cam_labels_and_methods_before_any_picture(package, tmp_path, capsys):
+    args = ["--model", str(package), "--images", str(tmp_path), "--out", str(tmp_path / "p.csv"), "--gradcam",
+            str(tmp_path / "cam")]
+    assert predict_main(args + ["--gradcam-labels", "MI,STEMI"]) == 2
+    assert "--gradcam-labels STEMI: not a label; choose from MI, AF, HYP, CD, STTC" in capsys.readouterr().err
+    assert predict_main(args + ["--cam-method", "scorecam"]) == 2
+    assert "--cam-method 'scorecam': choose from gradcam" in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists() and not (tmp_path / "cam").exists()
 
 
 def test_unknown_labels_are_left_out_never_counted_negative():

@@ -1,6 +1,7 @@
 """The one Grad-CAM (pytorch-grad-cam), a primitive that serving (predict --gradcam) and step 06 share: the layer
 each backbone is hooked at, the token-to-grid reshape transformers need, maps per label averaged over the ensemble's
-models, and the overlay drawn over the prepared picture."""
+models, a map placed back on the original photo through the crop or rectification, and the overlay drawn over a
+picture."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,7 +45,7 @@ def reshape_transform(model):
 
 
 def cam_maps(models, x: torch.Tensor, method: str = "gradcam", labels=range(len(LABELS))) -> np.ndarray:
-    """(len(labels), H, W) maps in [0, 1] at the input's size, averaged over the ensemble's models."""
+    """(len(labels), H, W) maps in [0, 1] at the input's size, averaged over the ensemble's models (x: one picture)."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     kind = cam_kind(method)
@@ -52,8 +53,7 @@ def cam_maps(models, x: torch.Tensor, method: str = "gradcam", labels=range(len(
     for k in labels:
         acc = None
         for m in models:
-            with kind(model=m, target_layers=[cam_target_layer(m)],
-                               reshape_transform=reshape_transform(m)) as cam:
+            with kind(model=m, target_layers=[cam_target_layer(m)], reshape_transform=reshape_transform(m)) as cam:
                 g = cam(input_tensor=x, targets=[ClassifierOutputTarget(k)])[0]
             acc = g if acc is None else acc + g
         acc = acc / len(models)
@@ -61,27 +61,64 @@ def cam_maps(models, x: torch.Tensor, method: str = "gradcam", labels=range(len(
     return np.stack(out)
 
 
+# The methods the suite offers, all pytorch-grad-cam's: gradient-weighted (Grad-CAM, Grad-CAM++, XGrad-CAM), per
+# location (Layer-CAM) and gradient-free (Eigen-CAM: the first principal component of the activations, the same map
+# for every label).
+CAM_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "eigencam")
 
 
 def cam_kind(method: str):
-    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, XGradCAM
+    from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, XGradCAM
 
-    kinds = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM}
+    kinds = dict(zip(CAM_METHODS, (GradCAM, GradCAMPlusPlus, XGradCAM, LayerCAM, EigenCAM)))
     if method not in kinds:
-        raise ValueError(f"cam_method {method!r}: choose from {sorted(kinds)}")
+        raise ValueError(f"cam_method {method!r}: choose from {list(CAM_METHODS)}")
     return kinds[method]
 
 
-def save_overlay(model, x: torch.Tensor, prepared_bgr: np.ndarray, probs, path: Path, method: str = "gradcam") -> Path:
-    """The CAM of the most probable label over the prepared picture, with that label and its probability."""
+class MeanLogits(torch.nn.Module):
+    """The ensemble as one model (its folds' logits averaged), for the metrics that run a model on changed pictures."""
+
+    def __init__(self, models):
+        super().__init__()
+        self.models = torch.nn.ModuleList(models)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.models]).mean(0)
+
+
+def heat_overlay(picture_bgr: np.ndarray, cam: np.ndarray) -> np.ndarray:
+    """RGB: the picture with the map (at any size, values in [0, 1]) as a heat map over it (pytorch-grad-cam's)."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
-    k = int(np.argmax(probs))
-    grey = cam_maps([model], x, method, [k])[0]
-    h, w = prepared_bgr.shape[:2]
-    rgb = cv2.cvtColor(prepared_bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255
-    over = show_cam_on_image(rgb, cv2.resize(grey, (w, h)), use_rgb=True)
-    cv2.putText(over, f"{LABELS[k]} {probs[k]:.2f}", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (255, 255, 255), 2)
+    h, w = picture_bgr.shape[:2]
+    rgb = cv2.cvtColor(picture_bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255
+    return show_cam_on_image(rgb, np.clip(cv2.resize(cam.astype(np.float32), (w, h)), 0, 1), use_rgb=True)
+
+
+def save_overlay(picture_bgr: np.ndarray, cam: np.ndarray, caption: str, path: Path) -> Path:
+    """The map over the picture with a caption, written as an image file."""
+    over = heat_overlay(picture_bgr, cam)
+    scale = max(over.shape[:2]) / 1000
+    cv2.putText(over, caption, (10, int(40 * max(scale, 0.75))), cv2.FONT_HERSHEY_SIMPLEX, max(0.9 * scale, 0.7),
+                (255, 255, 255), max(2, int(2 * scale)), cv2.LINE_AA)
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), cv2.cvtColor(over, cv2.COLOR_RGB2BGR))
     return path
+
+
+def to_photo(cam: np.ndarray, record: dict, photo_size: tuple[int, int]) -> np.ndarray:
+    """A map over the prepared picture, placed back on the original photo (W, H) through what was done to it."""
+    w0, h0 = photo_size
+    if record.get("homography"):  # seg_rect: undo the rectification
+        hom = np.array(record["homography"], np.float64)
+        corners = np.array(record["corners"], np.float32).reshape(-1, 1, 2)
+        rect = cv2.perspectiveTransform(corners, hom.astype(np.float32)).reshape(-1, 2)
+        rw, rh = int(round(rect[:, 0].max())) + 1, int(round(rect[:, 1].max())) + 1
+        return cv2.warpPerspective(cv2.resize(cam, (rw, rh)), np.linalg.inv(hom), (w0, h0), flags=cv2.INTER_LINEAR)
+    if record.get("window"):  # roi_clahe: put the crop back where it was cut from
+        x0, y0, x1, y1 = (int(v) for v in record["window"])
+        out = np.zeros((h0, w0), np.float32)
+        out[y0:y1, x0:x1] = cv2.resize(cam, (x1 - x0, y1 - y0))
+        return out
+    return cv2.resize(cam, (w0, h0))  # raw

@@ -16,7 +16,7 @@ import os
 import resource
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from utils.core.atomic import atomic_write_bytes, atomic_write_text
+from utils.core.cam import CAM_METHODS, cam_maps, save_overlay, to_photo
 from utils.core.cli import add_debug, run_cli
 from utils.core.device import device_precision, resolve_device
 from utils.core.imageio import ImageReadError, read_image
@@ -156,6 +157,14 @@ class Predictor:
         with torch.autocast(self.device.type, dtype=self.precision.dtype, enabled=self.precision.enabled):
             return [torch.sigmoid(m(x).float()).cpu().numpy() for m in self.models]
 
+    def photo_cams(self, img: np.ndarray, prepared: np.ndarray, rec: dict, labels, method: str = "gradcam",
+                   folds=None) -> tuple[np.ndarray, np.ndarray]:
+        """CAMs of these label indices, averaged over the fold models (all, or the indices in `folds`): on the original
+        picture (through the crop or rectification) and on the model's input, (len(labels), H, W) each."""
+        models = self.models if folds is None else [self.models[k] for k in folds]
+        maps = cam_maps(models, self.tensor(prepared).to(self.device), method, labels)
+        return np.stack([to_photo(m, rec, (img.shape[1], img.shape[0])) for m in maps]), maps
+
     def predict_image(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray]:
         """The ensemble's scores under its rule (5,), yes/no per label, the preparation record, the prepared picture."""
         prepared, rec = self.prepare(img)
@@ -220,7 +229,40 @@ def open_output(out: Path) -> Path:
     return lock
 
 
-def predict_one(pred: Predictor, path: Path, root: Path, gradcam: Path | None, pid: str | None = None,
+@dataclass(frozen=True)
+class CamRequest:
+    """predict --gradcam: where the overlays go, for which labels (empty: each picture's most probable) and how."""
+    folder: Path
+    labels: tuple[str, ...] = ()
+    method: str = "gradcam"
+
+
+def write_cams(pred: Predictor, img: np.ndarray, prepared: np.ndarray, rec: dict, scores: np.ndarray, pid: str,
+               request: CamRequest) -> list[Path]:
+    """The ensemble's CAM (every fold) on the original picture, one file per label asked for."""
+    ks = [LABELS.index(k) for k in request.labels] or [int(np.argmax(scores))]
+    photo, _ = pred.photo_cams(img, prepared, rec, ks, request.method)
+    name = pid.replace(os.sep, "__")
+    return [save_overlay(img, m, f"{LABELS[k]} {scores[k]:.2f} ({request.method}, {len(pred.models)} folds)",
+                         Path(request.folder) / f"{name}_{LABELS[k]}.jpg") for k, m in zip(ks, photo)]
+
+
+def cam_request(folder: Path | None, labels: str = "", method: str = "gradcam") -> CamRequest | None:
+    """--gradcam's options checked before any picture is read."""
+    if folder is None:
+        if labels:
+            raise ValueError("--gradcam-labels needs --gradcam FOLDER")
+        return None
+    wanted = tuple(k.strip() for k in labels.split(",") if k.strip())
+    unknown = [k for k in wanted if k not in LABELS]
+    if unknown:
+        raise ValueError(f"--gradcam-labels {', '.join(unknown)}: not a label; choose from {', '.join(LABELS)}")
+    if method not in CAM_METHODS:
+        raise ValueError(f"--cam-method {method!r}: choose from {', '.join(CAM_METHODS)}")
+    return CamRequest(Path(folder), wanted, method)
+
+
+def predict_one(pred: Predictor, path: Path, root: Path, gradcam: CamRequest | None, pid: str | None = None,
                 note: str = "") -> dict:
     row = {"id": pid or path.stem, "file": str(path), "warning": ""}
     t0 = time.perf_counter()
@@ -232,9 +274,7 @@ def predict_one(pred: Predictor, path: Path, root: Path, gradcam: Path | None, p
         row.update(roi_box=rec["box"], roi_method=rec["method"], fallback=rec["fallback"], reason=rec["reason"],
                    error="", warning="; ".join(filter(None, [note, *pic.warnings])))
         if gradcam is not None:
-            from utils.core.cam import save_overlay
-            save_overlay(pred.models[0], pred.tensor(prepared), prepared, scores,
-                         Path(gradcam) / f"{row['id'].replace(os.sep, '__')}.jpg")
+            write_cams(pred, pic.image, prepared, rec, scores, row["id"], gradcam)
     except ImageReadError as exc:  # one bad file is a row with its error, never the end of the run
         row.update({k: np.nan for k in LABELS}, error=str(exc), warning=note)
     except Exception as exc:  # noqa: BLE001 - an unexpected failure on one picture is its row too
@@ -243,8 +283,10 @@ def predict_one(pred: Predictor, path: Path, root: Path, gradcam: Path | None, p
     return row
 
 
-def run(model: Path, images: Path, out: Path, detector: str = "", gradcam: Path | None = None,
+def run(model: Path, images: Path, out: Path, detector: str = "", gradcam: Path | CamRequest | None = None,
         sam_checkpoint: str = "", device: str = "auto") -> pd.DataFrame:
+    if gradcam is not None and not isinstance(gradcam, CamRequest):
+        gradcam = cam_request(gradcam)
     paths = list_images(images)  # before anything is opened or written
     lock = open_output(out)
     try:
@@ -280,13 +322,16 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="CSV to write (one row per picture)")
     ap.add_argument("--detector", default="", help="YOLO weights (step 02's best.pt); default: classical finder")
     ap.add_argument("--sam-checkpoint", default="", help="SAM checkpoint, for a package trained on SAM segmentation")
-    ap.add_argument("--gradcam", type=Path, help="write a Grad-CAM overlay per picture into this folder")
+    ap.add_argument("--gradcam", type=Path, help="write the ensemble's CAM on each original picture into this folder")
+    ap.add_argument("--gradcam-labels", default="", help="labels to draw, comma-separated (default: the most probable)")
+    ap.add_argument("--cam-method", default="gradcam", help=f"one of {', '.join(CAM_METHODS)}")
     ap.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda or cuda:N")
     return run_cli(_predict, add_debug(ap).parse_args(argv))
 
 
 def _predict(a) -> int:
-    run(a.model, a.images, a.out, a.detector, a.gradcam, a.sam_checkpoint, a.device)
+    run(a.model, a.images, a.out, a.detector, cam_request(a.gradcam, a.gradcam_labels, a.cam_method), a.sam_checkpoint,
+        a.device)
     return 0
 
 

@@ -12,7 +12,8 @@ from tqdm.auto import tqdm
 from utils.core.cam import cam_maps
 from utils.core.imageio import ImageReadError, read_image
 from utils.core.labels import LABELS
-from utils.gradcam.attention import energy_shares, to_photo
+from utils.core.cam import to_photo
+from utils.gradcam.attention import energy_shares
 
 KINDS = ("TP", "FP", "FN")
 

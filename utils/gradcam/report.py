@@ -74,7 +74,10 @@ def build_report(run_dir: Path, out: Path) -> Path:
                                  ("img", "reliability.png", "")])
     step6 = find_step_dir(run_dir, "06")
     galleries = sorted(step6.glob("gallery_*.png")) if step6 else []
-    section("Where the model looks", "06", [("table", "attention.csv", "share of CAM energy (sheet, rhythm strip, leads)")])
+    section("Where the model looks", "06", [("table", "attention.csv", "share of CAM energy (sheet, rhythm strip, leads)"),
+                                            ("table", "faithfulness.csv", "which CAM to trust: mean ROAD score per "
+                                             "method and label (higher: more faithful; the random map is the floor)"),
+                                            ("img", "explorer.png", "the explorer's view of one test photo")])
     for g in galleries:
         parts.append(f"<h3>{html.escape(g.stem.replace('gallery_', ''))}: true positives, false positives, "
                      f"false negatives</h3>{_img(g)}")

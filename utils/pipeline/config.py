@@ -153,7 +153,11 @@ OPTIONS: tuple[Option, ...] = (
     _o("real_check_dirs", str, "", "real ECG records (PTB-XL layout, comma-separated; relative to the repository) "
        "rendered as photos and scored by the packaged model; absent folders are skipped"),
     # --- 06 Grad-CAM analysis and report ---
-    _o("cam_method", str, "gradcam", "gradcam, gradcam++ or xgradcam", choices=("gradcam", "gradcam++", "xgradcam")),
+    _o("cam_method", str, "gradcam", "the galleries' and the attention table's CAM: gradcam, gradcam++, xgradcam, "
+       "layercam or eigencam (the explorer starts with the most faithful one measured)",
+       choices=("gradcam", "gradcam++", "xgradcam", "layercam", "eigencam")),
+    _o("faithfulness_images", int, 4, "test pictures per label on which every CAM method is scored by ROAD "
+       "(0: not scored; each costs about 48 imputed pictures on the CPU: 6 maps at 4 percentiles, twice)"),
     _o("cam_images", int, 60, "test pictures whose CAMs are measured (attention table)"),
     _o("gallery_size", int, 4, "pictures per row of each label's gallery (TP, FP, FN)"),
     # --- 07 ablations and robustness (not in the default chain: python -m utils.pipeline --steps 07) ---

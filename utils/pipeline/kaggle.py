@@ -126,7 +126,9 @@ def build_code_dataset(out: Path, user: str, title: str = CODE_TITLE) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
     shutil.copytree(REPO_ROOT / "utils", out / "utils", ignore=ignore)
     shutil.copytree(REPO_ROOT / "notebooks", out / "notebooks", ignore=ignore)
-    shutil.copytree(REPO_ROOT / "docs" / "gpu-check", out / "docs" / "gpu-check", ignore=ignore)  # the budget reads it
+    for measured in ("gpu-check", "gpu-train"):  # the budget reads them
+        if (REPO_ROOT / "docs" / measured).is_dir():
+            shutil.copytree(REPO_ROOT / "docs" / measured, out / "docs" / measured, ignore=ignore)
     for name in ("requirements.txt", "README.md"):
         shutil.copy(REPO_ROOT / name, out / name)
     (out / VERSION_FILE).write_text(code_version(out) + "\n")

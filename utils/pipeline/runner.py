@@ -177,6 +177,7 @@ def run_pipeline(profile: str, steps: str | None = None, overrides: dict | None 
                  ", ".join(f"{k}={v}" for k, v in found.items()))
     # the kernels papermill starts must import utils whatever their working directory
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    os.environ["ECG_BATCH"] = "1"  # nobody at these kernels: pictures, not menus (utils.gradcam.explorer)
     chain = select_steps(discover_steps(notebook_dir or REPO_ROOT / "notebooks"), steps)
     if budget_only:  # said, nothing created: no run folder, no restore
         from utils.pipeline.budget import say_budget
