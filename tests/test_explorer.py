@@ -150,3 +150,19 @@ def test_a_batch_run_gets_the_figure_from_its_file(package, tmp_path):
     shown = explore({"roi_clahe": Predictor(package)}, pred, interactive=False, save=tmp_path / "explorer.png")
     assert type(shown).__name__ == "Image" and shown.filename == str(tmp_path / "explorer.png")
     assert cv2.imread(str(tmp_path / "explorer.png")).shape[1] == 16 * 80  # the figure's width at 80 dpi
+
+
+def test_the_menus_redraw_on_a_change_and_say_why_a_path_fails(package, tmp_path, capsys):
+    pytest.importorskip("ipywidgets")
+    pred = _photos(tmp_path, 2)
+    box = explore({"roi_clahe": Predictor(package)}, pred, interactive=True)
+    (pick, path_box), (label_box, fold_box, method_box) = (h.children for h in box.children[:2])
+    assert pick.options == tuple(f"{k}:{kind}:{i}" for k in LABELS for kind in ("TP", "FP", "FN") for i in range(3)) \
+        + ("p0", "p1") and pick.value == "p0"
+    assert fold_box.options == ("ensemble", "0", "1") and method_box.options == tuple(CAM_METHODS)
+    capsys.readouterr()
+    label_box.value = "CD"  # a change draws again
+    assert "Figure(1600x420)" in capsys.readouterr().out
+    path_box.value = str(tmp_path / "missing.jpg")
+    path_box._submission_callbacks(path_box)  # Enter in the path box
+    assert "not a file, not an id of the run's test pictures" in capsys.readouterr().out

@@ -171,7 +171,8 @@ def widgets_live() -> bool:
 def explore(predictors: dict, pred: pd.DataFrame | None = None, picture=None, label: str | None = None,
             fold=ENSEMBLE, method: str = "gradcam", interactive: bool | None = None, save: Path | None = None):
     """Menus for picture, label, fold, method (and a path box for a new photo) in a live notebook; elsewhere the
-    static figure of the given (or first) picture, written to `save` when given (and then shown from that file)."""
+    static figure of the given (or first) picture, written to `save` when given (and then shown from that file).
+    Returns the menus (a widget box), the figure, or the saved figure as an image to show."""
     picture = picture if picture is not None else (pred["id"].iloc[0] if pred is not None and len(pred) else None)
     if picture is None:
         raise ValueError("explore: name a picture (an id, a gallery category or a path)")
@@ -213,9 +214,10 @@ def explore(predictors: dict, pred: pd.DataFrame | None = None, picture=None, la
     for box in (pick, label_box, fold_box, method_box):
         box.observe(draw, names="value")
     path_box.on_submit(draw)
-    display(w.VBox([w.HBox([pick, path_box]), w.HBox([label_box, fold_box, method_box]), out]))
+    box = w.VBox([w.HBox([pick, path_box]), w.HBox([label_box, fold_box, method_box]), out])
+    display(box)
     draw()
-    return None
+    return box
 
 
 def _shown(path: Path):
