@@ -150,7 +150,7 @@ def _probabilities(ax, probs, thresholds, truth: dict | None, k: int) -> None:
     for i, t in enumerate(thresholds[::-1]):
         ax.plot([t, t], [i - 0.4, i + 0.4], color="black", lw=1.5)
     ax.set_xlim(0, 1)
-    ax.set_title("probability | threshold" + ("; truth " + "".join(f"{n}={int(v)} " for n, v in truth.items())
+    ax.set_title("probability | threshold" + ("\ntruth " + " ".join(f"{n}={int(v)}" for n, v in truth.items())
                                               if truth else ""), fontsize=8)
 
 

@@ -156,8 +156,9 @@ OPTIONS: tuple[Option, ...] = (
     _o("cam_method", str, "gradcam", "the galleries' and the attention table's CAM: gradcam, gradcam++, xgradcam, "
        "layercam or eigencam (the explorer starts with the most faithful one measured)",
        choices=("gradcam", "gradcam++", "xgradcam", "layercam", "eigencam")),
-    _o("faithfulness_images", int, 4, "test pictures per label on which every CAM method is scored by ROAD "
-       "(0: not scored; each costs about 48 imputed pictures on the CPU: 6 maps at 4 percentiles, twice)"),
+    _o("faithfulness_images", int, 2, "test pictures per label on which every CAM method is scored by ROAD "
+       "(0: not scored); each is 6 maps x 8 imputed pictures on one CPU core: about 50 s at 256x352, 1-2 min at "
+       "448x576"),
     _o("cam_images", int, 60, "test pictures whose CAMs are measured (attention table)"),
     _o("gallery_size", int, 4, "pictures per row of each label's gallery (TP, FP, FN)"),
     # --- 07 ablations and robustness (not in the default chain: python -m utils.pipeline --steps 07) ---
