@@ -174,3 +174,14 @@ def test_step01_reports_each_bad_file_and_keeps_the_rest(tmp_path):
     kept = set(manifest.loc[manifest.split == "train", "id"].str.split(":").str[-1])
     assert {"good", "rgba", "deep16", "gray", "exif_rotated"} <= kept
     assert not kept & {"truncated", "tiny", "huge", "junk", "notes", "empty", "outside"}
+
+
+def test_a_file_pillow_cannot_identify_is_refused_after_ultralytics_patched_pillow(tmp_path):
+    """ultralytics, once imported, replaces Image.open with one that would pip-install a HEIF plugin for such a file
+    (offline: ModuleNotFoundError); the reader asks Pillow itself and says what it is."""
+    import ultralytics  # noqa: F401 - its import applies the patch
+
+    assert Image.open.__module__.startswith("ultralytics")  # the patch is in place
+    (tmp_path / "notes.jpg").write_bytes(b"not a picture at all, only text with an image extension")
+    with pytest.raises(ImageReadError, match="cannot decode: not an image, or an unknown format"):
+        read_image(tmp_path / "notes.jpg")

@@ -81,12 +81,23 @@ def to_bgr8(im: Image.Image) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
 
 
+def pillow_open(path: Path) -> Image.Image:
+    """Pillow's own Image.open. Importing ultralytics replaces it (ultralytics/utils/patches.py) with one that, for a
+    file Pillow cannot identify, tries to pip-install a HEIF plugin and, offline, fails with ModuleNotFoundError; the
+    reader wants Pillow's answer and never an install. The patch keeps Pillow's function as `_image_open` in its
+    module; where that changes, Image.open is used as it is."""
+    opener = Image.open
+    if getattr(opener, "__module__", "").startswith("ultralytics"):
+        opener = getattr(opener, "__globals__", {}).get("_image_open", opener)
+    return opener(path)
+
+
 def _header_size(path: Path) -> tuple[int, int]:
     """Width and height from the header alone, for a picture Pillow refuses to open as a decompression bomb."""
     with _BOMB_LOCK:
         limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
-            with Image.open(path) as im:
+            with pillow_open(path) as im:
                 return im.size
         finally:
             Image.MAX_IMAGE_PIXELS = limit
@@ -94,7 +105,7 @@ def _header_size(path: Path) -> tuple[int, int]:
 
 def _open(path: Path, min_side: int, max_pixels: int) -> Image.Image:
     try:
-        im = Image.open(path)
+        im = pillow_open(path)
     except Image.DecompressionBombError:
         _check_size(*_header_size(path), min_side, max_pixels)
         raise
