@@ -9,10 +9,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from utils.core.cam import cam_maps
 from utils.core.imageio import ImageReadError, read_image
 from utils.core.labels import LABELS
-from utils.core.cam import to_photo
 from utils.gradcam.attention import energy_shares
 
 KINDS = ("TP", "FP", "FN")
@@ -47,8 +45,7 @@ def analyse(predictor, rows: pd.DataFrame, method: str = "gradcam") -> tuple[dic
             print(f"Grad-CAM skips {r.image}: {exc}")
             continue
         prepared, rec = predictor.prepare(img)
-        maps = cam_maps(predictor.models, predictor.tensor(prepared), method)
-        photo = np.stack([to_photo(m, rec, (img.shape[1], img.shape[0])) for m in maps])
+        photo, _ = predictor.photo_cams(img, prepared, rec, range(len(LABELS)), method)
         cams[r.id] = {"photo": photo, "record": rec}
         ann = annotation_of(r.image)
         if ann is None:
