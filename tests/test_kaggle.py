@@ -18,6 +18,7 @@ def test_code_dataset_holds_the_package_and_metadata(tmp_path):
     meta = json.loads((out / "dataset-metadata.json").read_text())
     assert meta["id"] == "alice/ecg-photo-reader-code" and meta["licenses"] == [{"name": "other"}]
     assert (out / "docs" / "gpu-check").is_dir()  # the measured GPU share travels with the code (the budget reads it)
+    assert {"kaggle.md", "reference.md", "results.md"} <= {p.name for p in (out / "docs").glob("*.md")}
     with pytest.raises(ValueError, match=r"licence 'MIT' is not one the Kaggle CLI documents"):
         kaggle.dataset_metadata(tmp_path, "alice", "x", "MIT")
     assert (out / "utils" / "__init__.py").is_file() and (out / "utils" / "pipeline" / "profiles" / "kaggle.yaml").is_file()

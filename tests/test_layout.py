@@ -105,3 +105,28 @@ def test_one_definition_of_each_primitive(name):
             if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
                 where.append(mod)
     assert len(where) == 1, f"{name} is defined in {where}"
+
+
+def test_docs_links_resolve():
+    """Every local link and picture of the README and the docs pages points at a file (or a heading) that exists, so
+    moving a page or a section cannot leave a dangling link."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    assert len(pages) >= 4
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            if not dest.exists():
+                broken.append(f"{page.name}: {target} (no such file)")
+            elif anchor and dest.suffix == ".md":
+                slugs = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+                         for h in re.findall(r"^#+ (.+)$", dest.read_text(), re.M)}
+                if anchor not in slugs:
+                    broken.append(f"{page.name}: {target} (no heading #{anchor})")
+    assert not broken, broken

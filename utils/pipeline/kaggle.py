@@ -117,7 +117,7 @@ def code_version(root: Path) -> str:
 
 
 def build_code_dataset(out: Path, user: str, title: str = CODE_TITLE) -> Path:
-    """utils/, notebooks/, requirements and README with the dataset-metadata.json the kaggle CLI reads, and the code's
+    """utils/, notebooks/, requirements, the README and its docs pages with the dataset-metadata.json the kaggle CLI reads, and the code's
     version; upload it whole with `kaggle datasets create -p DIR --dir-mode zip` (the CLI skips folders otherwise)."""
     out = Path(out)
     if out.exists():
@@ -131,6 +131,9 @@ def build_code_dataset(out: Path, user: str, title: str = CODE_TITLE) -> Path:
             shutil.copytree(REPO_ROOT / "docs" / measured, out / "docs" / measured, ignore=ignore)
     for name in ("requirements.txt", "README.md"):
         shutil.copy(REPO_ROOT / name, out / name)
+    (out / "docs").mkdir(exist_ok=True)
+    for page in sorted((REPO_ROOT / "docs").glob("*.md")):  # the pages the README links to
+        shutil.copy(page, out / "docs" / page.name)
     (out / VERSION_FILE).write_text(code_version(out) + "\n")
     dataset_metadata(out, user, title)
     return out
