@@ -108,7 +108,14 @@ def save_overlay(picture_bgr: np.ndarray, cam: np.ndarray, caption: str, path: P
 
 
 def to_photo(cam: np.ndarray, record: dict, photo_size: tuple[int, int]) -> np.ndarray:
-    """A map over the prepared picture, placed back on the original photo (W, H) through what was done to it."""
+    """A map over the prepared picture, placed back on the original photo (W, H) through what was done to it: the
+    crop or rectification, and the quarter turn that stood the page upright first (`turn`, degrees)."""
+    k = int(record.get("turn") or 0) // 90 % 4
+    w0, h0 = photo_size[::-1] if k % 2 else photo_size  # the upright picture's size
+    return np.ascontiguousarray(np.rot90(_on_upright(cam, record, (w0, h0)), k))
+
+
+def _on_upright(cam: np.ndarray, record: dict, photo_size: tuple[int, int]) -> np.ndarray:
     w0, h0 = photo_size
     if record.get("homography"):  # seg_rect: undo the rectification
         hom = np.array(record["homography"], np.float64)

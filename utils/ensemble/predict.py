@@ -29,6 +29,7 @@ from utils.core.cli import add_debug, run_cli
 from utils.core.device import device_precision, resolve_device
 from utils.core.imageio import ImageReadError, read_image
 from utils.core.labels import LABELS
+from utils.ensemble.page import PageReader, reader_problem, upright
 from utils.ensemble.vote import Calibration, vote_scores
 from utils.pipeline.config import DEFAULTS
 from utils.preprocess.cache import PrepSettings, load_models, prepare
@@ -40,8 +41,8 @@ LOCAL_PATHS = ("yolo_weights", "config_dir", "sam_checkpoint")
 
 
 def package_model(path: Path, checkpoints: list[Path], prep: PrepSettings, rule: str, calibration: Calibration,
-                  min_side: int = 256) -> Path:
-    """Write the ensemble as one weights-only file."""
+                  min_side: int = 256, page: dict | None = None) -> Path:
+    """Write the ensemble as one weights-only file, with the page reader when one is given."""
     folds, meta = [], None
     for ck in checkpoints:
         state = torch.load(ck, map_location="cpu", weights_only=True)
@@ -55,6 +56,8 @@ def package_model(path: Path, checkpoints: list[Path], prep: PrepSettings, rule:
            "prep": {k: v for k, v in asdict(prep).items() if k not in LOCAL_PATHS}, "vote": rule,
            "min_image_side": int(min_side), "temperatures": [float(t) for t in calibration.temperatures],
            "thresholds": [float(t) for t in calibration.thresholds]}
+    if page is not None:
+        pkg["page"] = {k: v for k, v in page.items() if k not in ("history", "skipped")}
     buf = io.BytesIO()
     torch.save(pkg, buf)
     atomic_write_bytes(Path(path), buf.getvalue())
@@ -110,7 +113,7 @@ def package_problem(pkg: dict) -> str:
         PrepSettings(**{**pkg["prep"]})
     except (TypeError, ValueError) as err:
         return f"'prep' does not describe a preparation: {err}"
-    return ""
+    return reader_problem(pkg["page"]) if "page" in pkg else ""
 
 
 def serving_prep(pkg: dict, detector: str = "", sam_checkpoint: str = "") -> PrepSettings:
@@ -142,10 +145,16 @@ class Predictor:
         self.detector, self.segmenter = load_models(self.prep, str(self.device))  # beside the models
         self.input = ModelInput(pkg["image_size"], pkg["mean"], pkg["std"], pkg.get("input_channels", "rgb"))
         self.calibration = Calibration(tuple(pkg["temperatures"]), tuple(pkg["thresholds"]))
+        self.page = PageReader(pkg["page"], self.device) if "page" in pkg else None
 
     def prepare(self, img: np.ndarray) -> tuple[np.ndarray, dict]:
-        """Step 02's preparation of one original picture, with the training strategy and models."""
-        return prepare(img, self.prep, self.detector, self.segmenter)
+        """Step 02's preparation of one original picture, with the training strategy and models, after the page
+        reader (when the package has one) has stood the page upright; its reading is the record's `page`."""
+        reading = self.page.read(img) if self.page is not None else {}
+        turn = reading.get("turn", 0)
+        prepared, rec = prepare(upright(img, turn) if turn else img, self.prep, self.detector, self.segmenter)
+        rec.update(page=reading, turn=turn)
+        return prepared, rec
 
     def tensor(self, prepared: np.ndarray) -> torch.Tensor:
         return self.input(prepared)[None]
@@ -262,6 +271,20 @@ def cam_request(folder: Path | None, labels: str = "", method: str = "gradcam") 
     return CamRequest(Path(folder), wanted, method)
 
 
+def page_columns(rec: dict) -> tuple[dict, str, str]:
+    """The page reader's columns of a prediction row (empty without a reader), why the row's yes/no decisions are
+    withheld, and a doubt about the page's turn ('' for none)."""
+    page = rec.get("page") or {}
+    if not page:
+        return {"ecg_score": np.nan, "is_ecg": "", "turned": 0}, "", ""
+    cols = {"ecg_score": page["ecg_score"], "is_ecg": int(page["is_ecg"]), "turned": rec.get("turn", 0)}
+    withheld = "" if page["is_ecg"] else \
+        f"not an ECG (page reader's score {page['ecg_score']:.2f}): no yes/no decisions"
+    doubt = "" if not page["turn_found"] or rec.get("turn") else \
+        f"the page may be turned by {page['turn_found']} degrees (p {page['turn_p']:.2f}, too unsure to turn it)"
+    return cols, withheld, doubt
+
+
 def predict_one(pred: Predictor, path: Path, root: Path, gradcam: CamRequest | None, pid: str | None = None,
                 note: str = "") -> dict:
     row = {"id": pid or path.stem, "file": str(path), "warning": ""}
@@ -269,10 +292,11 @@ def predict_one(pred: Predictor, path: Path, root: Path, gradcam: CamRequest | N
     try:
         pic = read_image(path, root=root, min_side=pred.pkg.get("min_image_side", DEFAULTS["min_image_side"]))
         scores, decisions, rec, prepared = pred.predict_image(pic.image)
+        page, withheld, doubt = page_columns(rec)
         row.update({k: round(float(p), 6) for k, p in zip(LABELS, scores)})
-        row.update({f"{k}_positive": int(d) for k, d in zip(LABELS, decisions)})
+        row.update({f"{k}_positive": "" if withheld else int(d) for k, d in zip(LABELS, decisions)}, **page)
         row.update(roi_box=rec["box"], roi_method=rec["method"], fallback=rec["fallback"], reason=rec["reason"],
-                   error="", warning="; ".join(filter(None, [note, *pic.warnings])))
+                   error="", warning="; ".join(filter(None, [note, withheld, doubt, *pic.warnings])))
         if gradcam is not None:
             write_cams(pred, pic.image, prepared, rec, scores, row["id"], gradcam)
     except ImageReadError as exc:  # one bad file is a row with its error, never the end of the run

@@ -90,6 +90,14 @@ def _parameters(cfg) -> int:
                .parameters())
 
 
+def _page_reader_bytes() -> float:
+    from utils.ensemble.page import HEADS, PageSettings
+    from utils.train.models import build_untrained
+
+    state = build_untrained(PageSettings().backbone, HEADS).state_dict()
+    return sum(v.numel() for v in state.values()) * 4 + 1e5
+
+
 def estimate_disk(cfg, paths: Paths) -> pd.DataFrame:
     """One row per artefact: step, what, count, bytes each, total bytes, and whether it stays or is transient."""
     from utils.preprocess.step import parse_strategies
@@ -129,6 +137,10 @@ def estimate_disk(cfg, paths: Paths) -> pd.DataFrame:
     add("03-04", "last.pt while a fit runs", 1, last, "weights + AdamW moments; removed when the fit finishes", False)
     add("04", "Stage II best.pt per fold", cfg["n_folds"], best, "one per fold")
     add("05", "the packaged ensemble", 1, best * cfg["n_folds"], "every fold's weights in one file")
+    if cfg["page_reader"]:
+        reader = _page_reader_bytes()
+        add("05", "the page reader (its file and its copy in the package)", 2, reader,
+            f"{(reader - 1e5) / 4e6:.1f} M parameters and buffers x 4 bytes")
     if cfg["real_check_dirs"]:
         n_real = sum(len(list(Path(f).rglob("*.hea"))) for f in present_folders(cfg["real_check_dirs"])[0])
         add("05", "real-ECG check renders", n_real, photo_b, "photo-style renders of the real records")

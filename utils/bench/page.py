@@ -1,0 +1,135 @@
+"""The page reader measured: `python -m utils.bench.page --model model.pt --run outputs/demo/latest
+[--real ../shared/data/real-ecg-images-unlabeled] [--pictures 100]`.
+
+Each ECG picture (the run's test photos; real ECG pictures when a folder is given, taken as upright) is read as it
+is and turned by 90, 180 and 270 degrees: the share the reader calls an ECG, and of the turned ones the share it turns
+back right, turns wrong or leaves as it is. Pictures that hold no ECG (scikit-image's sample photos, when it is
+installed; white, black, grey and noise pages made here) give the share wrongly called an ECG. On the run's test
+photos the ensemble's probabilities of each turned page are compared with the upright page's (mean and largest
+absolute difference). Prints the tables and writes them to outputs/page/<date>/ (page.csv, page.md).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from utils.bench.stability import test_pictures
+from utils.core.atomic import atomic_write_text, new_folder
+from utils.core.cli import add_debug, run_cli
+from utils.core.imageio import IMAGE_EXTS, ImageReadError, read_image
+from utils.core.paths import REPO_ROOT
+from utils.ensemble.page import TURNS
+from utils.ensemble.predict import Predictor
+
+
+def plain_pages(size: tuple[int, int] = (850, 1100), seed: int = 0) -> dict[str, np.ndarray]:
+    """Pages that hold nothing: white, black, grey and uniform noise."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    return {"white page": np.full((h, w, 3), 255, np.uint8), "black page": np.zeros((h, w, 3), np.uint8),
+            "grey page": np.full((h, w, 3), 128, np.uint8), "noise page": rng.integers(0, 256, (h, w, 3), np.uint8)}
+
+
+def sample_photos() -> dict[str, np.ndarray]:
+    """scikit-image's sample photos that ship in its wheel (none when it is not installed)."""
+    try:
+        import skimage
+    except ImportError:
+        return {}
+    folder = Path(skimage.__file__).parent / "data"
+    out = {}
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() in IMAGE_EXTS:
+            try:
+                out[p.name] = read_image(p, min_side=1).image
+            except ImageReadError:
+                continue
+    return out
+
+
+def read_turns(predictor: Predictor, pictures: dict[str, np.ndarray], kind: str, compare: bool = False) -> list[dict]:
+    """One row per (picture, turn): what the reader said, and with `compare` the ensemble's largest change of
+    probability against the upright picture."""
+    rows = []
+    for name, img in tqdm(pictures.items(), desc=f"page reader: {kind}", unit="picture"):
+        base = predictor.predict_image(img)[0] if compare else None
+        for turn in TURNS:
+            turned = np.ascontiguousarray(np.rot90(img, turn // 90))
+            page = predictor.page.read(turned)
+            row = {"set": kind, "picture": name, "turn": turn, "ecg_score": page["ecg_score"],
+                   "is_ecg": page["is_ecg"], "turned_back": predictor.prepare(turned)[1]["turn"] if compare
+                   else page["turn"]}
+            if compare:
+                row["max_abs_change"] = float(np.abs(predictor.predict_image(turned)[0] - base).max())
+            rows.append(row)
+    return rows
+
+
+def summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per set and turn: how many, the share called an ECG, and (ECG sets) turned back right, wrong or left."""
+    out = []
+    for (kind, turn), g in rows.groupby(["set", "turn"], sort=False):
+        r = {"set": kind, "turn": turn, "pictures": len(g), "called_ecg": g["is_ecg"].mean()}
+        if not kind.startswith("no ECG"):
+            r.update(turned_right=(g["turned_back"] == turn).mean() if turn else np.nan,
+                     turned_wrong=((g["turned_back"] != turn) & (g["turned_back"] != 0)).mean(),
+                     left_as_is=(g["turned_back"] == 0).mean() if turn else np.nan)
+        if "max_abs_change" in g and g["max_abs_change"].notna().any():
+            r.update(mean_max_abs_change=g["max_abs_change"].mean(), largest_change=g["max_abs_change"].max())
+        out.append(r)
+    return pd.DataFrame(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m utils.bench.page", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, required=True, help="a package with a page reader (step 05's model.pt)")
+    ap.add_argument("--run", type=Path, required=True, help="the run whose test photos are used")
+    ap.add_argument("--real", type=Path, help="a folder of real ECG pictures, taken as upright")
+    ap.add_argument("--pictures", type=int, default=100, help="test photos and real pictures, at most")
+    ap.add_argument("--compare", type=int, default=20, help="test photos whose probabilities are compared turned")
+    ap.add_argument("--out", type=Path, default=REPO_ROOT / "outputs" / "page", help="results folder root")
+    ap.add_argument("--device", default="auto")
+    return run_cli(_run, add_debug(ap).parse_args(argv))
+
+
+def _pictures(paths: list[Path]) -> dict[str, np.ndarray]:
+    out = {}
+    for p in paths:
+        try:
+            out[p.name] = read_image(p).image
+        except ImageReadError as exc:
+            print(f"skipped: {exc}")
+    return out
+
+
+def _run(a) -> int:
+    predictor = Predictor(a.model, device=a.device)
+    if predictor.page is None:
+        raise ValueError(f"--model {a.model}: this package has no page reader (step 05 with page_reader: true)")
+    test = _pictures(test_pictures(a.run, None, a.pictures))
+    compared = dict(list(test.items())[:a.compare])
+    rows = read_turns(predictor, compared, "synthetic test photos", compare=True)
+    rows += read_turns(predictor, dict(list(test.items())[a.compare:]), "synthetic test photos")
+    if a.real is not None:
+        rows += read_turns(predictor, _pictures(test_pictures(None, a.real, a.pictures)), "real ECG pictures")
+    rows += read_turns(predictor, sample_photos(), "no ECG: scikit-image photos")
+    rows += read_turns(predictor, plain_pages(), "no ECG: white, black, grey, noise")
+    table = summary(pd.DataFrame(rows))
+    out = new_folder(Path(a.out) / dt.date.today().isoformat())
+    pd.DataFrame(rows).to_csv(out / "pictures.csv", index=False)
+    table.to_csv(out / "page.csv", index=False)
+    text = f"# The page reader: {a.model}\n\n{table.to_markdown(index=False, floatfmt='.3f')}\n"
+    atomic_write_text(out / "page.md", text)
+    print(text + f"written: {out / 'page.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
