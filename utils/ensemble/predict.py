@@ -271,18 +271,16 @@ def cam_request(folder: Path | None, labels: str = "", method: str = "gradcam") 
     return CamRequest(Path(folder), wanted, method)
 
 
-def page_columns(rec: dict) -> tuple[dict, str, str]:
-    """The page reader's columns of a prediction row (empty without a reader), why the row's yes/no decisions are
-    withheld, and a doubt about the page's turn ('' for none)."""
+def page_columns(rec: dict) -> tuple[dict, str]:
+    """The page reader's columns of a prediction row (empty without a reader), and why the row's yes/no decisions are
+    withheld ('' when they are not)."""
     page = rec.get("page") or {}
     if not page:
-        return {"ecg_score": np.nan, "is_ecg": "", "turned": 0}, "", ""
-    cols = {"ecg_score": page["ecg_score"], "is_ecg": int(page["is_ecg"]), "turned": rec.get("turn", 0)}
-    withheld = "" if page["is_ecg"] else \
+        return {"ecg_score": np.nan, "is_ecg": "", "turned": 0, "turn_found": "", "turn_p": np.nan}, ""
+    cols = {"ecg_score": page["ecg_score"], "is_ecg": int(page["is_ecg"]), "turned": rec.get("turn", 0),
+            "turn_found": page["turn_found"], "turn_p": page["turn_p"]}
+    return cols, "" if page["is_ecg"] else \
         f"not an ECG (page reader's score {page['ecg_score']:.2f}): no yes/no decisions"
-    doubt = "" if not page["turn_found"] or rec.get("turn") else \
-        f"the page may be turned by {page['turn_found']} degrees (p {page['turn_p']:.2f}, too unsure to turn it)"
-    return cols, withheld, doubt
 
 
 def predict_one(pred: Predictor, path: Path, root: Path, gradcam: CamRequest | None, pid: str | None = None,
@@ -292,11 +290,11 @@ def predict_one(pred: Predictor, path: Path, root: Path, gradcam: CamRequest | N
     try:
         pic = read_image(path, root=root, min_side=pred.pkg.get("min_image_side", DEFAULTS["min_image_side"]))
         scores, decisions, rec, prepared = pred.predict_image(pic.image)
-        page, withheld, doubt = page_columns(rec)
+        page, withheld = page_columns(rec)
         row.update({k: round(float(p), 6) for k, p in zip(LABELS, scores)})
         row.update({f"{k}_positive": "" if withheld else int(d) for k, d in zip(LABELS, decisions)}, **page)
         row.update(roi_box=rec["box"], roi_method=rec["method"], fallback=rec["fallback"], reason=rec["reason"],
-                   error="", warning="; ".join(filter(None, [note, withheld, doubt, *pic.warnings])))
+                   error="", warning="; ".join(filter(None, [note, withheld, *pic.warnings])))
         if gradcam is not None:
             write_cams(pred, pic.image, prepared, rec, scores, row["id"], gradcam)
     except ImageReadError as exc:  # one bad file is a row with its error, never the end of the run

@@ -161,8 +161,10 @@ OPTIONS: tuple[Option, ...] = (
     _o("page_negatives", int, 300, "pictures without an ECG made for the page reader (surfaces, blank and graph "
        "paper, text, shapes, gradients, noise)"),
     _o("ecg_threshold", float, 0.5, "the page reader's ECG score below which a picture gets no yes/no decisions"),
-    _o("turn_confidence", float, 0.9, "the page reader's probability of a turn above which the page is turned "
-       "upright before it is read (below: read as it is, with a warning)"),
+    _o("turn_confidence", float, 0.9, "the page reader's probability of a turn above which it is sure of it (and, "
+       "with turn_pages, turns the page upright before it is read)"),
+    _o("turn_pages", bool, False, "turn a page the reader is sure is turned upright before it is read; off by "
+       "default: learnt from synthetic pages, the turn does not carry over to real ones (see the README)"),
     # --- 06 Grad-CAM analysis and report ---
     _o("cam_method", str, "gradcam", "the galleries' and the attention table's CAM: gradcam, gradcam++, xgradcam, "
        "layercam or eigencam (the explorer starts with the most faithful one measured)",
