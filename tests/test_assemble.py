@@ -8,13 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from utils.core.labels import LABELS as THE_LABELS
 from utils.core.paths import resolve_paths
 from utils.data.assemble import build_manifest, discover_scan_sets
 from utils.data.folds import make_folds
 from utils.data.sources import class_labels, load_class_folders, load_competition
 from utils.pipeline.config import resolve_config
 
-LABELS = ["MI", "AF", "HYP", "CD", "STTC"]
+LABELS = list(THE_LABELS)  # a list: pandas reads a tuple as one key
 
 
 def _img(path: Path, seed: int, size=(320, 400)) -> Path:

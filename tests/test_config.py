@@ -40,6 +40,19 @@ def test_type_errors_name_the_key_and_value():
         parse_overrides(["seed"])
 
 
+def test_a_value_outside_a_keys_choices_is_refused_naming_them():
+    with_choices = [opt for opt in OPTIONS if opt.choices]
+    assert len(with_choices) >= 5
+    for opt in with_choices:
+        with pytest.raises(ConfigError, match=rf"key '{opt.name}' must be one of \[.*\], got 'nonsense'"):
+            resolve_config("kaggle", {opt.name: "nonsense"})
+        for choice in opt.choices:
+            assert resolve_config("kaggle", {opt.name: choice})[opt.name] == choice
+    with pytest.raises(ConfigError, match=r"key 'stage1_sources' must be one of \['all', 'real', 'synthetic', "
+                                          r"'simulated', 'recorded'\], got 'scans'"):
+        parse_overrides(["stage1_sources=scans"])
+
+
 def test_command_line_text_is_converted_by_type():
     got = parse_overrides(["seed=7", "synth_severity=0.5", "device=cuda:1", "synth_from_wfdb="])
     assert got == {"seed": 7, "synth_severity": 0.5, "device": "cuda:1", "synth_from_wfdb": ""}

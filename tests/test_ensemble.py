@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from utils.core.imageio import read_image
+from utils.core.labels import LABELS as THE_LABELS
 from utils.core.metrics import bootstrap_auroc
 from utils.ensemble.predict import Predictor
 from utils.ensemble.predict import main as predict_main
 from utils.ensemble.submission import SubmissionError, submission_ids, write_submission
 from utils.ensemble.vote import apply_temperature, combine, ece, f1_thresholds, fit_temperature
 
-LABELS = ["MI", "AF", "HYP", "CD", "STTC"]
+LABELS = list(THE_LABELS)  # a list: pandas reads a tuple as one key
 
 
 def test_voting_rules_on_hand_made_inputs():

@@ -12,13 +12,14 @@ import torch
 from PIL import Image
 
 from utils.core.imageio import ImageReadError, read_image
+from utils.core.labels import LABELS as THE_LABELS
 from utils.core.paths import resolve_paths
 from utils.data.assemble import build_manifest
 from utils.ensemble.predict import load_package
 from utils.ensemble.predict import main as predict_main
 from utils.pipeline.config import resolve_config
 
-LABELS = ["MI", "AF", "HYP", "CD", "STTC"]
+LABELS = list(THE_LABELS)  # a list: pandas reads a tuple as one key
 
 
 def _page(h=360, w=480) -> np.ndarray:

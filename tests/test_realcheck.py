@@ -3,11 +3,12 @@ import pandas as pd
 import pytest
 
 from tests.conftest import ptbxl_subset
+from utils.core.labels import LABELS as THE_LABELS
 from utils.ensemble.realcheck import main as realcheck_main
 from utils.ensemble.realcheck import present_folders, real_check
 from utils.synth.wfdb_source import list_records
 
-LABELS = ["MI", "AF", "HYP", "CD", "STTC"]
+LABELS = list(THE_LABELS)  # a list: pandas reads a tuple as one key
 
 
 def test_subset_layout_is_read_with_its_labels(tmp_path):
