@@ -187,3 +187,23 @@ def test_step05_reuses_its_reader_unless_a_training_setting_changed(tmp_path, ca
                        progress=False)
     assert "training the page reader again" in capsys.readouterr().out and other["non_ecg"] == 3
     assert reader_for(resolve_config("smoke", {"page_reader": False}), manifest, tmp_path / "x.pt") is None
+
+
+def test_the_benchmarks_shares_on_known_readings():
+    from utils.bench.page import plain_pages, summary
+
+    rows = pd.DataFrame([
+        {"set": "real", "picture": "a", "turn": 0, "ecg_score": 0.9, "is_ecg": True, "turned_back": 180},
+        {"set": "real", "picture": "b", "turn": 0, "ecg_score": 0.2, "is_ecg": False, "turned_back": 0},
+        {"set": "real", "picture": "a", "turn": 90, "ecg_score": 0.9, "is_ecg": True, "turned_back": 90},
+        {"set": "real", "picture": "b", "turn": 90, "ecg_score": 0.9, "is_ecg": True, "turned_back": 0},
+        {"set": "no ECG: x", "picture": "c", "turn": 0, "ecg_score": 0.7, "is_ecg": True, "turned_back": 0},
+        {"set": "no ECG: x", "picture": "d", "turn": 0, "ecg_score": 0.1, "is_ecg": False, "turned_back": 90}])
+    table = summary(rows).set_index(["set", "turn"])
+    assert table.loc[("real", 0), "called_ecg"] == 0.5 and table.loc[("real", 0), "turned_wrong"] == 0.5
+    assert table.loc[("real", 90), "turned_right"] == 0.5 and table.loc[("real", 90), "left_as_is"] == 0.5
+    assert table.loc[("real", 90), "turned_wrong"] == 0.0
+    assert table.loc[("no ECG: x", 0), "called_ecg"] == 0.5 and np.isnan(table.loc[("no ECG: x", 0), "turned_wrong"])
+    pages = plain_pages()
+    assert set(pages) == {"white page", "black page", "grey page", "noise page"}
+    assert pages["noise page"].std() > 50 and pages["white page"].min() == 255
