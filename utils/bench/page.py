@@ -3,8 +3,9 @@
 
 Each ECG picture (the run's test photos; real ECG pictures when a folder is given, taken as upright) is read as it
 is and turned by 90, 180 and 270 degrees: the share the reader calls an ECG, and the share it would turn back right,
-turn wrong or leave as it is (sure of a turn: `turn_confidence`; measured as if `turn_pages` were on). Pictures that hold no ECG (scikit-image's sample photos, when it is
-installed; white, black, grey and noise pages made here) give the share wrongly called an ECG. On the run's test
+turn wrong or leave as it is (sure of a turn: `turn_confidence`; measured as if `turn_pages` were on). Pictures that
+hold no ECG (scikit-image's sample photos, when it is installed; white, black, grey and noise pages made here) give
+the share wrongly called an ECG. On the run's test
 photos the ensemble's probabilities of each turned page are compared with the upright page's (mean and largest
 absolute difference). Prints the tables and writes them to outputs/page/<date>/ (page.csv, page.md).
 """
@@ -98,13 +99,14 @@ def main(argv=None) -> int:
     return run_cli(_run, add_debug(ap).parse_args(argv))
 
 
-def _pictures(paths: list[Path]) -> dict[str, np.ndarray]:
+def _pictures(paths: list[Path], skipped: list[str]) -> dict[str, np.ndarray]:
+    """The readable pictures by name; each unreadable one added to `skipped` with why."""
     out = {}
     for p in paths:
         try:
             out[p.name] = read_image(p).image
         except ImageReadError as exc:
-            print(f"skipped: {exc}")
+            skipped.append(str(exc))
     return out
 
 
@@ -113,19 +115,22 @@ def _run(a) -> int:
     if predictor.page is None:
         raise ValueError(f"--model {a.model}: this package has no page reader (step 05 with page_reader: true)")
     predictor.page.turn_pages = True  # measured as if turning were on, whatever the package says
-    test = _pictures(test_pictures(a.run, None, a.pictures))
+    skipped: list[str] = []
+    test = _pictures(test_pictures(a.run, None, a.pictures), skipped)
     compared = dict(list(test.items())[:a.compare])
     rows = read_turns(predictor, compared, "synthetic test photos", compare=True)
     rows += read_turns(predictor, dict(list(test.items())[a.compare:]), "synthetic test photos")
     if a.real is not None:
-        rows += read_turns(predictor, _pictures(test_pictures(None, a.real, a.pictures)), "real ECG pictures")
+        rows += read_turns(predictor, _pictures(test_pictures(None, a.real, a.pictures), skipped),
+                           "real ECG pictures")
     rows += read_turns(predictor, sample_photos(), "no ECG: scikit-image photos")
     rows += read_turns(predictor, plain_pages(), "no ECG: white, black, grey, noise")
     table = summary(pd.DataFrame(rows))
     out = new_folder(Path(a.out) / dt.date.today().isoformat())
     pd.DataFrame(rows).to_csv(out / "pictures.csv", index=False)
     table.to_csv(out / "page.csv", index=False)
-    text = f"# The page reader: {a.model}\n\n{table.to_markdown(index=False, floatfmt='.3f')}\n"
+    text = f"# The page reader: {a.model}\n\n{table.to_markdown(index=False, floatfmt='.3f')}\n" + \
+        ("\nskipped (unreadable):\n" + "\n".join(skipped) + "\n" if skipped else "")
     atomic_write_text(out / "page.md", text)
     print(text + f"written: {out / 'page.md'}")
     return 0

@@ -150,6 +150,8 @@ def train_reader(paths, s: PageSettings, device: torch.device | str = "cpu", pro
     ecg, skipped = read_squares(paths, s.size, progress)
     if not len(ecg):
         raise ValueError(f"page reader: none of the {len(paths)} training pictures could be read")
+    for item in skipped:  # left out, and said
+        print(f"page reader: skipped {item['image']}: {item['error']}")
     kinds = [NON_ECG_KINDS[i % len(NON_ECG_KINDS)] for i in range(s.negatives)]
     other = np.stack([page_square(non_ecg_picture(rng, k), s.size) for k in kinds]) if kinds else ecg[:0]
     model, source = create_model(s.backbone, HEADS, s.weights, drop_rate=0.1)
