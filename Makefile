@@ -7,7 +7,7 @@ STAMP := $(VENV)/.requirements.sha256
 PROFILE ?= demo
 ARGS ?=
 
-.PHONY: demo test smoke ablations env clean-venv gpu-check gpu-train gpu-wheels
+.PHONY: demo test smoke ablations env clean-venv gpu-check gpu-train gpu-wheels cells
 
 env:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ ablations: env
 	$(PY) -m utils.pipeline --profile $(PROFILE) --steps 07 $(ARGS)
 
 # pytest exits 5 when it collects no test: not a failure of the code.
+# The notebooks' parameters cells and preludes, written from utils/core/config.py.
+cells: env
+	$(PY) -m utils.pipeline.cells $(ARGS)
+
 test: env
 	@$(PY) -m pytest $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 

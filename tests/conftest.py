@@ -41,7 +41,7 @@ def package(tmp_path):
     """A two-fold ensemble package of test-sized random models."""
     import timm
 
-    from utils.ensemble.predict import package_model
+    from utils.ensemble.predictor import package_model
     from utils.ensemble.vote import Calibration
     from utils.preprocess.cache import PrepSettings
 

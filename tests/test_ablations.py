@@ -12,7 +12,7 @@ from utils.ablations import recorded, results
 from utils.ablations import robustness as rb
 from utils.core.labels import LABELS
 from utils.core.paths import resolve_paths
-from utils.pipeline.config import ConfigError, resolve_config
+from utils.core.config import ConfigError, resolve_config
 from utils.synth.generate import SynthSettings, make_sample
 
 
@@ -292,7 +292,7 @@ def test_notebook_07_builds_tables_reuses_runs_and_lists_failures(tmp_path):
 def test_robustness_command_scores_models_side_by_side(tmp_path, package, capsys):
     profile = tmp_path / "tiny.yaml"
     profile.write_text(f"working_root: {tmp_path / 'work'}\ndevice: cpu\nnum_workers: 1\nsynth_page_width: 330\n"
-                       "synth_page_height: 255\nsynth_photo_max_side: 400\nseed: 3\n")
+                       "synth_page_height: 255\nsynth_photo_max_side: 640\nseed: 3\n")
     import shutil
 
     other = shutil.copy(package, tmp_path / "other.pt")  # the same weights under another name: the same scores

@@ -13,7 +13,7 @@ from utils.core.paths import resolve_paths
 from utils.data.assemble import build_manifest, discover_scan_sets
 from utils.data.folds import make_folds
 from utils.data.sources import class_labels, load_class_folders, load_competition
-from utils.pipeline.config import resolve_config
+from utils.core.config import resolve_config
 
 LABELS = list(THE_LABELS)  # a list: pandas reads a tuple as one key
 

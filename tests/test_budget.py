@@ -7,7 +7,7 @@ import pytest
 from tests.conftest import make_notebook
 from utils.core.paths import resolve_paths
 from utils.pipeline.budget import BudgetError, check_disk, estimate_compute, estimate_disk, peak_bytes
-from utils.pipeline.config import resolve_config
+from utils.core.config import resolve_config
 
 
 def _cfg(tmp_path, **kw):

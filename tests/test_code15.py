@@ -124,7 +124,7 @@ def test_rendered_exams_keep_labels_known_mask_and_patients(code15, tmp_path, ca
 def test_step00_renders_code15_for_stage1_as_recorded_waveforms(code15, tmp_path):
     from utils.core.paths import resolve_paths
     from utils.data.assemble import collect_rows
-    from utils.pipeline.config import resolve_config
+    from utils.core.config import resolve_config
     from utils.synth.sets import synthesize_sets
 
     cfg = resolve_config("smoke", {"working_root": str(tmp_path / "work"), "synth_from_code15": str(code15),

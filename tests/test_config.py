@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from utils.pipeline.config import (
+from utils.core.config import (
     CONFIG_KEYS,
     DEFAULTS,
     OPTIONS,

@@ -8,7 +8,7 @@ import torch
 from utils.core.imageio import read_image
 from utils.core.labels import LABELS as THE_LABELS
 from utils.core.metrics import bootstrap_auroc
-from utils.ensemble.predict import Predictor
+from utils.ensemble.predictor import Predictor
 from utils.ensemble.predict import main as predict_main
 from utils.ensemble.submission import SubmissionError, submission_ids, write_submission
 from utils.ensemble.vote import apply_temperature, combine, ece, f1_thresholds, fit_temperature
@@ -91,7 +91,8 @@ def test_package_is_weights_only_and_predict_handles_bad_files(package, tmp_path
     assert "not an image file type" in table.loc["notes", "error"]
     assert predict_main(["--model", str(package), "--images", str(pics), "--out", str(out)]) == 2  # no overwrite
     # the command reproduces the library's probabilities for the same picture
-    probs, _, _, _ = Predictor(package).predict_image(read_image(pics / "ok.jpg").image)
+    pred = Predictor(package)
+    probs, _ = pred.verdict(pred.read_one(pics / "ok.jpg"))
     np.testing.assert_allclose(table.loc["ok", LABELS].to_numpy(float), probs, atol=1e-6)
 
 

@@ -9,7 +9,7 @@ import torch
 from utils.core.cam import CAM_METHODS, cam_maps
 from utils.core.imageio import ImageReadError
 from utils.core.labels import LABELS
-from utils.ensemble.predict import Predictor
+from utils.ensemble.predictor import Predictor
 from utils.gradcam.explorer import explore, explore_figure, resolve_picture, strategy_packages
 from utils.gradcam.faithfulness import RANDOM, faithfulness, faithfulness_table, most_faithful, random_map, road_score
 

@@ -39,7 +39,7 @@ def test_peaks_and_t4_estimates_from_a_measured_rate():
     assert peak_tflops("NVIDIA A100-SXM4-80GB", "bf16") == 312 and peak_tflops("Tesla T4", "fp16") == 65
     assert peak_tflops("NVIDIA A10", "fp16") == 125 and peak_tflops("NVIDIA H200", "bf16") == 989
     assert peak_tflops("some new GPU", "fp16") is None
-    from utils.pipeline.config import DEFAULTS
+    from utils.core.config import DEFAULTS
 
     size = f"{DEFAULTS['image_height']}x{DEFAULTS['image_width']}"
     table = pd.DataFrame([{"backbone": DEFAULTS["backbone"], "size": size, "precision": "fp16",
@@ -151,7 +151,7 @@ def test_gpu_train_sizes_its_chain_from_timed_pictures_and_the_kaggle_profile_ta
     import torch
 
     from utils.bench.gpu_train import chain_overrides, picture_seconds, plan
-    from utils.pipeline.config import resolve_config
+    from utils.core.config import resolve_config
 
     per = picture_seconds()
     assert set(per) == {"scan", "photo", "prep"} and all(0 < v < 60 for v in per.values())

@@ -15,9 +15,9 @@ from utils.core.imageio import ImageReadError, read_image
 from utils.core.labels import LABELS as THE_LABELS
 from utils.core.paths import resolve_paths
 from utils.data.assemble import build_manifest
-from utils.ensemble.predict import load_package
+from utils.ensemble.predictor import load_package
 from utils.ensemble.predict import main as predict_main
-from utils.pipeline.config import resolve_config
+from utils.core.config import resolve_config
 
 LABELS = list(THE_LABELS)  # a list: pandas reads a tuple as one key
 

@@ -10,7 +10,7 @@ from packaging.version import Version
 
 from utils.pipeline import kaggle, wheels
 from utils.pipeline.runner import discover_steps, run_pipeline
-from utils.pipeline.runs import is_step_complete
+from utils.core.runs import is_step_complete
 
 
 def test_code_dataset_holds_the_package_and_metadata(tmp_path):
@@ -21,7 +21,7 @@ def test_code_dataset_holds_the_package_and_metadata(tmp_path):
     assert {"kaggle.md", "reference.md", "results.md"} <= {p.name for p in (out / "docs").glob("*.md")}
     with pytest.raises(ValueError, match=r"licence 'MIT' is not one the Kaggle CLI documents"):
         kaggle.dataset_metadata(tmp_path, "alice", "x", "MIT")
-    assert (out / "utils" / "__init__.py").is_file() and (out / "utils" / "pipeline" / "profiles" / "kaggle.yaml").is_file()
+    assert (out / "utils" / "__init__.py").is_file() and (out / "utils" / "core" / "profiles" / "kaggle.yaml").is_file()
     assert sorted(p.name for p in (out / "notebooks").glob("*.ipynb")) == \
         sorted(s.path.name for s in discover_steps(out / "notebooks"))
     assert not list(out.rglob("__pycache__"))
@@ -163,7 +163,7 @@ def _kaggle_input(root):
 def test_chain_on_a_kaggle_shaped_input(tmp_path, monkeypatch):
     import yaml
 
-    from utils.pipeline.config import PROFILE_DIR
+    from utils.core.config import PROFILE_DIR
 
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
     comp = _kaggle_input(tmp_path / "input")
@@ -262,7 +262,7 @@ def test_wheels_for_another_python_are_refused_in_one_line(tmp_path, monkeypatch
 
 def test_attached_weights_are_found_by_their_dataset_names_and_a_set_key_wins(tmp_path):
     from utils.core.paths import Paths, dataset_slug
-    from utils.pipeline.config import resolve_config
+    from utils.core.config import resolve_config
     from utils.pipeline.runner import attached_weights
 
     owner = tmp_path / "input" / "datasets" / "alice"

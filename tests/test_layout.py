@@ -8,12 +8,9 @@ import pytest
 
 UTILS = Path(__file__).resolve().parent.parent / "utils"
 # lowest first: a module may import its own folder and any folder before it, never one after it
-LAYERS = ["core", "pipeline", "synth", "data", "preprocess", "train", "ensemble", "gradcam", "orchestration",
-          "ablations", "bench"]
-# The runner and the budget sit above the steps they run and measure (no step imports them; the ablation grid, which
-# runs whole pipelines, does).
-ORCHESTRATION = {"utils.pipeline.runner", "utils.pipeline.budget", "utils.pipeline.__main__",
-                 "utils.pipeline.rehearsal"}
+# The configuration and the run folders sit in core with the other primitives; the pipeline (the runner, the budget,
+# Kaggle packaging) sits above the steps it runs and measures; the ablation grid runs whole pipelines. No exceptions.
+LAYERS = ["core", "synth", "data", "preprocess", "train", "ensemble", "gradcam", "pipeline", "ablations", "bench"]
 MAX_LINES = 400
 
 
@@ -39,8 +36,6 @@ def imports(path: Path) -> list[tuple[str, list[str]]]:
 
 
 def folder(module: str) -> str | None:
-    if module in ORCHESTRATION:
-        return "orchestration"
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else None
 
@@ -89,6 +84,27 @@ def test_no_import_circle_between_modules():
             visit(m, [])
 
 
+# Modules that import the package's own modules inside functions, and why (everywhere else they sit at the top, so the
+# graph reads from the file's head).
+LATE_IMPORTS = {
+    "utils": "ensure_packages imports utils.pipeline.kaggle when called, so `python -m utils.pipeline.kaggle` runs "
+             "its module once",
+    "utils.bench.gpu": "runs on a bare GPU machine: installs the wheels first, then imports what needs them",
+}
+
+
+def test_the_package_imports_itself_at_module_top():
+    late = []
+    for mod, path in modules().items():
+        if mod in LATE_IMPORTS:
+            continue
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                late += [f"{mod}:{n.lineno} imports {n.module} inside {fn.name}()" for n in ast.walk(fn)
+                         if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("utils")]
+    assert not late, "\n".join(sorted(set(late)))
+
+
 def test_no_module_over_the_size_limit():
     big = {m: n for m, p in modules().items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not big, f"modules over {MAX_LINES} lines: {big}"
@@ -130,3 +146,19 @@ def test_docs_links_resolve():
                 if anchor not in slugs:
                     broken.append(f"{page.name}: {target} (no heading #{anchor})")
     assert not broken, broken
+
+
+def test_one_inference_path():
+    """The picture models' probabilities come from one forward pass (utils.train.engine.probabilities), and pictures
+    reach it through one reader (Predictor.read): nothing else prepares pictures or runs the fold models for scores."""
+    calls = {"probabilities": [], "fold_probs": [], "prepare": []}
+    for mod, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+                if name in calls and not (name == "prepare" and not isinstance(f, ast.Attribute)):
+                    calls[name].append(mod)
+    assert set(calls["probabilities"]) == {"utils.train.engine", "utils.ensemble.predictor"}, calls["probabilities"]
+    assert calls["fold_probs"] == ["utils.ensemble.predictor"], calls["fold_probs"]
+    assert calls["prepare"] == ["utils.ensemble.predictor"], calls["prepare"]

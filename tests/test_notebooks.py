@@ -8,9 +8,10 @@ import papermill as pm
 import pytest
 
 from utils.ablations.compare import stage2_alone
-from utils.pipeline.config import CONFIG_KEYS, DEFAULTS
+from utils.core.config import CONFIG_KEYS, DEFAULTS, ConfigError
+from utils.pipeline.cells import HEADER, PRELUDE, write_cells
 from utils.pipeline.runner import discover_steps, run_pipeline
-from utils.pipeline.runs import is_step_complete
+from utils.core.runs import STEP_OUTPUTS, is_step_complete
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
@@ -43,13 +44,66 @@ def test_parameters_exist_in_the_config_with_the_kaggle_defaults(path):
         assert info["help"], f"{path.name}: parameter '{name}' has no comment"
 
 
+def test_parameters_cells_and_preludes_are_written_from_the_configuration():
+    assert write_cells(NOTEBOOKS, check=True) == [], "run: python -m utils.pipeline.cells"
+    for path in NOTEBOOKS:
+        nb = json.loads(path.read_text())
+        params = "".join(nb["cells"][1]["source"])
+        assert params.startswith(HEADER), path.name
+        prelude = "".join(next(c for c in nb["cells"][2:] if c["cell_type"] == "code")["source"])
+        assert prelude.startswith(PRELUDE), path.name
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_cells_orchestrate(path):
+    """Every code cell is calls into utils and a look at their results: no loop, branch or definition in a cell, and
+    the step's outputs come from their one declaration (STEP_OUTPUTS), not from a list typed in the notebook."""
+    nb = json.loads(path.read_text())
+    found = []
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        for node in ast.walk(ast.parse("".join(cell["source"]))):
+            if isinstance(node, (ast.For, ast.While, ast.If, ast.With, ast.Try, ast.FunctionDef, ast.ClassDef)):
+                found.append(f"cell {i + 1} line {node.lineno}: {type(node).__name__}")
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "finish_step" and \
+                    (len(node.args) > 1 or any(k.arg == "outputs" for k in node.keywords)):
+                found.append(f"cell {i + 1}: finish_step given a list of outputs")
+    assert not found, f"{path.name}: " + "; ".join(found)
+    assert path.stem in STEP_OUTPUTS
+
+
+def test_a_default_changed_in_one_place_only_is_caught(monkeypatch, tmp_path):
+    from dataclasses import replace
+
+    from utils.core import config
+
+    # the configuration changed, the cells not
+    monkeypatch.setitem(config.OPTION_BY_NAME, "seed", replace(config.OPTION_BY_NAME["seed"], default=7))
+    stale = write_cells(NOTEBOOKS, check=True)
+    assert stale and all("(parameters)" in s for s in stale)
+    assert {s.split(":")[0] for s in stale} == {p.name for p in NOTEBOOKS if "seed" in pm.inspect_notebook(str(p))}
+    monkeypatch.undo()
+    # a cell changed, the configuration not: named, then written back, the rest of the notebook untouched
+    copy = tmp_path / "05_ensemble.ipynb"
+    copy.write_text((NOTEBOOK_DIR / "05_ensemble.ipynb").read_text().replace("page_epochs: int = 6", "page_epochs: int = 9"))
+    assert write_cells([copy], check=True) == ["05_ensemble.ipynb: cell 2 (parameters)"]
+    assert "page_epochs: int = 9" in copy.read_text()  # --check changes nothing
+    assert write_cells([copy]) == ["05_ensemble.ipynb: cell 2 (parameters)"]
+    assert copy.read_text() == (NOTEBOOK_DIR / "05_ensemble.ipynb").read_text()
+    # a key the configuration does not know is named
+    copy.write_text(copy.read_text().replace("page_epochs: int = 6", "page_epocs: int = 6"))
+    with pytest.raises(ConfigError, match="05_ensemble.ipynb: the parameters cell declares 'page_epocs'"):
+        write_cells([copy], check=True)
+
+
 @pytest.mark.slow
 def test_smoke_chain_runs_every_notebook(tmp_path):
     import os
 
     from utils.core.paths import resolve_paths
     from utils.pipeline.budget import estimate_disk
-    from utils.pipeline.config import resolve_config
+    from utils.core.config import resolve_config
 
     cfg = resolve_config("smoke", {"working_root": str(tmp_path)})
     disk = estimate_disk(cfg, resolve_paths(cfg))  # said before the work

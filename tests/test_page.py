@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from utils.core.cam import to_photo
+from utils.core.config import DEFAULTS
 from utils.core.labels import LABELS
 from utils.ensemble.page import NON_ECG_KINDS, PageReader, PageSettings, non_ecg_picture, train_reader, upright
-from utils.ensemble.predict import Predictor
+from utils.ensemble.predictor import Predictor
 from utils.ensemble.predict import main as predict_main
 from utils.preprocess.cache import prepare
 
@@ -46,7 +47,8 @@ def reader_state(tmp_path_factory):
         paths.append(folder / f"p{i}.png")
         cv2.imwrite(str(paths[-1]), ecg_page(i))
     (folder / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")  # an unreadable one is left out and listed
-    return train_reader([*paths, folder / "cut.png"], PageSettings(size=64, epochs=1, negatives=7, batch_size=8),
+    small = PageSettings.from_config(DEFAULTS, size=64, epochs=1, negatives=7, batch_size=8, seed=0)
+    return train_reader([*paths, folder / "cut.png"], small,
                         progress=False)
 
 
@@ -150,7 +152,8 @@ def test_the_reader_learns_which_way_up_and_what_is_an_ecg(tmp_path):
     for i in range(48):
         paths.append(tmp_path / f"p{i}.png")
         cv2.imwrite(str(paths[-1]), ecg_page(i))
-    state = train_reader(paths, PageSettings(size=96, epochs=8, negatives=32, batch_size=16, lr=1e-3),
+    state = train_reader(paths, PageSettings.from_config(DEFAULTS, size=96, epochs=8, negatives=32, batch_size=16, lr=1e-3,
+                                                   seed=0),
                          progress=False)
     reader = PageReader({**state, "turn_confidence": 0.0, "turn_pages": True})
     right, total = 0, 0
@@ -171,7 +174,7 @@ def test_the_reader_learns_which_way_up_and_what_is_an_ecg(tmp_path):
 
 def test_step05_reuses_its_reader_unless_a_training_setting_changed(tmp_path, capsys):
     from utils.ensemble.page import reader_for
-    from utils.pipeline.config import resolve_config
+    from utils.core.config import resolve_config
 
     rows = []
     for i in range(6):
@@ -211,3 +214,16 @@ def test_the_benchmarks_shares_on_known_readings():
     pages = plain_pages()
     assert set(pages) == {"white page", "black page", "grey page", "noise page"}
     assert pages["noise page"].std() > 50 and pages["white page"].min() == 255
+
+
+def test_the_readers_configured_settings_come_from_the_configuration_alone():
+    from dataclasses import MISSING, fields
+
+    from utils.ensemble.page import CONFIG_FIELDS, CONFIG_NAMES
+
+    own = {f.name: f.default for f in fields(PageSettings)}
+    assert all(own[f] is MISSING for f in CONFIG_FIELDS), "a configured setting keeps no default of its own"
+    cfg = {**DEFAULTS, "page_size": 111, "turn_pages": True, "seed": 5}
+    s = PageSettings.from_config(cfg)
+    assert (s.size, s.turn_pages, s.seed) == (111, True, 5)
+    assert all(getattr(s, f) == cfg[CONFIG_NAMES.get(f, f)] for f in CONFIG_FIELDS)

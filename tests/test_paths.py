@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from utils.core import paths as P
-from utils.pipeline.config import resolve_config
+from utils.core.config import resolve_config
 
 
 def test_auto_roots_off_kaggle(monkeypatch):

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_notebook
-from utils.pipeline.config import ConfigError
+from utils.core.config import ConfigError
 from utils.pipeline.runner import StepFailed, discover_steps, main, run_pipeline, select_steps
-from utils.pipeline.runs import RunError, is_step_complete
+from utils.core.runs import RunError, is_step_complete
 
 PARAMS = 'profile: str = "kaggle"  # configuration profile\nrun_dir: str = ""  # run folder\nseed: int = 42  # seed\n'
 
@@ -173,8 +173,8 @@ def test_cli_reports_config_errors(tmp_path, chain, capsys):
 
 
 def test_a_notebooks_own_settings_reach_the_runs_config(tmp_path, capsys):
-    from utils.pipeline.config import resolve_config
-    from utils.pipeline.runs import load_config, open_run, start_step
+    from utils.core.config import resolve_config
+    from utils.core.runs import load_config, open_run, start_step
 
     run_dir = open_run(resolve_config("smoke", {"working_root": str(tmp_path / "work")}), run_name="run-001")
     assert load_config(run_dir / "config.yaml")["seed"] == 42
@@ -184,3 +184,40 @@ def test_a_notebooks_own_settings_reach_the_runs_config(tmp_path, capsys):
     saved = load_config(run_dir / "config.yaml")
     assert saved["seed"] == 7 and saved["image_height"] == 64 and saved["run_dir"] == str(run_dir)
     assert "config.yaml now holds this notebook's settings: seed: 42 -> 7" in capsys.readouterr().out
+
+
+def test_a_step_records_its_declared_outputs_and_names_a_missing_one(tmp_path):
+    import time
+
+    from utils.core.runs import Step, finish_step
+
+    step_dir = tmp_path / "run-001" / "04_stage2"
+    (step_dir / "folds" / "fold0").mkdir(parents=True)
+    step = Step("04_stage2", None, None, tmp_path / "run-001", step_dir, time.time())
+    for name in ("oof.csv", "oof_auroc.json"):
+        (step_dir / name).write_text("x")
+    (step_dir / "folds" / "fold0" / "best.pt").write_bytes(b"12345")
+    with pytest.raises(RunError, match=r"04_stage2 declared output .*04_stage2/curves.png, which does not exist"):
+        finish_step(step)
+    assert not is_step_complete(step_dir)
+    (step_dir / "curves.png").write_bytes(b"png")
+    with pytest.raises(RunError, match=r"folds/fold\*/best.pt"):  # a pattern needs one match
+        (step_dir / "folds" / "fold0" / "best.pt").unlink()
+        finish_step(step)
+    (step_dir / "folds" / "fold0" / "best.pt").write_bytes(b"12345")
+    (step_dir / "folds" / "fold1").mkdir()
+    (step_dir / "folds" / "fold1" / "best.pt").write_bytes(b"123")
+    record = json.loads(finish_step(step).read_text())
+    assert sorted(o["path"] for o in record["outputs"]) == ["curves.png", "folds/fold0/best.pt", "folds/fold1/best.pt",
+                                                            "oof.csv", "oof_auroc.json"]
+    assert is_step_complete(step_dir)
+    (step_dir / "folds" / "fold1" / "best.pt").write_bytes(b"1")  # a recorded output changed: no longer complete
+    assert not is_step_complete(step_dir)
+    # an optional output is recorded when present, and its absence is no error
+    step5 = Step("05_ensemble", None, None, tmp_path / "run-001", tmp_path / "run-001" / "05_ensemble", time.time())
+    step5.dir.mkdir()
+    for name in ("model.pt", "submission.csv", "calibration.csv", "reliability.png", "unreadable_test.csv",
+                 "test_auroc_by_rule.csv", "test_predictions.csv", "test_fold_probs.npy", "real_auroc.csv"):
+        (step5.dir / name).write_text("x")
+    paths = [o["path"] for o in json.loads(finish_step(step5).read_text())["outputs"]]
+    assert "real_auroc.csv" in paths and "page_reader.pt" not in paths

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils.pipeline.config import resolve_config
+from utils.core.config import resolve_config
 from utils.preprocess.cache import PrepSettings, build_cache, prepare, safe_name
 from utils.preprocess.roi import (
     apply_clahe,

@@ -114,13 +114,17 @@ def test_learning_benchmark_configurations_are_checked():
 def test_freezing_random_weights_is_refused(tmp_path):
     import pandas as pd
 
+    from utils.core.config import DEFAULTS
     from utils.train.engine import fit
     from utils.train.settings import TrainSettings
 
-    s = TrainSettings(backbone="test_convnext", backbone_weights="none", frozen_stages=1, device="cpu", threads=1)
+    def settings(**kw):
+        return TrainSettings.from_config(DEFAULTS, epochs=1, backbone="test_convnext", device="cpu", threads=1, **kw)
+
+    s = settings(backbone_weights="none", frozen_stages=1)
     with pytest.raises(ValueError, match="frozen_stages=1 would freeze random weights: test_convnext"):
         fit(s, pd.DataFrame(), pd.DataFrame(), tmp_path)
     # without weights and without asking for scratch, training stops and says what to set
     with pytest.raises(ValueError, match=r"NO PRETRAINED WEIGHTS for test_convnext: refusing to train from scratch "
                                          r"unasked.*or to 'none' to train from scratch on purpose"):
-        fit(TrainSettings(backbone="test_convnext", device="cpu", threads=1), pd.DataFrame(), pd.DataFrame(), tmp_path)
+        fit(settings(backbone_weights="", hub=False), pd.DataFrame(), pd.DataFrame(), tmp_path)

@@ -23,7 +23,7 @@ def test_subset_layout_is_read_with_its_labels(tmp_path):
 def test_real_check_renders_scores_and_tabulates(tmp_path, package):
     data = ptbxl_subset(tmp_path / "ptbxl-sub")
     out = tmp_path / "check"
-    table, notes = real_check(package, f"{data},{tmp_path / 'absent'}", out, page=(440, 340), photo_max_side=500,
+    table, notes = real_check(package, f"{data},{tmp_path / 'absent'}", out, page=(440, 340), photo_max_side=640,
                               n_boot=20)
     assert notes == [f"{tmp_path / 'absent'}: not found, skipped"]
     assert table["label"].tolist() == [*LABELS, "macro"]
@@ -37,7 +37,7 @@ def test_real_check_renders_scores_and_tabulates(tmp_path, package):
     renders = list(out.glob("render-ptbxl-sub-*/train/*.jpg"))
     assert len(renders) == 6
     before = {p: p.stat().st_mtime_ns for p in renders}
-    real_check(package, str(data), out, page=(440, 340), photo_max_side=500, n_boot=20)  # renders are reused
+    real_check(package, str(data), out, page=(440, 340), photo_max_side=640, n_boot=20)  # renders are reused
     assert {p: p.stat().st_mtime_ns for p in renders} == before
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from utils.bench import stability
 from utils.core.labels import LABELS
-from utils.ensemble.predict import Predictor
+from utils.ensemble.predictor import Predictor
 
 
 def test_the_changes_keep_the_picture_and_are_the_same_every_time():

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import utils.train.engine as train_mod
+from utils.core.config import DEFAULTS
 from utils.core.labels import LABELS as THE_LABELS
 from utils.core.metrics import auroc_table
 from utils.train.augment import CatmullRomShadow, train_transform
@@ -110,10 +111,11 @@ def _tiny_table(tmp_path, n=16, seed=0):
 
 
 def _settings(**kw):
-    base = dict(backbone="test_convnext", backbone_weights="none", hub=False, image_height=48, image_width=64, epochs=2, batch_size=4,
-                lr=3e-3, warmup_epochs=0.0, patience=5, num_workers=0, device="cpu", amp=False, seed=7,
+    base = dict(backbone="test_convnext", backbone_weights="none", hub=False, image_height=48, image_width=64, epochs=2,
+                batch_size=4, accum_steps=1, lr=3e-3, warmup_epochs=0.0, patience=5, num_workers=0, device="cpu",
+                amp=False, seed=7, input_channels="rgb", compile="off",
                 threads=1)  # a fixed thread count: bit-identical weights do not depend on the load beside the test
-    return TrainSettings(**{**base, **kw})
+    return TrainSettings.from_config(DEFAULTS, **{**base, **kw})
 
 
 @pytest.mark.slow
@@ -204,3 +206,21 @@ def test_a_session_limit_pauses_at_an_epoch_boundary_and_the_next_session_resume
     assert (tmp_path / "out" / "paused.txt").is_file() and not (tmp_path / "out" / "history.csv").exists()
     result = fit(_settings(), df, df, tmp_path / "out", limit=time.time() + 3600)  # the next session
     assert result["epochs_run"] == 2 and not (tmp_path / "out" / "paused.txt").exists()
+
+
+def test_training_settings_come_from_the_configuration_alone():
+    from dataclasses import MISSING, fields
+
+    from utils.train.settings import CONFIG_NAMES, STAGE_FIELDS
+
+    assert all(f.default is MISSING and f.default_factory is MISSING for f in fields(TrainSettings)), \
+        "TrainSettings keeps no defaults of its own"
+    cfg = {**DEFAULTS, "lr": 0.0123, "torch_compile": "on", "backbone_hub": False, "num_workers": 3, "device": "cuda:1"}
+    s = TrainSettings.from_config(cfg, epochs=4)
+    assert (s.lr, s.compile, s.hub, s.num_workers, s.device, s.epochs, s.init_checkpoint) == \
+        (0.0123, "on", False, 3, "auto", 4, "")
+    for f in fields(TrainSettings):  # every other field is the configuration's value under its name
+        if f.name not in STAGE_FIELDS + ("num_workers", "device"):
+            assert getattr(s, f.name) == cfg[CONFIG_NAMES.get(f.name, f.name)], f.name
+    with pytest.raises(TypeError, match="no field 'learning_rate'"):
+        TrainSettings.from_config(cfg, epochs=1, learning_rate=0.1)

@@ -1,14 +1,14 @@
 """Shared code of the notebook suite: notebooks orchestrate, `utils` computes.
 
 The folders are the notebooks' steps: synth (00), data (01), preprocess (02), train (03-04), ensemble (05, with
-predict), gradcam (06, with the report), ablations (07); pipeline holds the runner and the configuration, bench the
-benchmarks, core the primitives every step may use (labels, metrics, image reading, figures, atomic writes, the
-resumable pool, the settings key, the command-line wrapper).
+predict), gradcam (06, with the report), ablations (07); pipeline holds the runner, the budget and Kaggle packaging, bench the
+benchmarks, core the primitives every step may use (the configuration and run folders, labels, metrics, image
+reading, figures, atomic writes, the resumable pool, the settings key, the command-line wrapper).
 """
 from .core.labels import LABELS
 from .core.paths import Paths, on_kaggle, resolve_paths
-from .pipeline.config import CONFIG_KEYS, Config, ConfigError, resolve_config
-from .pipeline.runs import RunError, Step, finish_step, start_step
+from .core.config import CONFIG_KEYS, Config, ConfigError, resolve_config
+from .core.runs import RunError, Step, finish_step, start_step
 
 
 def ensure_packages(*args, **kwargs) -> str:

@@ -20,9 +20,10 @@ import pandas as pd
 from utils.ablations.grid import link_steps
 from utils.ablations.results import paired_delta, row_metrics
 from utils.core.cli import add_debug, run_cli
+from utils.core.config import CONFIG_KEYS, parse_overrides
 from utils.core.paths import resolve_paths
-from utils.pipeline.config import CONFIG_KEYS, parse_overrides
-from utils.pipeline.runs import find_step_dir, is_step_complete, load_config, profile_root
+from utils.core.runs import find_step_dir, is_step_complete, load_config, profile_root
+from utils.pipeline.runner import run_pipeline
 
 STAGE2_ALONE = {"stage2_init": "imagenet"}
 
@@ -34,8 +35,6 @@ def stage2_alone(run_dir: Path, n_boot: int = 1000, seed: int = 0) -> pd.DataFra
 
 def compare_stage2(run_dir: Path, change: dict, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """One row per run (as it is, with the change to steps 04-05) and the paired difference of their test AUROC."""
-    from utils.pipeline.runner import run_pipeline
-
     run_dir = Path(run_dir).resolve()
     last = find_step_dir(run_dir, "05")
     if last is None or not is_step_complete(last):

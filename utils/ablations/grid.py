@@ -16,10 +16,11 @@ from pathlib import Path
 import pandas as pd
 
 from utils.ablations.recorded import recorded_folder, render_recorded
+from utils.core.config import ConfigError, coerce_value, resolve_config
 from utils.core.keys import settings_key, split_list
 from utils.core.paths import Paths
-from utils.pipeline.config import ConfigError, coerce_value, resolve_config
-from utils.pipeline.runs import find_step_dir, is_step_complete
+from utils.core.runs import find_step_dir, is_step_complete
+from utils.pipeline.runner import log as pipeline_log, run_pipeline
 from utils.train.stages import STAGE1_KINDS, stage1_kind
 
 log = logging.getLogger("utils.ablations")
@@ -182,9 +183,6 @@ class Grid:
         return "complete" if last is not None and is_step_complete(last) else "to run"
 
     def _run(self, name: str, steps: str, overrides: dict) -> Path:
-        from utils.pipeline.runner import log as pipeline_log
-        from utils.pipeline.runner import run_pipeline
-
         pipeline_log.setLevel(logging.INFO)  # each run's pipeline.log records its steps, inside a notebook too
         return run_pipeline(self.profile, steps, overrides, run_name=f"{self.name}/{name}", set_latest=False)
 
@@ -192,6 +190,13 @@ class Grid:
         """The recorded waveforms' renders (when asked for), then steps 00-02 once for the whole grid."""
         self.recorded = render_recorded(self.base)
         return self._run("base", "00-02", self.base)
+
+    def recorded_note(self) -> str:
+        """What run_base rendered of the recorded waveforms for Stage I, in a line."""
+        r = self.recorded
+        return (f"recorded waveforms for Stage I: {r['records']} rendered in {r['folder']}, {r['left_out']} left out "
+                f"(their ECG or patient is in the real test set: left_out.csv there)" if r else
+                "recorded waveforms for Stage I: none asked for")
 
     @cached_property
     def stage1_kinds(self) -> set[str]:

@@ -15,6 +15,14 @@ TABLE_COLUMNS = ["row", "paper_public", "paper_hidden", "test", "real", "oof", "
                  "real_delta", "real_verdict", "weights", "minutes", "status"]
 
 
+def shown(tables: dict[str, pd.DataFrame]) -> pd.DataFrame | str:
+    """Every table in one frame for the notebook: the table's name, then the columns TABLE_COLUMNS shows."""
+    if not tables:
+        return "no comparison tables among the chosen ones"
+    return pd.concat([t[[c for c in TABLE_COLUMNS if c in t.columns]].assign(table=name)
+                      for name, t in tables.items()]).set_index(["table", "row"])
+
+
 def plot_tables(tables: dict[str, pd.DataFrame], path: Path, scale: str) -> Path:
     """Each table as bars (ours on the synthetic and on the real test set, 95% CI) beside the paper's hidden test."""
     plt = pyplot()

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from utils.ablations.grid import BASELINE, PAPER, Grid
+from utils.ablations.grid import BASELINE, PAPER, TABLES, Grid
 from utils.core.atomic import read_json
 from utils.core.labels import LABELS
 from utils.core.metrics import bootstrap_auroc, format_interval
@@ -175,3 +175,22 @@ def voting_table(base_dir: Path, n_boot: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+
+
+def write_tables(grid: Grid, status: pd.DataFrame, chosen: list[str], n_boot: int, seed: int, folder: Path
+                 ) -> dict[str, pd.DataFrame]:
+    """Every chosen comparison's table, written as table_<name>.csv in folder."""
+    tables = {name: results_table(grid, status, name, n_boot, seed) for name in TABLES if name in chosen}
+    for name, table in tables.items():
+        table.to_csv(Path(folder) / f"table_{name}.csv", index=False)
+    return tables
+
+
+def recorded_vs_simulated(status: pd.DataFrame, chosen: list[str], n_boot: int, seed: int, path: Path
+                          ) -> pd.DataFrame:
+    """Stage I on recorded against simulated waveforms, on the same pictures (the strategy table's runs), written to
+    path; empty when the strategy table is not among the chosen comparisons."""
+    versus = head_to_head(status, "Stage I recorded waveforms", "Stage I simulated waveforms", n_boot, seed) \
+        if "strategy" in chosen else pd.DataFrame()
+    versus.to_csv(path, index=False)
+    return versus

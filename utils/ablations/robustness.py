@@ -18,10 +18,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from utils.core.keys import settings_key
+from utils.core.atomic import atomic_write_text, new_folder
+from utils.core.cli import add_debug, fail, run_cli
+from utils.core.config import resolve_config
+from utils.core.figures import pyplot, thumbnail
+from utils.core.keys import settings_key, split_list
 from utils.core.labels import LABELS
 from utils.core.metrics import bootstrap_auroc
+from utils.core.paths import REPO_ROOT, resolve_paths
+from utils.ensemble.evaluate import predict_rows
+from utils.ensemble.predictor import Predictor
 from utils.ensemble.vote import combine
+from utils.preprocess.step import detector_for
 from utils.synth.dataset import generate_dataset
 from utils.synth.generate import ARTEFACT_CONTROLS, SynthSettings
 
@@ -102,8 +110,6 @@ def model_key(model_file: Path) -> str:
 
 def predict_sets(predictor, sets: list[dict], cache_dir: Path, model_file: Path) -> list[dict]:
     """Per-fold probabilities of every set, saved per set and model so a re-run predicts only what is missing."""
-    from utils.ensemble.evaluate import predict_rows
-
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = model_key(model_file)
@@ -141,8 +147,6 @@ def curve_table(predicted: list[dict], n_boot: int, seed: int) -> pd.DataFrame:
 
 def plot_curves(table: pd.DataFrame, path: Path, title: str = "") -> Path:
     """One panel per artefact: macro-AUROC and its interval against strength; the default mix as a band."""
-    from utils.core.figures import pyplot
-
     plt = pyplot()
     names = [n for n in SWEEPS if n in set(table["sweep"])]
     fig, axes = plt.subplots(1, max(1, len(names)), figsize=(4.2 * max(1, len(names)), 3.6), squeeze=False)
@@ -179,8 +183,6 @@ def _detail(item: dict, index: int, zoom: bool) -> np.ndarray:
     """The picture, or (zoom) a full-resolution window on the middle of its sheet where blur and JPEG show."""
     import cv2
 
-    from utils.core.figures import thumbnail
-
     image = sorted((Path(item["folder"]) / "test").glob("*.jpg"))[index]
     if not zoom:
         return thumbnail(str(image))
@@ -194,8 +196,6 @@ def _detail(item: dict, index: int, zoom: bool) -> np.ndarray:
 
 def examples(sets: list[dict], path: Path, index: int = 0) -> Path:
     """The same ECG at every level of every sweep (blur and JPEG: a full-resolution detail of the sheet)."""
-    from utils.core.figures import pyplot
-
     plt = pyplot()
     sweeps = [s for s in SWEEPS if any(i["sweep"] == s for i in sets)]
     default = next(i for i in sets if i["sweep"] == "default")
@@ -223,9 +223,6 @@ def examples(sets: list[dict], path: Path, index: int = 0) -> Path:
 def run_robustness(grid, out_dir: Path, n: int, workers: int, n_boot: int, seed: int) -> tuple[pd.DataFrame, Path]:
     """The baseline's packaged ensemble on every sweep (sets made or reused, predictions cached per model): the curve
     table and the example pictures (robustness_examples.png in out_dir)."""
-    from utils.ensemble.predict import Predictor
-    from utils.preprocess.step import detector_for
-
     sets = make_sets(grid.base, grid.paths.data_root, n, workers)
     pictures = examples(sets, Path(out_dir) / "robustness_examples.png")
     model_file = grid.run_dir("baseline") / "05_ensemble" / "model.pt"
@@ -236,15 +233,28 @@ def run_robustness(grid, out_dir: Path, n: int, workers: int, n_boot: int, seed:
     return curve, pictures
 
 
+def robustness_step(grid, out_dir: Path, chosen: list[str], n: int, workers: int, n_boot: int, seed: int
+                    ) -> tuple[pd.DataFrame, list[Path]]:
+    """Step 07's robustness comparison when chosen: the curve (robustness.csv) and its figures (the example pictures
+    and robustness.png) in out_dir; an empty curve and no figures otherwise."""
+    if "robustness" not in chosen:
+        return pd.DataFrame(), []
+    curve, pictures = run_robustness(grid, out_dir, n, workers, n_boot, seed)
+    curve.to_csv(Path(out_dir) / "robustness.csv", index=False)
+    plot = plot_curves(curve, Path(out_dir) / "robustness.png", f"baseline ensemble, {grid.scale} scale")
+    return curve, [pictures, plot]
+
+
+def style_table(curve: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The default set beside each photo style's (the style sweep), written to path; empty without the sweeps."""
+    columns = ["style", "images", "macro_auroc", "low", "high", *LABELS, "folder"]
+    style = curve[curve["sweep"].isin(["default", "style"])][columns] if len(curve) else pd.DataFrame()
+    style.to_csv(path, index=False)
+    return style
+
+
 def main(argv=None) -> int:
     import argparse
-    import sys
-
-    from utils.core.atomic import atomic_write_text, new_folder
-    from utils.core.cli import add_debug, fail, run_cli
-    from utils.core.keys import split_list
-    from utils.core.paths import REPO_ROOT, resolve_paths
-    from utils.pipeline.config import resolve_config
 
     ap = argparse.ArgumentParser(prog="python -m utils.ablations.robustness", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -261,8 +271,6 @@ def main(argv=None) -> int:
         return fail(f"--model: no such file {missing}")
 
     def body(a) -> int:
-        from utils.ensemble.predict import Predictor
-
         cfg = resolve_config(a.profile)
         sets = make_sets(cfg, resolve_paths(cfg).data_root, a.images, cfg["num_workers"],
                          sweeps=tuple(split_list(a.sweeps)))

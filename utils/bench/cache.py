@@ -15,6 +15,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from utils.preprocess.cache import PrepSettings, build_cache, prepare
+from utils.synth.dataset import generate_dataset
+from utils.synth.generate import SynthSettings
+
 
 class _Pictures:
     """Minimal map-style dataset: path -> float tensor at a fixed training size."""
@@ -27,8 +31,6 @@ class _Pictures:
 
     def __getitem__(self, i):
         import torch
-
-        from utils.preprocess.cache import PrepSettings, prepare
 
         img = cv2.imread(self.paths[i], cv2.IMREAD_COLOR)
         if self.on_the_fly:
@@ -55,9 +57,6 @@ def main(argv=None) -> int:
     ap.add_argument("--max-side", type=int, default=3460, help="photo size (competition: about 1900x3460)")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
-    from utils.preprocess.cache import PrepSettings, build_cache
-    from utils.synth.dataset import generate_dataset
-    from utils.synth.generate import SynthSettings
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -10,7 +10,8 @@ GPU; and the measured step rate turned into the kaggle profile's time on two T4s
 
 Without a GPU it runs the same code at a tiny scale on the CPU ("no GPU: CPU figures only") and still writes both
 files; the CUDA-only parts are skipped and say so, never faked. A machine whose Python lacks the project's packages
-installs them first from a wheel folder (`make gpu-wheels`, `--wheels`).
+installs them first from a wheel folder (`make gpu-wheels`, `--wheels`): that is why the modules that need those
+packages (torch, timm, albumentations) are imported inside the functions, after the install, and not at the top.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ import pandas as pd
 from utils.core.atomic import atomic_write_json, atomic_write_text, new_folder
 from utils.core.device import PEAKS, forward_flops, peak_tflops
 from utils.core.paths import REPO_ROOT
-from utils.pipeline.config import DEFAULTS
+from utils.core.config import DEFAULTS
 
 KAGGLE_SESSION_HOURS = 11.5  # of Kaggle's 12: room to save the output
 SCALES = {  # what each scale measures
@@ -58,7 +59,7 @@ def device_info() -> dict:
 
 
 def _model(backbone: str, device):
-    from utils.pipeline.config import DEFAULTS
+    from utils.core.config import DEFAULTS
     from utils.train.models import create_model
 
     name = DEFAULTS["backbone"] if backbone == "default" else backbone
@@ -129,7 +130,7 @@ def loader_rate(scale: dict, size: tuple[int, int], workers: int) -> dict:
     from torch.utils.data import DataLoader
 
     from utils.bench.train import synthetic_cache
-    from utils.pipeline.config import DEFAULTS
+    from utils.core.config import DEFAULTS
     from utils.train.augment import train_transform
     from utils.train.dataset import CachedImages, ModelInput
 
@@ -158,13 +159,15 @@ def kaggle_loader(scale: dict) -> dict:
 def ddp_check(gpus: int) -> dict:
     """fit() under torchrun in every GPU's process (two processes on one GPU, or on the CPU, check the wiring)."""
     from utils.bench.train import synthetic_cache
+    from utils.core.config import DEFAULTS
     from utils.train.settings import TrainSettings
     from utils.train.stages import launch_ddp
 
     nproc = max(2, gpus)
-    s = TrainSettings(backbone="test_convnext", backbone_weights="none", image_height=64, image_width=96, epochs=2, batch_size=4,
-                      num_workers=0, max_steps_per_epoch=4, patience=5, device="auto" if gpus else "cpu",
-                      warmup_epochs=0.0, threads=1)
+    s = TrainSettings.from_config(DEFAULTS, epochs=2, backbone="test_convnext", backbone_weights="none", image_height=64,
+                                  image_width=96, batch_size=4, accum_steps=1, num_workers=0, max_steps_per_epoch=4,
+                                  patience=5, device="auto" if gpus else "cpu", warmup_epochs=0.0, threads=1,
+                                  compile="off")
     with tempfile.TemporaryDirectory() as tmp:
         df = synthetic_cache(Path(tmp), 24, 64, 96)
         t = time.perf_counter()

@@ -33,14 +33,15 @@ import yaml
 from utils.bench.gpu import device_info, run_part
 from utils.bench.train import step_rate
 from utils.core.atomic import atomic_write_json, atomic_write_text, new_folder
+from utils.core.cli import add_debug, run_cli
+from utils.core.config import DEFAULTS, resolve_config
 from utils.core.device import FP16, device_precision, forward_flops, peak_tflops, resolve_device
 from utils.core.figures import training_curves
 from utils.core.paths import REPO_ROOT, resolve_paths
 from utils.core.pool import usable_cores
+from utils.core.runs import find_step_dir
 from utils.pipeline import budget
-from utils.pipeline.config import DEFAULTS, resolve_config
 from utils.pipeline.runner import run_pipeline
-from utils.pipeline.runs import find_step_dir
 from utils.train.models import create_model
 from utils.train.speed import optimizer
 
@@ -293,8 +294,6 @@ def report(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from utils.core.cli import add_debug, run_cli
-
     ap = argparse.ArgumentParser(prog="python -m utils.bench.gpu_train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=8.0, help="wall-clock budget of the whole check")

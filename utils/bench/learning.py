@@ -18,14 +18,14 @@ from pathlib import Path
 import pandas as pd
 
 from utils.bench.train import step_rate
+from utils.core.config import coerce_value, resolve_config
 from utils.core.keys import split_list
 from utils.core.labels import LABELS
-from utils.pipeline.config import resolve_config
-from utils.pipeline.runs import load_config
+from utils.core.runs import load_config
 from utils.train.engine import fit
-from utils.train.settings import resolve_threads
 from utils.train.models import create_model, freeze_early
-from utils.train.stages import load_training_table, settings_from, stage1_rows
+from utils.train.settings import TrainSettings, resolve_threads
+from utils.train.stages import load_training_table, stage1_rows
 
 # Named configurations, as overrides of the run's own settings. 'run' is the run's configuration as it is;
 # 'previous-demo' is the demo's configuration before it learned (ConvNeXt-Atto from scratch, colour, the paper's
@@ -59,7 +59,7 @@ def parse_configs(text: str) -> dict[str, dict]:
 
 def curve(cfg, train: pd.DataFrame, val: pd.DataFrame, minutes: float, eval_every: int, out: Path) -> pd.DataFrame:
     """One configuration's history: an 'epoch' here is eval_every steps, the schedule spans the time budget."""
-    s = settings_from(cfg, 1)
+    s = TrainSettings.from_config(cfg, epochs=1)
     rate = measured_rate(s)
     epochs = max(1, int(0.85 * minutes * 60 * rate / (eval_every * s.batch_size)))  # validation takes the rest
     s = replace(s, epochs=epochs, max_steps_per_epoch=eval_every, patience=10 ** 6, warmup_epochs=min(1.0, epochs / 10))
@@ -122,8 +122,6 @@ def main(argv=None) -> int:
 
 
 def _typed(over: dict) -> dict:
-    from utils.pipeline.config import coerce_value
-
     return {k: coerce_value(k, v, from_text=isinstance(v, str)) for k, v in over.items()}
 
 

@@ -20,16 +20,22 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from utils.core.cli import add_debug, run_cli
+from utils.core.config import DEFAULTS
+from utils.core.device import PEAKS, forward_flops
 from utils.core.keys import split_list
-from utils.pipeline.config import DEFAULTS
+from utils.pipeline.budget import achieved_fraction
+from utils.preprocess.cache import prepare
+from utils.preprocess.step import prep_settings
+from utils.synth.generate import SynthSettings, make_sample
+from utils.train.augment import train_transform
+from utils.train.dataset import CachedImages, ModelInput
+from utils.train.loader import one_opencv_thread
+from utils.train.models import build_untrained
 
 
 def cached_pictures(folder: Path, n: int) -> pd.DataFrame:
     """n synthetic photos of the kaggle profile, prepared and cached as step 02 caches them."""
-    from utils.preprocess.cache import prepare
-    from utils.preprocess.step import prep_settings
-    from utils.synth.generate import SynthSettings, make_sample
-
     synth = SynthSettings.from_config(DEFAULTS, "photo")
     prep = prep_settings({**DEFAULTS, "seg_method": "classical"}, "roi_clahe", "", Path("."))
     rows = []
@@ -46,10 +52,6 @@ def rate(df: pd.DataFrame, cores: list[int], batch: int = 16) -> dict:
     """Images/s of the training dataset through a DataLoader with one worker per core, pinned to `cores`."""
     import torch
     from torch.utils.data import DataLoader
-
-    from utils.train.augment import train_transform
-    from utils.train.dataset import CachedImages, ModelInput
-    from utils.train.loader import one_opencv_thread
 
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, cores)
@@ -73,10 +75,6 @@ def rate(df: pd.DataFrame, cores: list[int], batch: int = 16) -> dict:
 
 def two_t4_rate() -> tuple[float | None, str]:
     """What two T4s consume at the kaggle profile (images/s), from the budget's measured share of the fp16 peak."""
-    from utils.core.device import PEAKS, forward_flops
-    from utils.pipeline.budget import achieved_fraction
-    from utils.train.models import build_untrained
-
     size = (DEFAULTS["image_height"], DEFAULTS["image_width"])
     share, basis = achieved_fraction(DEFAULTS["backbone"], f"{size[0]}x{size[1]}")
     fwd = forward_flops(build_untrained(DEFAULTS["backbone"], 5, size), size, "cpu")
@@ -85,8 +83,6 @@ def two_t4_rate() -> tuple[float | None, str]:
 
 
 def main(argv=None) -> int:
-    from utils.core.cli import add_debug, run_cli
-
     ap = argparse.ArgumentParser(prog="python -m utils.bench.loader", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cores", default="1,2,4", help="core counts to measure (Kaggle: 4)")

@@ -26,7 +26,7 @@ from utils.core.cli import add_debug, run_cli
 from utils.core.imageio import IMAGE_EXTS, ImageReadError, read_image
 from utils.core.paths import REPO_ROOT
 from utils.ensemble.page import TURNS
-from utils.ensemble.predict import Predictor
+from utils.ensemble.predictor import Predictor
 
 
 def plain_pages(size: tuple[int, int] = (850, 1100), seed: int = 0) -> dict[str, np.ndarray]:
@@ -59,14 +59,15 @@ def read_turns(predictor: Predictor, pictures: dict[str, np.ndarray], kind: str,
     probability against the upright picture."""
     rows = []
     for name, img in tqdm(pictures.items(), desc=f"page reader: {kind}", unit="picture"):
-        base = predictor.predict_image(img)[0] if compare else None
+        base = predictor.verdict(predictor.read_one(img, keep=False))[0] if compare else None
         for turn in TURNS:
             turned = np.ascontiguousarray(np.rot90(img, turn // 90))
             page = predictor.page.read(turned)
             row = {"set": kind, "picture": name, "turn": turn, "ecg_score": page["ecg_score"],
                    "is_ecg": page["is_ecg"], "turned_back": page["turn_found"] if page["sure"] else 0}
             if compare:
-                row["max_abs_change"] = float(np.abs(predictor.predict_image(turned)[0] - base).max())
+                scores = predictor.verdict(predictor.read_one(turned, keep=False))[0]
+                row["max_abs_change"] = float(np.abs(scores - base).max())
             rows.append(row)
     return rows
 

@@ -25,7 +25,7 @@ from utils.core.cli import add_debug, run_cli
 from utils.core.imageio import IMAGE_EXTS, ImageReadError, read_image
 from utils.core.labels import LABELS
 from utils.core.paths import REPO_ROOT
-from utils.ensemble.predict import Predictor
+from utils.ensemble.predictor import Predictor
 from utils.ensemble.submission import select_test_rows
 
 
@@ -62,10 +62,10 @@ def measure(predictor: Predictor, pictures: list[Path], seed: int = 0) -> tuple[
         except ImageReadError as exc:  # listed, and the others go on
             skipped.append(f"{path}: {exc}")
             continue
-        p0, d0, _, _ = predictor.predict_image(img)
+        p0, d0 = predictor.verdict(predictor.read_one(img, keep=False))
         for name, change in changes().items():
             change.set_random_seed(seed + i)
-            p1, d1, _, _ = predictor.predict_image(change(image=img)["image"])
+            p1, d1 = predictor.verdict(predictor.read_one(change(image=img)["image"], keep=False))
             rows += [{"picture": path.name, "change": name, "label": k, "p": p0[j], "p_changed": p1[j],
                       "decision": int(d0[j]), "decision_changed": int(d1[j])} for j, k in enumerate(LABELS)]
     return pd.DataFrame(rows), skipped

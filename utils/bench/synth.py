@@ -19,14 +19,22 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.preprocess.cache import PrepSettings, find_sheet
+from utils.preprocess.roi import box_iou
+from utils.preprocess.step import truth_box
+from utils.synth.checks import compare_with_real, learnability_check, shortcut_check
+from utils.synth.code15_source import list_exams
+from utils.synth.dataset import generate_dataset
+from utils.synth.generate import SynthSettings, make_sample
+from utils.synth.waveform import simulate
+from utils.synth.wfdb_source import list_records
+
 
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def bench_waveform(n: int = 200) -> None:
-    from utils.synth.waveform import simulate
-
     for fs in (500, 100):
         simulate({}, np.random.default_rng(0), fs=fs)
         t = time.perf_counter()
@@ -55,9 +63,6 @@ def bench_waveform(n: int = 200) -> None:
 def bench_images(width: int, height: int, n: int, workers: int) -> None:
     import cv2
 
-    from utils.synth.dataset import generate_dataset
-    from utils.synth.generate import SynthSettings, make_sample
-
     cv2.setNumThreads(1)
     for style in ("photo", "scan"):
         s = SynthSettings(style=style, page_width=width, page_height=height, photo_max_side=max(width, height))
@@ -83,8 +88,6 @@ def write_code15_like(root: Path, n: int, part_size: int = 100) -> Path:
     import h5py
     import pandas as pd
 
-    from utils.synth.waveform import simulate
-
     rng = np.random.default_rng(0)
     rows = []
     for k, start in enumerate(range(0, n, part_size)):
@@ -105,10 +108,6 @@ def write_code15_like(root: Path, n: int, part_size: int = 100) -> Path:
 
 
 def bench_code15(width: int, height: int, n: int, workers: int) -> None:
-    from utils.synth.code15_source import list_exams
-    from utils.synth.dataset import generate_dataset
-    from utils.synth.generate import SynthSettings
-
     s = SynthSettings(style="scan", page_width=width, page_height=height)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -128,9 +127,6 @@ def bench_code15(width: int, height: int, n: int, workers: int) -> None:
 
 def bench_crumple(width: int, height: int, n: int, workers: int, out: Path | None) -> None:
     """The synthesizer's rate with crumpled paper (strength 1.5) beside a flat sheet, in one run; example pictures."""
-    from utils.synth.dataset import generate_dataset
-    from utils.synth.generate import SynthSettings
-
     for style in ("scan", "photo"):
         rates = {}
         for name, crumple in (("flat", 0.0), ("crumpled", 1.5), ("flat again", 0.0)):
@@ -155,11 +151,6 @@ def sheet_finder_on_crumpled(width: int, height: int, n: int, strengths=(0.0, 1.
     import cv2
     import pandas as pd
 
-    from utils.preprocess.cache import PrepSettings, find_sheet
-    from utils.preprocess.roi import box_iou
-    from utils.preprocess.step import truth_box
-    from utils.synth.generate import SynthSettings, make_sample
-
     rows = []
     for style in ("scan", "photo"):
         for strength in strengths:
@@ -181,8 +172,6 @@ def sheet_finder_on_crumpled(width: int, height: int, n: int, strengths=(0.0, 1.
 def crumple_examples(path: Path, width: int = 1100, height: int = 850, index: int = 3) -> Path:
     """One ECG as a scan and as a photo, on a flat, a medium (1.5) and a heavily (3) crumpled sheet."""
     import cv2
-
-    from utils.synth.generate import SynthSettings, make_sample
 
     rows = []
     for style in ("scan", "photo"):
@@ -218,9 +207,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import pandas as pd
 
-    from utils.synth.checks import compare_with_real, learnability_check, shortcut_check
-    from utils.synth.generate import SynthSettings
-
     pd.set_option("display.width", 200)
     workers = args.workers or os.cpu_count() or 1
     if args.what in ("speed", "all"):
@@ -242,8 +228,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nlearnability from simple signal measurements, {args.n * 15} simulated records:")
         print(learnability_check(n=args.n * 15).to_string(index=False))
     if args.what in ("compare", "all") and args.ptbxl:
-        from utils.synth.wfdb_source import list_records
-
         refs, _ = list_records(args.ptbxl)
         print(f"\nmedians, real PTB-XL ({len(refs)} records) beside simulated:")
         print(compare_with_real(refs).to_string(index=False))

@@ -160,3 +160,14 @@ def build_manifest(cfg, paths: Paths, synth_sets: dict[str, str], step_dir: Path
     atomic_write_text(step_dir / "sources.json", json.dumps({"sources": used, "leakage": leakage}, indent=2))
     return {"manifest": manifest, "summary": summary, "folds": fold_table, "report": report, "sources": used,
             "leakage": leakage}
+
+
+def problem_counts(report: pd.DataFrame) -> pd.DataFrame | str:
+    """Pictures left out or flagged, per kind of problem."""
+    return report.groupby("kind").size().rename("count").to_frame() if len(report) else "no problems found"
+
+
+def synth_sets_of(run_dir: Path) -> dict[str, str]:
+    """The synthetic sets step 00 made for this run (name -> folder); none when it did not run."""
+    path = Path(run_dir) / "00_synthesize" / "datasets.json"
+    return read_json(path) if path.is_file() else {}

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from utils.core.atomic import atomic_write_text
 from utils.core.imageio import ImageReadError, read_image
 
 COLUMNS = ["image", "bytes", "mtime", "ok", "width", "height", "sha1", "error"]
@@ -64,6 +65,5 @@ def inspect_images(paths: list[str], cache: Path | None = None, want_hash: bool 
     table = pd.DataFrame(list(fresh.values()) + results, columns=COLUMNS)
     table["ok"] = table["ok"].astype(str).str.lower().isin(["true", "1"])
     if cache is not None:
-        from utils.core.atomic import atomic_write_text
         atomic_write_text(Path(cache), table.to_csv(index=False))
     return table.set_index("image").loc[list(dict.fromkeys(paths))].reset_index()

@@ -10,6 +10,7 @@ import pandas as pd
 
 from utils.core.paths import present_folders
 from utils.data.sources import ptbxl_id
+from utils.synth.wfdb_source import list_records
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,6 @@ class RealTest:
 
 def real_test_records(spec: str) -> RealTest:
     """The real-ECG test set named by a comma-separated list of PTB-XL-layout folders (absent ones skipped)."""
-    from utils.synth.wfdb_source import list_records
-
     ids, groups = set(), set()
     for folder in present_folders(spec)[0]:
         refs, _ = list_records(folder)

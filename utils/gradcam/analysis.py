@@ -7,9 +7,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
-from utils.core.imageio import ImageReadError, read_image
+from utils.core.figures import pyplot
+from utils.core.imageio import read_image
 from utils.core.labels import LABELS
 from utils.gradcam.attention import energy_shares
 
@@ -30,6 +30,31 @@ def pick_gallery(pred: pd.DataFrame, label: str, kind: str, n: int, threshold: f
     return part.head(n)
 
 
+def label_thresholds(predictor) -> dict[str, float]:
+    """Where each label's yes begins on the test predictions' scores: the package's F1 thresholds act on calibrated
+    probabilities (the soft vote); the other votes' scores split at 0.5."""
+    soft = predictor.pkg["vote"] == "soft"
+    return dict(zip(LABELS, predictor.calibration.thresholds if soft else [0.5] * len(LABELS)))
+
+
+def cam_rows(pred: pd.DataFrame, n_images: int, gallery_size: int, thresholds: dict[str, float]) -> pd.DataFrame:
+    """The test pictures whose CAMs are made: the first n_images, and every gallery's pictures when the labels are
+    known."""
+    wanted = set(pred["id"].head(n_images))
+    if all(f"y_{k}" in pred for k in LABELS):
+        wanted |= {i for label in LABELS for kind in KINDS
+                   for i in pick_gallery(pred, label, kind, gallery_size, thresholds[label])["id"]}
+    return pred[pred["id"].isin(wanted)]
+
+
+def gallery_figures(pred: pd.DataFrame, cams: dict, n: int, folder: Path, thresholds: dict[str, float]) -> list[Path]:
+    """One gallery per label (gallery_<label>.png in folder), when the labels are known."""
+    if not all(f"y_{k}" in pred for k in LABELS):
+        return []
+    return [gallery_figure(pred, cams, label, n, Path(folder) / f"gallery_{label}.png", thresholds[label])
+            for label in LABELS]
+
+
 def annotation_of(image: str) -> dict | None:
     ann = Path(image).parent.parent / "annotations" / f"{Path(image).stem}.json"
     return json.loads(ann.read_text()) if ann.is_file() else None
@@ -38,13 +63,12 @@ def annotation_of(image: str) -> dict | None:
 def analyse(predictor, rows: pd.DataFrame, method: str = "gradcam") -> tuple[dict, pd.DataFrame]:
     """CAMs of every label for each row on its original photo; attention shares where an annotation exists."""
     cams, shares = {}, []
-    for r in tqdm(rows.itertuples(), total=len(rows), desc="Grad-CAM", unit="img"):
-        try:
-            img = read_image(r.image).image
-        except ImageReadError as exc:  # listed, and the other pictures go on
-            print(f"Grad-CAM skips {r.image}: {exc}")
+    readings = predictor.read(rows["image"].tolist(), batch_size=1, keep=True, desc="Grad-CAM")
+    for r, reading in zip(rows.itertuples(), readings):
+        if reading.error:  # listed, and the other pictures go on
+            print(f"Grad-CAM skips {r.image}: {reading.error}")
             continue
-        prepared, rec = predictor.prepare(img)
+        img, prepared, rec = reading.image, reading.prepared, reading.rec
         photo, _ = predictor.photo_cams(img, prepared, rec, range(len(LABELS)), method)
         cams[r.id] = {"photo": photo, "record": rec}
         ann = annotation_of(r.image)
@@ -85,8 +109,6 @@ def overlay(img: np.ndarray, cam: np.ndarray, text: str, width: int = 420) -> np
 
 
 def gallery_figure(pred: pd.DataFrame, cams: dict, label: str, n: int, path: Path, threshold: float = 0.5) -> Path:
-    from utils.core.figures import pyplot
-
     plt = pyplot()
     k = LABELS.index(label)
     fig, axes = plt.subplots(len(KINDS), n, figsize=(3.4 * n, 3.0 * len(KINDS)), squeeze=False)

@@ -21,8 +21,9 @@ from utils.core.cam import CAM_METHODS, heat_overlay
 from utils.core.figures import pyplot
 from utils.core.imageio import ImageReadError, read_image
 from utils.core.labels import LABELS
+from utils.core.runs import find_step_dir
+from utils.ensemble.predictor import Predictor
 from utils.gradcam.analysis import KINDS, annotation_of, pick_gallery
-from utils.pipeline.runs import find_step_dir
 
 ENSEMBLE = "ensemble"
 
@@ -95,12 +96,20 @@ def strategy_packages(run_dir: Path) -> dict[str, Path]:
     return found
 
 
+def strategy_predictors(run_dir: Path, predictor, detector: str = "", device: str = "auto",
+                        sam_checkpoint: str = "") -> dict:
+    """strategy -> a Predictor of each package strategy_packages finds; the run's own ensemble is `predictor`."""
+    own = Path(predictor.package)
+    return {s: predictor if p.resolve() == own.resolve() else Predictor(p, detector, device, sam_checkpoint)
+            for s, p in strategy_packages(run_dir).items()}
+
+
 def _cams(predictor, pic: Subject, k: int | None, fold, method: str):
     """(label index, CAM on the photo, CAM on the input, the model's input picture, preparation record, the fold's or
     the ensemble's probabilities); k None: the most probable label."""
-    prepared, rec = predictor.prepare(pic.image)
-    probs = np.stack(predictor.fold_probs(predictor.tensor(prepared)))
-    probs = probs.mean(0)[0] if fold == ENSEMBLE else probs[int(fold)][0]
+    reading = predictor.read_one(pic.image)
+    prepared, rec = reading.prepared, reading.rec
+    probs = reading.fold_probs.mean(0) if fold == ENSEMBLE else reading.fold_probs[int(fold)]
     k = int(np.argmax(probs)) if k is None else k
     folds = None if fold == ENSEMBLE else [int(fold)]
     photo, inputs = predictor.photo_cams(pic.image, prepared, rec, [k], method, folds)

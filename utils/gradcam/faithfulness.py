@@ -15,7 +15,6 @@ import torch
 from tqdm.auto import tqdm
 
 from utils.core.cam import CAM_METHODS, MeanLogits, cam_maps
-from utils.core.imageio import ImageReadError, read_image
 from utils.core.labels import LABELS
 
 PERCENTILES = (20, 40, 60, 80)
@@ -61,12 +60,11 @@ def faithfulness(predictor, pred: pd.DataFrame, n: int, methods=CAM_METHODS, see
     for i, (label, r) in enumerate(tqdm(todo, desc="ROAD", unit="map set")):
         k = LABELS.index(label)
         if r.id not in tensors:
-            try:
-                img = read_image(r.image).image
-            except ImageReadError as exc:  # listed, and the others go on
-                print(f"faithfulness skips {r.image}: {exc}")
+            reading = next(predictor.read([r.image], keep=True))
+            if reading.error:  # listed, and the others go on
+                print(f"faithfulness skips {r.image}: {reading.error}")
                 continue
-            tensors[r.id] = predictor.tensor(predictor.prepare(img)[0]).to(predictor.device)
+            tensors[r.id] = predictor.tensor(reading.prepared).to(predictor.device)
         x = tensors[r.id]
         maps = {m: cam_maps(predictor.models, x, m, [k])[0] for m in methods}
         maps[RANDOM] = random_map(tuple(x.shape[-2:]), seed + i)

@@ -10,7 +10,7 @@ import pandas as pd
 import yaml
 
 from utils.core.atomic import atomic_write_text
-from utils.pipeline.runs import find_step_dir
+from utils.core.runs import find_step_dir
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1150px;color:#222}
 h1{border-bottom:2px solid #c33}h2{margin-top:1.6em;color:#933}table{border-collapse:collapse;font-size:13px;margin:.6em 0}

@@ -1,1 +1,2 @@
-"""The runner (`python -m utils.pipeline`), the configuration and its profiles, run folders, Kaggle packaging."""
+"""The runner (`python -m utils.pipeline`), the budget it states, Kaggle packaging and wheels, the Kaggle rehearsal:
+the layer above the steps."""

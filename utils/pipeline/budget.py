@@ -17,10 +17,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from utils.core.config import ConfigError
+from utils.core.device import forward_flops, peak_tflops
 from utils.core.imageio import IMAGE_EXTS
 from utils.core.paths import REPO_ROOT, Paths, present_folders, resolve_input_path
 from utils.core.pool import usable_cores
-from utils.pipeline.config import ConfigError
+from utils.ensemble.page import HEADS, PageSettings
+from utils.preprocess.cache import prepare
+from utils.preprocess.step import parse_strategies, prep_settings
+from utils.synth.generate import SynthSettings, make_sample
+from utils.train.models import build_untrained
 
 SAMPLES = 3  # pictures measured per kind
 ACHIEVED = 0.3  # share of the datasheet peak a training step reaches, until make gpu-check has measured it
@@ -40,8 +46,6 @@ def _picture_bytes(settings, n: int = SAMPLES, timed: bool = False) -> tuple[flo
     """Mean bytes of a synthetic picture (JPEG + annotation) and the decoded pictures, for the cache's measure."""
     import cv2
 
-    from utils.synth.generate import make_sample
-
     sizes, images = [], []
     for i in range(n):
         started = time.perf_counter()
@@ -55,9 +59,6 @@ def _picture_bytes(settings, n: int = SAMPLES, timed: bool = False) -> tuple[flo
 
 def _cached_bytes(cfg, strategy: str, images: list[np.ndarray]) -> float:
     import cv2
-
-    from utils.preprocess.cache import prepare
-    from utils.preprocess.step import prep_settings
 
     s = prep_settings({**cfg, "seg_method": "classical"}, strategy, "", Path("."))
     sizes = []
@@ -84,25 +85,17 @@ def external_images(cfg, paths: Paths) -> int:
 
 
 def _parameters(cfg) -> int:
-    from utils.train.models import build_untrained
-
     return sum(p.numel() for p in build_untrained(cfg["backbone"], 5, (cfg["image_height"], cfg["image_width"]))
                .parameters())
 
 
 def _page_reader_bytes() -> float:
-    from utils.ensemble.page import HEADS, PageSettings
-    from utils.train.models import build_untrained
-
-    state = build_untrained(PageSettings().backbone, HEADS).state_dict()
+    state = build_untrained(PageSettings.backbone, HEADS).state_dict()
     return sum(v.numel() for v in state.values()) * 4 + 1e5
 
 
 def estimate_disk(cfg, paths: Paths) -> pd.DataFrame:
     """One row per artefact: step, what, count, bytes each, total bytes, and whether it stays or is transient."""
-    from utils.preprocess.step import parse_strategies
-    from utils.synth.generate import SynthSettings
-
     rows = []
 
     def add(step, what, count, each, basis, kept=True):
@@ -229,9 +222,6 @@ def training_images(cfg, n_scans: int | None = None, n_target: int | None = None
 def estimate_compute(cfg, gpu_name: str | None, gpus: int = 1, n_target: int | None = None) -> pd.DataFrame:
     """Training FLOPs of Stage I and Stage II, and hours on the given GPUs (estimates): training passes spread over
     every GPU, validation on the first only (rank 0 validates while the others wait)."""
-    from utils.core.device import forward_flops, peak_tflops
-    from utils.train.models import build_untrained
-
     size = (cfg["image_height"], cfg["image_width"])
     fwd = forward_flops(build_untrained(cfg["backbone"], 5, size), size, "cpu")
     peak = peak_tflops(gpu_name or "", "fp16") if gpu_name else None

@@ -16,9 +16,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from utils.core.paths import INPUT_DEPTH, REPO_ROOT
-from utils.pipeline.wheels import (KAGGLE_PYTHONS, REQUIREMENTS, build_wheels, download_gpu_wheels,
-                                   unmet_requirements)
+from utils.core.cli import add_debug, run_cli
+from utils.core.keys import settings_key
+from utils.core.paths import INPUT_DEPTH, KAGGLE_INPUT, REPO_ROOT
+from utils.pipeline.wheels import KAGGLE_PYTHONS, REQUIREMENTS, build_wheels, download_gpu_wheels, unmet_requirements
 
 def find_wheels(input_root: Path | None) -> Path | None:
     """An attached dataset holding .whl files."""
@@ -58,7 +59,6 @@ def ensure_packages(input_root: Path | None = None, online: bool | None = None, 
         importlib.invalidate_caches()
         return f"installed {len(files)} wheels from {wheels}"
     if input_root is None:
-        from utils.core.paths import KAGGLE_INPUT
         input_root = KAGGLE_INPUT
     wheels = find_wheels(input_root)
     if wheels is not None:
@@ -109,8 +109,6 @@ def dataset_metadata(folder: Path, user: str, title: str, licence: str = "other"
 
 def code_version(root: Path) -> str:
     """A hash of every file of the code, so the runner knows when an attached code dataset is newer than its copy."""
-    from utils.core.keys import settings_key
-
     files = sorted(p for d in ("utils", "notebooks") for p in (Path(root) / d).rglob("*")
                    if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
     return settings_key({str(p.relative_to(root)): settings_key(p.read_bytes().hex(), 16) for p in files}, 16)
@@ -187,8 +185,6 @@ def export_weights(out: Path, user: str) -> Path:
 
 
 def main(argv=None) -> int:
-    from utils.core.cli import add_debug, run_cli
-
     ap = argparse.ArgumentParser(prog="python -m utils.pipeline.kaggle", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["code", "kernel", "wheels", "gpu-wheels", "weights"])

@@ -28,8 +28,11 @@ import sys
 import time
 from pathlib import Path
 
+from utils.core.cli import add_debug, run_cli
 from utils.core.paths import REPO_ROOT
 from utils.pipeline.wheels import IMAGE_FILE, pip_env, read_pins
+from utils.synth.dataset import generate_dataset
+from utils.synth.generate import SynthSettings
 
 USER = "rehearsal"
 COMPETITION = "bhf-data-science-centre-ecg-challenge"
@@ -96,9 +99,6 @@ def follow_readme(commands: list[str], inputs: Path, log: Path) -> Path:
 
 def make_competition(folder: Path) -> None:
     """A small competition as Kaggle gives it: photos, the training labels and a sample submission, nothing else."""
-    from utils.synth.dataset import generate_dataset
-    from utils.synth.generate import SynthSettings
-
     generate_dataset(folder, SynthSettings(style="photo", page_width=440, page_height=340, photo_max_side=560),
                      n_train=12, n_test=4, workers=1, progress=False)
     for name in ("annotations", "synth.json", "test_labels.csv", "failures.csv"):
@@ -195,8 +195,6 @@ def rehearse(root: Path, python: str) -> dict:
 
 
 def main(argv=None) -> int:
-    from utils.core.cli import add_debug, run_cli
-
     ap = argparse.ArgumentParser(prog="python -m utils.pipeline.rehearsal", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=REPO_ROOT / "outputs" / "kaggle-rehearsal",

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from utils.core.cli import fail
+from utils.core.config import ConfigError, describe_options, parse_overrides, resolve_config
 from utils.core.paths import REPO_ROOT, Paths, find_attached_weights, resolve_paths
+from utils.core.runs import RunError, is_step_complete, move_aside, open_run, restore_from_input
 from utils.core.session import SessionPaused, session_start
-from utils.pipeline.config import ConfigError, describe_options, parse_overrides, resolve_config
-from utils.pipeline.runs import RunError, is_step_complete, move_aside, open_run, restore_from_input
+from utils.pipeline.budget import say_budget
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d{2})_([A-Za-z0-9_]+)\.ipynb$")
 log = logging.getLogger("utils.pipeline")
@@ -180,7 +181,6 @@ def run_pipeline(profile: str, steps: str | None = None, overrides: dict | None 
     os.environ["ECG_BATCH"] = "1"  # nobody at these kernels: pictures, not menus (utils.gradcam.explorer)
     chain = select_steps(discover_steps(notebook_dir or REPO_ROOT / "notebooks"), steps)
     if budget_only:  # said, nothing created: no run folder, no restore
-        from utils.pipeline.budget import say_budget
 
         print(f"budget of profile {profile}, steps {' '.join(s.id for s in chain)} (creates nothing):\n"
               + say_budget(cfg, resolve_paths(cfg), check=False))
@@ -192,7 +192,6 @@ def run_pipeline(profile: str, steps: str | None = None, overrides: dict | None 
             log.info(restored)
     budget = ""
     if cfg["disk_budget_gb"] > 0:  # said, and a run over the disk refused, before anything is written
-        from utils.pipeline.budget import say_budget
 
         budget = say_budget(cfg, resolve_paths(cfg))
     run_dir = open_run(cfg, run_name=run_name, new_run=new_run, force=force, set_as_latest=set_latest)

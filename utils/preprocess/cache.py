@@ -15,15 +15,10 @@ import pandas as pd
 from utils.core.atomic import atomic_write_bytes, atomic_write_text
 from utils.core.imageio import ImageReadError, read_image
 from utils.core.pool import pool_map
-from utils.preprocess.roi import (
-    STRATEGIES,
-    apply_clahe,
-    classical_detect,
-    crop_with_margin,
-    quad_is_plausible,
-    rectify,
-    resize_long_side,
-)
+from utils.preprocess.detector import Detector
+from utils.preprocess.roi import (STRATEGIES, apply_clahe, classical_detect, crop_with_margin, quad_is_plausible,
+    rectify, resize_long_side)
+from utils.preprocess.sam import SamSegmenter
 
 
 @dataclass(frozen=True)
@@ -63,11 +58,9 @@ def load_models(s: PrepSettings, device: str = "cpu"):
     if key not in _MODELS:
         det = sam = None
         if s.yolo_weights:
-            from utils.preprocess.detector import Detector
             yolo_device = "cpu" if device == "cpu" else device.split(":")[1] if ":" in device else "0"  # its naming
             det = Detector(Path(s.yolo_weights), Path(s.config_dir or "."), s.yolo_imgsz, yolo_device)
         if key[3]:
-            from utils.preprocess.sam import SamSegmenter
             sam = SamSegmenter(s.sam_checkpoint, s.sam_model_type, device)
         _MODELS[key] = (det, sam)
     return _MODELS[key]

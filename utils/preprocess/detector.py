@@ -16,6 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from utils.core.atomic import atomic_write_text
+from utils.synth.textures import background, finish, lighting
 
 
 def prepare_offline(config_dir: Path) -> None:
@@ -40,8 +41,6 @@ def _yolo_line(ann: dict) -> str:
 def export_dataset(folders: list[Path], out: Path, n: int, imgsz: int, seed: int, negatives: float = 0.08,
                    val_fraction: float = 0.15) -> Path:
     """A YOLO dataset (images at imgsz, one 'paper' class) from synthesizer folders plus sheet-free negatives."""
-    from utils.synth.textures import background, finish, lighting
-
     anns = []
     for folder in folders:
         anns += [(Path(folder), p) for p in sorted((Path(folder) / "annotations").glob("*.json"))]

@@ -8,9 +8,11 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from utils.core.figures import before_after_grid, image_strip
 from utils.core.keys import settings_key, split_list
 from utils.core.pool import usable_cores
 from utils.preprocess.cache import PrepSettings, build_cache, find_sheet
+from utils.preprocess.detector import Detector, export_dataset, train_detector
 from utils.preprocess.roi import STRATEGIES, box_iou, classical_detect
 from utils.synth.dataset import generate_dataset
 from utils.synth.generate import SynthSettings
@@ -60,7 +62,6 @@ def get_detector_weights(cfg, paths, step_dir: Path, data: dict[str, Path]) -> s
     best = trained_detector(step_dir)
     if best.is_file():  # a resumed step keeps the detector it trained
         return str(best)
-    from utils.preprocess.detector import export_dataset, train_detector
 
     yaml = export_dataset(list(data.values()), step_dir / "yolo" / "dataset", n=10 ** 9, imgsz=cfg["yolo_imgsz"],
                           seed=cfg["seed"])
@@ -98,8 +99,6 @@ def truth_box(ann: dict) -> list[float]:
 
 def evaluate_detection(data: dict[str, Path], settings: PrepSettings, weights: str, config_dir: Path) -> pd.DataFrame:
     """IoU against the synthesizer's truth on held-out photos and scans: detector, classical, and the choice."""
-    from utils.preprocess.detector import Detector
-
     det = Detector(Path(weights), config_dir, settings.yolo_imgsz) if weights else None
     rows = []
     for style, folder in data.items():
@@ -169,3 +168,22 @@ def qa_tables(tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFra
             issues.append({"strategy": strategy, "id": r["id"], "image": r["source_image"],
                            "fallback": r.get("fallback", ""), "reason": r.get("reason", "") or r.get("error", "")})
     return pd.DataFrame(summary), pd.DataFrame(issues, columns=["strategy", "id", "image", "fallback", "reason"])
+
+
+def worst_detections(evaluation: pd.DataFrame, path: Path, n: int = 8) -> Path:
+    """The n pictures whose chosen box overlaps the true sheet least, with their IoU and method."""
+    worst = evaluation.nsmallest(n, "chosen_iou")
+    return image_strip(worst["image"].tolist(), [f"{r.style} IoU {r.chosen_iou:.2f} ({r.chosen})"
+                                                 for r in worst.itertuples()], path)
+
+
+def before_after_figures(tables: dict[str, pd.DataFrame], folder: Path) -> list[Path]:
+    """Originals beside their cached versions, one figure per strategy (before_after_<strategy>.png)."""
+    return [before_after_grid(table, Path(folder) / f"before_after_{s}.png", title=s) for s, table in tables.items()]
+
+
+def fallback_figure(issues: pd.DataFrame, path: Path, n: int = 12) -> Path:
+    """The first n pictures that fell back or failed, each with its strategy and what happened."""
+    shown = issues.head(n)
+    return image_strip(shown["image"].tolist(), [f"{r.strategy}: {(r.fallback or 'failed')}"
+                                                 for r in shown.itertuples()], path)

@@ -17,6 +17,7 @@ from utils.synth.generate import SynthSettings, make_sample
 from utils.synth.labels import sample_labels
 from utils.synth.measure import FEATURES, measure
 from utils.synth.waveform import simulate
+from utils.synth.wfdb_source import RecordError, load_signals
 
 
 def global_image_stats(jpeg: bytes) -> np.ndarray:
@@ -78,8 +79,6 @@ def learnability_check(n: int = 600, seed: int = 0) -> pd.DataFrame:
 def measured_with_real(refs, n_sim: int = 400) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Measurements (FEATURES) and labels of real records (refs; unreadable ones skipped) and of n_sim simulated ones,
     each row with its source ("real" or "sim")."""
-    from utils.synth.wfdb_source import RecordError, load_signals
-
     feats, labs = [], []
     for ref in refs:
         try:

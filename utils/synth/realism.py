@@ -32,8 +32,12 @@ import pandas as pd
 from utils.core.atomic import atomic_write_text, new_folder
 from utils.core.cli import add_debug, fail, run_cli
 from utils.core.labels import LABELS
-from utils.core.metrics import bootstrap_table
+from utils.core.metrics import auroc_table, bootstrap_table, format_interval
 from utils.core.paths import REPO_ROOT, present_folders
+from utils.synth.checks import feature_medians, measured_with_real, separability
+from utils.synth.labels import sample_labels
+from utils.synth.waveform import LEADS, simulate
+from utils.synth.wfdb_source import RecordError, list_records, load_signals
 
 FS = 100  # Hz: PTB-XL's low-rate records; the simulator's 500 Hz is brought down to it
 SECONDS = 10.0
@@ -62,9 +66,6 @@ def prepare(signals: np.ndarray, fs: int) -> np.ndarray:
 
 def simulated_set(n: int, seed: int, name: str = "simulated") -> SignalSet:
     """n records from the simulator (labels from sample_labels), prepared as real ones are."""
-    from utils.synth.labels import sample_labels
-    from utils.synth.waveform import simulate
-
     xs, ys = [], []
     for i in range(n):
         rng = np.random.default_rng([seed, i])
@@ -77,8 +78,6 @@ def simulated_set(n: int, seed: int, name: str = "simulated") -> SignalSet:
 
 def real_set(folder: Path, labels_csv: Path | None = None) -> tuple[SignalSet, list[tuple[str, str]]]:
     """Every readable record of a WFDB folder with its labels; unreadable ones are listed, not raised."""
-    from utils.synth.wfdb_source import RecordError, list_records, load_signals
-
     refs, problems = list_records(folder, labels_csv)
     xs, ys, groups = [], [], []
     for ref in refs:
@@ -98,8 +97,6 @@ def as_picture(data: SignalSet, lead: str, samples: int, px_per_mv: float) -> Si
     """One lead as a picture keeps it: `samples` points across the record (held in between), amplitudes rounded to
     whole pixels of 1/px_per_mv mV; repeated on all 12 channels so the same network reads it."""
     from scipy.signal import resample
-
-    from utils.synth.waveform import LEADS
 
     if lead not in LEADS:
         raise ValueError(f"unknown lead {lead!r}; leads are {', '.join(LEADS)}")
@@ -180,8 +177,6 @@ def benchmark(real: list[SignalSet], n_sim: int = 3000, n_sim_test: int = 600, e
     The simulated side is the mean score of `networks` networks (seeds seed, seed+1, ...) trained on the same
     records: one network's figure on real records moves by several hundredths per label with its seed alone.
     `view` (e.g. `as_picture` with its arguments bound) reduces every set, simulated and real, the same way first."""
-    from utils.core.metrics import auroc_table
-
     t = time.perf_counter()
     sim = simulated_set(n_sim, seed)
     sim_test = simulated_set(n_sim_test, seed + 10_000, "simulated (new)")
@@ -209,8 +204,6 @@ def benchmark(real: list[SignalSet], n_sim: int = 3000, n_sim_test: int = 600, e
 
 def wide(results: pd.DataFrame) -> pd.DataFrame:
     """One line per (trained on, scored on): macro and each label, with intervals."""
-    from utils.core.metrics import format_interval
-
     cells = results.assign(value=[format_interval(a, lo, hi) for a, lo, hi in
                                   results[["auroc", "ci_low", "ci_high"]].to_numpy(float)])
     order = ["macro", *LABELS]
@@ -273,9 +266,6 @@ def main(argv=None) -> int:
             atomic_write_text(out / "problems.csv", pd.DataFrame(problems, columns=["folder", "id", "problem"])
                               .to_csv(index=False))
         if a.features and folders:
-            from utils.synth.checks import feature_medians, measured_with_real, separability
-            from utils.synth.wfdb_source import list_records
-
             refs = [r for f in folders for r in list_records(f, a.labels)[0]]
             measured = measured_with_real(refs, n_sim=1500)
             atomic_write_text(out / "features.csv", feature_medians(*measured).to_csv(index=False))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from utils.core.figures import pyplot, thumbnail
 from utils.core.keys import settings_key
 from utils.core.labels import LABELS
 from utils.core.paths import resolve_input_path
@@ -71,8 +72,6 @@ def summary_table(sets: dict[str, dict]) -> pd.DataFrame:
 
 def sample_grid(sets: dict[str, dict], path: Path, per_label: int = 1) -> Path:
     """One example per style and label (and a normal), with its findings, saved as a figure."""
-    from utils.core.figures import pyplot, thumbnail
-
     plt = pyplot()
     columns = ["normal", *LABELS]
     names = list(sets)

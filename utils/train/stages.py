@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -21,22 +20,6 @@ from utils.train.dataset import attach_cache
 from utils.train.engine import fit
 from utils.train.settings import TrainSettings
 from utils.train.models import SCRATCH
-
-
-def settings_from(cfg, epochs: int, init_checkpoint: str = "", backbone_weights: str | None = None,
-                  hub: bool | None = None) -> TrainSettings:
-    return TrainSettings(
-        backbone=cfg["backbone"], backbone_weights=cfg["backbone_weights"] if backbone_weights is None
-        else backbone_weights, hub=cfg["backbone_hub"] if hub is None else hub, init_checkpoint=init_checkpoint,
-        image_height=cfg["image_height"], image_width=cfg["image_width"], epochs=epochs,
-        batch_size=cfg["batch_size"], accum_steps=cfg["accum_steps"], lr=cfg["lr"], weight_decay=cfg["weight_decay"],
-        warmup_epochs=cfg["warmup_epochs"], num_cycles=cfg["num_cycles"], patience=cfg["patience"],
-        drop_rate=cfg["drop_rate"], aug_strength=cfg["aug_strength"],
-        num_workers=min(cfg["num_workers"] or os.cpu_count() or 1, 8), seed=cfg["seed"],
-        device="cpu" if cfg["device"] == "cpu" else "auto", amp=cfg["amp"], channels_last=cfg["channels_last"],
-        max_steps_per_epoch=cfg["max_steps_per_epoch"], frozen_stages=cfg["frozen_stages"],
-        threads=cfg["torch_threads"], input_channels=cfg["input_channels"], compile=cfg["torch_compile"],
-        cudnn_benchmark=cfg["cudnn_benchmark"])
 
 
 def load_training_table(run_dir_01: Path, run_dir_02: Path, strategy: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -115,9 +98,29 @@ def stage1_rows(table: pd.DataFrame, which: str = "all") -> tuple[pd.DataFrame, 
     return train, val
 
 
+def stage1_counts(table: pd.DataFrame, which: str = "all") -> pd.DataFrame:
+    """Stage I pictures per source and split, of the kinds `which` keeps."""
+    return pd.concat(stage1_rows(table, which)).groupby(["source", "split"]).size().rename("images").to_frame()
+
+
+def fold_counts(table: pd.DataFrame) -> pd.DataFrame:
+    """Stage II training pictures per fold."""
+    return table[(table["stage"] == "II") & (table["split"] == "train")].groupby("fold").size().rename("images") \
+        .to_frame()
+
+
+def histories(out_dir: Path) -> dict[str, pd.DataFrame]:
+    """Each fit's history under out_dir: 'stage I' for a model folder, 'fold k' for each fold folder."""
+    out_dir = Path(out_dir)
+    if (out_dir / "history.csv").is_file():
+        return {"stage I": pd.read_csv(out_dir / "history.csv")}
+    folds = sorted(out_dir.glob("fold*/history.csv"), key=lambda p: int(p.parent.name[4:]))
+    return {f"fold {p.parent.name[4:]}": pd.read_csv(p) for p in folds}
+
+
 def stage1(cfg, table: pd.DataFrame, out_dir: Path) -> dict:
     train, val = stage1_rows(table, cfg["stage1_sources"])
-    s = settings_from(cfg, cfg["stage1_epochs"])
+    s = TrainSettings.from_config(cfg, epochs=cfg["stage1_epochs"])
     return run_fit(s, train, val, out_dir, cfg["multi_gpu"], deadline(cfg["session_hours"])) | {
         "train_rows": len(train), "val_rows": len(val),
         "train_sources": {str(k): int(v) for k, v in train["source"].value_counts().sort_index().items()}}
@@ -129,21 +132,21 @@ def stage2(cfg, table: pd.DataFrame, out_dir: Path, stage1_best: Path | None) ->
     target = table[(table["stage"] == "II") & (table["split"] == "train")]
     folds = sorted(int(f) for f in target["fold"].dropna().unique())
     wanted = [int(f) for f in split_list(cfg["folds_to_run"])] or folds
-    init, weights, hub = "", None, None
+    start = {"lr": cfg["stage2_lr"] or cfg["lr"]}
     if cfg["stage2_init"] == "stage1":
         if stage1_best is None or not Path(stage1_best).is_file():
             raise FileNotFoundError("stage2_init 'stage1' needs step 03's best.pt; run step 03 or set stage2_init")
-        init, weights, hub = str(stage1_best), SCRATCH, False  # Stage I's weights replace the backbone's
+        # Stage I's weights replace the backbone's
+        start |= {"init_checkpoint": str(stage1_best), "backbone_weights": SCRATCH, "hub": False}
     elif cfg["stage2_init"] == "scratch":
-        weights, hub = SCRATCH, False
+        start |= {"backbone_weights": SCRATCH, "hub": False}
     for k in wanted:
         fold_dir = Path(out_dir) / f"fold{k}"
         if (fold_dir / "result.json").is_file():
             result = json.loads((fold_dir / "result.json").read_text())
             print(f"fold {k}: complete, skipped (best macro-AUROC {result['best_macro_auroc']:.4f})")
             continue
-        s = settings_from(cfg, cfg["stage2_epochs"], init, weights, hub)
-        s = replace(s, lr=cfg["stage2_lr"] or s.lr)
+        s = TrainSettings.from_config(cfg, epochs=cfg["stage2_epochs"], **start)
         train, val = target[target["fold"] != k], target[target["fold"] == k]
         run_fit(s, train, val, fold_dir, cfg["multi_gpu"], deadline(cfg["session_hours"]))
     remaining = [k for k in folds if not (Path(out_dir) / f"fold{k}" / "result.json").is_file()]

@@ -11,20 +11,30 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from utils.core.atomic import atomic_write_json, read_json
+from utils.core.config import (CONFIG_KEYS, SESSION_KEYS, Config, diff_configs, load_config, notebook_overrides,
+                               resolve_config, save_config)
 from utils.core.paths import INPUT_DEPTH, Paths, resolve_paths
 from utils.core.versions import SYNTH_VERSION
-from utils.pipeline.config import (
-    CONFIG_KEYS,
-    SESSION_KEYS,
-    Config,
-    diff_configs,
-    load_config,
-    notebook_overrides,
-    resolve_config,
-    save_config,
-)
 
 STEP_RECORD = "step.json"
+# What each step leaves in its folder, declared once; finish_step records it and is_step_complete checks it. A name
+# must exist; a pattern with * records every match and needs one; a trailing ? marks what only some runs write.
+STEP_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "00_synthesize": ("datasets.json", "summary.csv", "samples.png"),
+    "01_assemble": ("manifest.csv", "folds.csv", "report.csv", "summary.csv", "fold_prevalence.csv", "sources.json",
+                    "prevalence.png", "samples.png"),
+    "02_preprocess": ("detector_eval.csv", "worst_iou.png", "fallbacks_and_failures.csv", "fallbacks.png",
+                      "cache/*/cache.csv", "before_after_*.png"),
+    "03_stage1": ("model/best.pt", "model/history.csv", "model/result.json", "curves.png"),
+    "04_stage2": ("oof.csv", "oof_auroc.json", "curves.png", "folds/fold*/best.pt"),
+    "05_ensemble": ("model.pt", "submission.csv", "calibration.csv", "reliability.png", "unreadable_test.csv",
+                    "test_auroc_by_rule.csv", "test_predictions.csv", "test_fold_probs.npy", "page_reader.pt?",
+                    "real_auroc.csv?", "test_auroc_ci.csv?", "roc_test.png?", "test_auroc_by_severity.csv?"),
+    "06_gradcam": ("attention.csv", "faithfulness.csv", "faithfulness_scores.csv", "explorer.png", "report.html",
+                   "gallery_*.png?"),
+    "07_ablations": ("runs.csv", "voting.csv", "style.csv", "tables.md", "recorded_vs_simulated.csv", "table_*.csv?",
+                     "tables.png?", "robustness.csv?", "robustness.png?", "robustness_examples.png?"),
+}
 VERSIONS_FILE = "versions.json"  # what made the run's data beyond its settings: the simulator's version
 RUN_PATTERN = re.compile(r"^run-(\d{3,})$")
 log = logging.getLogger("utils.runs")
@@ -245,8 +255,26 @@ def start_step(name: str, namespace: Mapping[str, Any]) -> Step:
     return Step(name, cfg, resolve_paths(cfg), run_dir, step_dir, time.time())
 
 
-def finish_step(step: Step, outputs: Iterable[Path | str], summary: Mapping[str, Any] | None = None) -> Path:
-    """Record the step's outputs (relative to its folder); written last, so a killed step stays incomplete."""
+def declared_outputs(step: Step) -> list[Path]:
+    """The files a step's declaration (STEP_OUTPUTS) finds in its folder; RunError names a required one missing."""
+    if step.name not in STEP_OUTPUTS:
+        raise RunError(f"step {step.name} has no declared outputs (STEP_OUTPUTS in utils/core/runs.py)")
+    found = []
+    for entry in STEP_OUTPUTS[step.name]:
+        pattern, optional = entry.rstrip("?"), entry.endswith("?")
+        hits = sorted(step.dir.glob(pattern)) if "*" in pattern else [step.dir / pattern]
+        hits = [h for h in hits if h.exists()]
+        if not hits and not optional:
+            raise RunError(f"step {step.name} declared output {step.dir / pattern}, which does not exist")
+        found += hits
+    return found
+
+
+def finish_step(step: Step, outputs: Iterable[Path | str] | None = None,
+                summary: Mapping[str, Any] | None = None) -> Path:
+    """Record the step's outputs (its declared ones when `outputs` is None; paths relative to its folder); written
+    last, so a killed step stays incomplete."""
+    outputs = declared_outputs(step) if outputs is None else outputs
     items = []
     for out in outputs:
         path = Path(out)

@@ -9,6 +9,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from utils.core.atomic import atomic_write_text
+
 PROFILE_DIR = Path(__file__).parent / "profiles"
 
 
@@ -335,7 +337,6 @@ def diff_configs(old: Mapping[str, Any], new: Mapping[str, Any], ignore=("run_di
 
 
 def save_config(cfg: Mapping[str, Any], path: Path) -> None:
-    from utils.core.atomic import atomic_write_text
     atomic_write_text(Path(path), yaml.safe_dump(dict(cfg), sort_keys=False))
 
 
