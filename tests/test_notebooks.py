@@ -38,6 +38,9 @@ def test_committed_without_outputs_and_with_a_parameters_cell(path):
 def test_parameters_exist_in_the_config_with_the_kaggle_defaults(path):
     params = pm.inspect_notebook(str(path))
     assert "profile" in params and "run_dir" in params
+    cell = "".join(json.loads(path.read_text())["cells"][1]["source"])
+    declared = [n.target.id for n in ast.parse(cell).body if isinstance(n, ast.AnnAssign)]
+    assert list(params) == declared, "papermill must see every key the cell declares (one '=' to a line)"
     for name, info in params.items():
         assert name in CONFIG_KEYS, f"{path.name}: parameter '{name}' is not a configuration key"
         assert ast.literal_eval(info["default"]) == DEFAULTS[name], f"{path.name}: '{name}' drifted"

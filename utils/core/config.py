@@ -112,7 +112,7 @@ OPTIONS: tuple[Option, ...] = (
     _o("input_channels", str, "rgb", "model input: rgb (the picture's colours), gray (luminance) or max (the "
        "brightest channel: red, green or blue grid lines fade, ink stays)", choices=("rgb", "gray", "max")),
     _o("batch_size", int, 16, "images per step and GPU"),
-    _o("accum_steps", int, 2, "gradient accumulation: effective batch = batch_size x accum_steps x GPUs"),
+    _o("accum_steps", int, 2, "gradient accumulation: the effective batch is batch_size x accum_steps x GPUs"),
     _o("lr", float, 1e-4, "AdamW learning rate"),
     _o("weight_decay", float, 1e-2, "AdamW weight decay"),
     _o("warmup_epochs", float, 1.0, "linear warm-up before the cosine schedule"),

@@ -40,7 +40,10 @@ def parameter_line(name: str) -> str:
     if name not in OPTION_BY_NAME:
         raise ConfigError(f"the parameters cell declares {name!r}, which is not a configuration key")
     o = OPTION_BY_NAME[name]
-    return f"{name}: {o.type.__name__} = {literal(o.default)}  # {o.help}"
+    line = f"{name}: {o.type.__name__} = {literal(o.default)}"
+    if "=" in o.help + literal(o.default):  # papermill skips a line with a second '=': the help goes above it
+        return f"# {name}: {o.help}\n{line}  # {name}'s help is on the line above"
+    return f"{line}  # {o.help}"
 
 
 def parameters_cell(names: list[str]) -> str:
