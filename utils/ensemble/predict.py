@@ -113,31 +113,39 @@ def cam_request(folder: Path | None, labels: str = "", method: str = "gradcam") 
     return CamRequest(Path(folder), wanted, method)
 
 
-def page_columns(rec: dict) -> tuple[dict, str]:
-    """The page reader's columns of a prediction row (empty without a reader), and why the row's yes/no decisions are
-    withheld ('' when they are not)."""
-    page = rec.get("page") or {}
-    if not page:
-        return {"ecg_score": np.nan, "is_ecg": "", "turned": 0, "turn_found": "", "turn_p": np.nan}, ""
-    cols = {"ecg_score": page["ecg_score"], "is_ecg": int(page["is_ecg"]), "turned": rec.get("turn", 0),
-            "turn_found": page["turn_found"], "turn_p": page["turn_p"]}
-    return cols, "" if page["is_ecg"] else \
-        f"not an ECG (page reader's score {page['ecg_score']:.2f}): no yes/no decisions"
+def page_columns(rec: dict) -> tuple[dict, list[str]]:
+    """The page's columns of a prediction row (the page reader's ECG score, empty without a reader; the turn the
+    traces find, its evidence and the turn undone), and what the row must say: why its yes/no decisions are withheld,
+    and how the page was turned or why it was not."""
+    page, orient, turn = rec.get("page") or {}, rec.get("orient") or {}, rec.get("turn", 0)
+    cols = {"ecg_score": page.get("ecg_score", np.nan), "is_ecg": int(page["is_ecg"]) if page else "",
+            "turned": turn, "turn_found": orient.get("turn_found", ""),
+            "turn_evidence": orient.get("turn_evidence", np.nan)}
+    said = []
+    if page and not page["is_ecg"]:
+        said.append(f"not an ECG (page reader's score {page['ecg_score']:.2f}): no yes/no decisions")
+    if turn:
+        said.append(f"turned back by {turn} degrees to stand upright (traces' evidence {orient['turn_evidence']:.1f})")
+    elif orient.get("turn_found") and orient["turn_found"] % 180:
+        said.append(f"the page seems to lie sideways (turned by {orient['turn_found']} degrees; traces' evidence "
+                    f"{orient['turn_evidence']:.1f}): read as it came")
+    return cols, said
 
 
 def prediction_row(pred: Predictor, reading: Reading, path: Path, pid: str, note: str = "") -> dict:
     """One picture's row: the ensemble's scores, yes/no decisions (withheld when the page reader finds no ECG), the
-    page reader's columns, the crop, warnings and the error."""
+    page's columns (ECG score, turn), the crop, warnings and the error."""
     row = {"id": pid, "file": str(path), "warning": ""}
     if reading.error:  # one bad file is a row with its error, never the end of the run
         return row | {k: np.nan for k in LABELS} | {"error": reading.error, "warning": note}
     scores, decisions = pred.verdict(reading)
-    page, withheld = page_columns(reading.rec)
+    page, said = page_columns(reading.rec)
+    withheld = bool(page["is_ecg"] == 0)
     rec = reading.rec
     row.update({k: round(float(p), 6) for k, p in zip(LABELS, scores)})
     row.update({f"{k}_positive": "" if withheld else int(d) for k, d in zip(LABELS, decisions)}, **page)
     row.update(roi_box=rec["box"], roi_method=rec["method"], fallback=rec["fallback"], reason=rec["reason"],
-               error="", warning="; ".join(filter(None, [note, withheld, *reading.warnings])))
+               error="", warning="; ".join(filter(None, [note, *said, *reading.warnings])))
     return row
 
 

@@ -2,11 +2,12 @@
 
 The package is one file of tensors and plain values (loads with torch.load(weights_only=True)): every fold's
 weights, the backbone, input size and normalisation, the preprocessing settings, the voting rule, per-label
-temperatures and F1 thresholds, and the page reader. `Predictor.read` is how every caller turns pictures into
-probabilities (step 05's test set, the real-ECG check, the robustness sets, the predict command, the explorer and the
-benchmarks): each picture read with one rule (a picture that cannot be read or prepared is a reading with its error,
-never an exception), prepared exactly as the models' training pictures were (the same strategy, segmentation method
-and picture -> tensor transform), batched on the device, through the forward pass training validates with.
+temperatures and F1 thresholds, the page reader, and whether a turned page is stood upright. `Predictor.read` is how
+every caller turns pictures into probabilities (step 05's test set, the real-ECG check, the robustness sets, the
+predict command, the explorer and the benchmarks): each picture read with one rule (a picture that cannot be read or
+prepared is a reading with its error, never an exception), stood upright when its traces are sure it is turned,
+prepared exactly as the models' training pictures were (the same strategy, segmentation method and picture -> tensor
+transform), batched on the device, through the forward pass training validates with.
 """
 from __future__ import annotations
 
@@ -26,21 +27,24 @@ from utils.core.config import DEFAULTS
 from utils.core.device import device_precision, resolve_device
 from utils.core.imageio import ImageReadError, read_image
 from utils.core.labels import LABELS
-from utils.ensemble.page import PageReader, reader_problem, upright
+from utils.ensemble.page import PageReader, reader_problem
 from utils.ensemble.vote import Calibration, vote_scores
 from utils.preprocess.cache import PrepSettings, load_models, prepare
+from utils.preprocess.orient import find_turn, upright
 from utils.train.dataset import ModelInput
 from utils.train.engine import probabilities
 from utils.train.models import build_untrained
 
 FORMAT = "ecg-photo-ensemble/1"
+NEVER_TURN = {"turn_pages": False, "turn_evidence": float("inf")}  # a package that says nothing of turning
 # machine-specific paths are given when the package is used, never stored in it
 LOCAL_PATHS = ("yolo_weights", "config_dir", "sam_checkpoint")
 
 
 def package_model(path: Path, checkpoints: list[Path], prep: PrepSettings, rule: str, calibration: Calibration,
-                  min_side: int = 256, page: dict | None = None) -> Path:
-    """Write the ensemble as one weights-only file, with the page reader when one is given."""
+                  min_side: int = 256, page: dict | None = None, orient: dict | None = None) -> Path:
+    """Write the ensemble as one weights-only file, with the page reader when one is given, and how pages are stood
+    upright (`orient`: turn_pages, turn_evidence; none: never turned)."""
     folds, meta = [], None
     for ck in checkpoints:
         state = torch.load(ck, map_location="cpu", weights_only=True)
@@ -56,6 +60,8 @@ def package_model(path: Path, checkpoints: list[Path], prep: PrepSettings, rule:
            "thresholds": [float(t) for t in calibration.thresholds]}
     if page is not None:
         pkg["page"] = {k: v for k, v in page.items() if k not in ("history", "skipped")}
+    if orient is not None:
+        pkg["orient"] = {"turn_pages": bool(orient["turn_pages"]), "turn_evidence": float(orient["turn_evidence"])}
     buf = io.BytesIO()
     torch.save(pkg, buf)
     atomic_write_bytes(Path(path), buf.getvalue())
@@ -111,6 +117,11 @@ def package_problem(pkg: dict) -> str:
         PrepSettings(**{**pkg["prep"]})
     except (TypeError, ValueError) as err:
         return f"'prep' does not describe a preparation: {err}"
+    if "orient" in pkg:
+        orient = pkg["orient"]
+        if not (isinstance(orient, dict) and isinstance(orient.get("turn_pages"), bool)
+                and isinstance(orient.get("turn_evidence"), (int, float)) and orient["turn_evidence"] >= 0):
+            return f"'orient' {orient!r} is not {{'turn_pages': a bool, 'turn_evidence': a number >= 0}}"
     return reader_problem(pkg["page"]) if "page" in pkg else ""
 
 
@@ -142,14 +153,17 @@ class Predictor:
         self.input = ModelInput(pkg["image_size"], pkg["mean"], pkg["std"], pkg.get("input_channels", "rgb"))
         self.calibration = Calibration(tuple(pkg["temperatures"]), tuple(pkg["thresholds"]))
         self.page = PageReader(pkg["page"], self.device) if "page" in pkg else None
+        self.orient = dict(pkg.get("orient", NEVER_TURN))
 
     def prepare(self, img: np.ndarray) -> tuple[np.ndarray, dict]:
-        """Step 02's preparation of one original picture, with the training strategy and models, after the page
-        reader (when the package has one) has stood the page upright; its reading is the record's `page`."""
+        """Step 02's preparation of one original picture, with the training strategy and models, after the page is
+        stood upright when its traces are sure it is turned (and the package turns pages). The record holds the page
+        reader's reading (`page`), the traces' (`orient`) and the turn undone (`turn`)."""
         reading = self.page.read(img) if self.page is not None else {}
-        turn = reading.get("turn", 0)
+        orient = find_turn(img, self.orient["turn_evidence"])
+        turn = orient["turn_found"] if orient["sure"] and self.orient["turn_pages"] else 0
         prepared, rec = prepare(upright(img, turn) if turn else img, self.prep, self.detector, self.segmenter)
-        rec.update(page=reading, turn=turn)
+        rec.update(page=reading, orient=orient, turn=turn)
         return prepared, rec
 
     def tensor(self, prepared: np.ndarray) -> torch.Tensor:

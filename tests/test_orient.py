@@ -1,0 +1,118 @@
+"""Which way up a page is, from its traces: the axis and the direction found on the synthesizer's pages at every
+quarter turn, time read from the beats (a mirrored page reads backwards, a page flipped top to bottom does not), a
+page without traces never sure, and the predictor standing a sure page upright."""
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from utils.ensemble.predict import main as predict_main
+from utils.ensemble.predictor import Predictor
+from utils.preprocess.cache import prepare
+from utils.preprocess.orient import banding, find_turn, ink_mask, upright
+from utils.synth.generate import SynthSettings, make_sample
+
+
+@pytest.fixture(scope="module")
+def scans():
+    """Eight of the synthesizer's scans, upright as drawn."""
+    pages = []
+    for i in range(8):
+        jpeg, _, _ = make_sample(SynthSettings(style="scan", seed=11), i)
+        pages.append(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR))
+    return pages
+
+
+def turned(img, turn):
+    return np.ascontiguousarray(np.rot90(img, turn // 90))
+
+
+def test_upright_undoes_every_quarter_turn(scans):
+    for turn in (0, 90, 180, 270):
+        np.testing.assert_array_equal(upright(turned(scans[0], turn), turn), scans[0])
+
+
+def test_the_turn_is_found_on_synthesized_pages_at_every_quarter_turn(scans):
+    found = [(turn, find_turn(turned(img, turn), 3.0)) for img in scans for turn in (0, 90, 180, 270)]
+    axis_right = [r["turn_found"] % 180 == turn % 180 for turn, r in found]
+    right = [r["turn_found"] == turn for turn, r in found]
+    sure = [(turn, r) for turn, r in found if r["sure"]]
+    assert all(axis_right), "the traces' axis: rows on a standing page, columns on one turned by a quarter"
+    assert np.mean(right) >= 0.7, f"{sum(right)} of {len(right)} turns found"  # chance: 0.5 once the axis is known
+    assert sure and all(r["turn_found"] == turn for turn, r in sure), sure  # a sure turn is right
+    assert all(r["beats"] >= 3 and r["axis_ratio"] > 1.0 for _, r in found)
+
+
+def test_time_is_read_from_the_beats_not_from_which_way_the_spikes_point(scans):
+    """Mirrored left to right, a page reads backwards (180); flipped top to bottom, every deflection changes sign and
+    time runs on (0): the evidence is the T wave's place after the QRS, not its sign."""
+    checked = 0
+    for img in scans:
+        upright_reading = find_turn(img, 0.0)
+        if upright_reading["turn_evidence"] < 1.0:
+            continue
+        checked += 1
+        mirrored = find_turn(np.ascontiguousarray(img[:, ::-1]), 0.0)
+        flipped = find_turn(np.ascontiguousarray(img[::-1]), 0.0)
+        assert (upright_reading["turn_found"] + 180) % 360 == mirrored["turn_found"]
+        assert flipped["turn_found"] == upright_reading["turn_found"]
+        assert mirrored["turn_evidence"] == pytest.approx(upright_reading["turn_evidence"], rel=0.3)
+    assert checked >= 4
+
+
+def test_a_page_without_traces_is_never_sure():
+    rng = np.random.default_rng(0)
+    for img in (np.full((600, 800, 3), 255, np.uint8), rng.integers(0, 256, (600, 800, 3), dtype=np.uint8),
+                np.zeros((600, 800, 3), np.uint8)):
+        reading = find_turn(img, 3.0)
+        assert not reading["sure"] and reading["turn_evidence"] < 3.0
+    assert not ink_mask(np.full((300, 400, 3), 255, np.uint8)).any()
+
+
+def test_the_ink_bands_along_the_traces(scans):
+    rows, columns = banding(ink_mask(scans[1]))
+    assert rows > 1.5 * columns
+    rows_t, columns_t = banding(ink_mask(turned(scans[1], 90)))
+    assert columns_t == pytest.approx(rows, rel=0.1) and rows_t == pytest.approx(columns, rel=0.1)
+
+
+def with_orient(package, **orient):
+    pkg = torch.load(package, weights_only=True)
+    pkg["orient"] = orient
+    path = package.parent / f"orient-{len(list(package.parent.glob('orient-*')))}.pt"
+    torch.save(pkg, path)
+    return path
+
+
+def test_the_predictor_stands_a_sure_page_upright_and_says_so(package, scans, tmp_path):
+    img = next(p for p in scans if find_turn(p, 0.0)["turn_evidence"] >= 3.0 and find_turn(p, 0.0)["turn_found"] == 0)
+    upside_down = turned(img, 180)
+    turning = Predictor(with_orient(package, turn_pages=True, turn_evidence=3.0))
+    prepared, rec = turning.prepare(upside_down)
+    assert rec["turn"] == 180 and rec["orient"]["sure"]
+    np.testing.assert_array_equal(prepared, prepare(img, turning.prep)[0])
+    still = Predictor(with_orient(package, turn_pages=False, turn_evidence=3.0))
+    prepared, rec = still.prepare(upside_down)
+    assert rec["turn"] == 0 and rec["orient"]["turn_found"] == 180  # found and reported, not acted on
+    np.testing.assert_array_equal(prepared, prepare(upside_down, still.prep)[0])
+    assert Predictor(package).orient["turn_pages"] is False  # a package that says nothing never turns
+
+    cv2.imwrite(str(tmp_path / "upside-down.jpg"), upside_down)
+    out = tmp_path / "rows.csv"
+    assert predict_main(["--model", str(with_orient(package, turn_pages=True, turn_evidence=3.0)), "--images",
+                         str(tmp_path / "upside-down.jpg"), "--out", str(out)]) == 0
+    row = pd.read_csv(out).iloc[0]
+    assert row["turned"] == 180 and row["turn_found"] == 180 and row["turn_evidence"] >= 3.0
+    assert "turned back by 180 degrees to stand upright" in row["warning"]
+
+
+def test_a_damaged_orient_entry_is_refused_on_load(package, tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "one.png"), np.full((300, 400, 3), 255, np.uint8))
+    for i, orient in enumerate(({"turn_pages": "yes", "turn_evidence": 3.0}, {"turn_pages": True},
+                                {"turn_pages": True, "turn_evidence": -1.0})):
+        model = with_orient(package, **orient)
+        assert predict_main(["--model", str(model), "--images", str(tmp_path / "one.png"),
+                             "--out", str(tmp_path / f"p{i}.csv")]) == 2
+        err = capsys.readouterr().err
+        assert "a damaged ensemble package: 'orient'" in err, err
