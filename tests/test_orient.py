@@ -10,7 +10,8 @@ import torch
 from utils.ensemble.predict import main as predict_main
 from utils.ensemble.predictor import Predictor
 from utils.preprocess.cache import prepare
-from utils.preprocess.orient import banding, find_turn, ink_mask, upright
+from utils.preprocess.ink import ink_mask
+from utils.preprocess.orient import banding, find_turn, upright
 from utils.synth.generate import SynthSettings, make_sample
 
 

@@ -65,6 +65,9 @@ OPTIONS: tuple[Option, ...] = (
        "the 25 real phone photos in ecg-image-kit's samples show creases or fold shading)", was=0.0),
     _o("synth_crumple_scan", float, 0.10, "share of scan-like pages crumpled or creased (scans are mostly flat: 1-2 "
        "of those 27 real scans show folds)", was=0.0),
+    _o("synth_report_pages", float, 0.3, "share of synthetic pages drawn as hospital report pages: a header of "
+       "patient fields and random measurements, a footer of settings, dotted or faint grids, bold column bars, "
+       "3x4, 6x2 or 12x1 with a rhythm strip of II, V1 or III (utils/synth/report.py)"),
     _o("synth_jpeg_quality", int, 0, "JPEG quality of written images; 0: drawn per image (photo 60-95, scan 75-97)"),
     # --- 01 assemble: sources, checks, manifest, folds ---
     _o("target", str, "competition", "Stage II target: competition (Kaggle data) or synth (step 00's photos)",
@@ -84,6 +87,8 @@ OPTIONS: tuple[Option, ...] = (
     _o("strategies", str, "roi_clahe", "comma-separated strategies to cache: raw, roi_clahe (the paper's), seg_rect"),
     _o("cache_long_side", int, 800, "long side of cached images, px (training reads these; at least the training width)"),
     _o("crop_margin", float, 0.02, "margin added around the detected sheet, as a share of its size"),
+    _o("crop_to", str, "traces", "what roi_clahe keeps: traces (the region the rows of traces fill, found in the "
+       "sheet; header, footer and margins left out) or sheet (the whole sheet)", choices=("traces", "sheet")),
     _o("clahe_clip", float, 2.0, "CLAHE clip limit (lightness channel)"),
     _o("clahe_tiles", int, 8, "CLAHE tile grid size"),
     _o("detector", str, "yolo", "yolo (trained here, classical fallback) or classical only",

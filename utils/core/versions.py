@@ -2,4 +2,4 @@
 
 # The synthesizer: bumped whenever a change alters its pictures, so datasets and runs made by older code are not
 # reused (utils.synth.generate stamps its sets with it; runs record it in versions.json).
-SYNTH_VERSION = 6
+SYNTH_VERSION = 7

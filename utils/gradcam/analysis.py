@@ -77,9 +77,9 @@ def analyse(predictor, rows: pd.DataFrame, method: str = "gradcam") -> tuple[dic
         for k, label in enumerate(LABELS):
             s = energy_shares(photo[k], ann["paper_corners"], ann.get("lead_boxes"))
             limb = sum(v for n, v in s.items() if n in ("I", "II", "III", "aVR", "aVL", "aVF"))
-            chest = sum(v for n, v in s.items() if n.startswith("V"))
+            chest = sum(v for n, v in s.items() if n.startswith("V") and not n.endswith("_rhythm"))
             shares.append({"id": r.id, "label": label, "positive": getattr(r, f"y_{label}", np.nan),
-                           "sheet": s["sheet"], "rhythm_strip": s.get("II_rhythm", np.nan), "limb_leads": limb,
+                           "sheet": s["sheet"], "rhythm_strip": next((v for n, v in s.items() if n.endswith("_rhythm")), np.nan), "limb_leads": limb,
                            "chest_leads": chest})
     return cams, pd.DataFrame(shares)
 

@@ -17,20 +17,18 @@ Why a rule: the page reader learnt the turn from the synthesizer's pages and too
 (it called 33 of 52 upright real pages upside down, README). This rule uses no cue of any renderer, only the traces;
 it needs no training and takes about 0.13 s a picture on a 2-core CPU (40 pictures).
 
-The ink is what is much darker than its neighbourhood (a morphological closing gives the paper's own shade, so a
-coloured grid, a shadow or a tinted scan stays out), keeping pieces that are long (over 1/50 of the page's long
-side): traces, not grid dots, speckle or letters. A photo taken a little askew is levelled first (the tilt within
-12 degrees that makes the rows band most sharply), and only the columns the ink spans are read, wherever the page
+The ink is the traces' ink of utils/preprocess/ink.py (long dark pieces: traces, not grid dots, speckle or letters).
+A photo taken a little askew is levelled first (`level`), and only the columns the ink spans are read, wherever the page
 lies in the picture. Measured by `python -m utils.bench.page` (README).
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 from scipy.ndimage import median_filter
 from scipy.signal import find_peaks
 
-WORK_SIDE = 1600          # the long side the page is read at
+from utils.preprocess.ink import ink_mask, is_trace_row, level, smooth, trace_rows
+
 AFTER = (0.12, 0.45)      # the window after (and, mirrored, before) each QRS, in parts of the RR interval
 
 
@@ -40,63 +38,12 @@ def upright(img: np.ndarray, turn: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(img, -(turn // 90) % 4))
 
 
-def ink_mask(img: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
-    """The traces' ink at `side` px on the long side: much darker than the paper around it, in long pieces."""
-    h, w = img.shape[:2]
-    scale = side / max(h, w)
-    small = cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    value = (small.max(axis=2) if small.ndim == 3 else small).astype(np.float32)  # a coloured grid is bright here
-    paper = cv2.morphologyEx(value, cv2.MORPH_CLOSE, np.ones((15, 15), np.uint8))
-    ink = paper - value
-    mask = (ink > max(30.0, float(np.percentile(ink, 97)))).astype(np.uint8)
-    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    long = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]) >= side // 50
-    long[0] = False  # the background
-    return long[labels]
-
-
-def smooth(profile: np.ndarray, sigma: float) -> np.ndarray:
-    return cv2.GaussianBlur(profile.astype(np.float64)[:, None], (1, 0), sigmaX=0, sigmaY=sigma).ravel()
-
-
 def banding(mask: np.ndarray) -> tuple[float, float]:
     """How strongly the ink gathers in rows, and in columns (the spread of the smoothed profile over its mean)."""
     def strength(m):
         p = smooth(m.sum(axis=1), max(2.0, m.shape[0] / 150))
         return float(p.std() / (p.mean() + 1e-6))
     return strength(mask), strength(mask.T)
-
-
-def level(mask: np.ndarray, max_tilt: float = 12.0) -> tuple[np.ndarray, float]:
-    """The mask turned by the small tilt (within max_tilt degrees) that makes its rows of ink band most sharply, as a
-    photo taken a little askew needs, and that tilt."""
-    ys, xs = np.nonzero(mask)
-    if len(ys) < 100:
-        return mask, 0.0
-    height = mask.shape[0]
-
-    def sharpness(angle):
-        shifted = ys - (xs - xs.mean()) * np.tan(np.radians(angle))
-        p = smooth(np.bincount(np.clip(shifted, 0, height - 1).astype(int), minlength=height), max(2.0, height / 150))
-        return p.std() / (p.mean() + 1e-6)
-
-    angles = np.arange(-max_tilt, max_tilt + 0.01, 1.0)
-    best = float(angles[int(np.argmax([sharpness(a) for a in angles]))])
-    if best == 0.0:
-        return mask, 0.0
-    turn = cv2.getRotationMatrix2D((mask.shape[1] / 2, height / 2), best, 1.0)
-    return cv2.warpAffine(mask.astype(np.uint8), turn, (mask.shape[1], height), flags=cv2.INTER_NEAREST) > 0, best
-
-
-def trace_rows(mask: np.ndarray) -> list[tuple[int, int]]:
-    """The bands of rows that each hold one row of traces: around the peaks of the ink's row profile."""
-    height = mask.shape[0]
-    p = smooth(mask.sum(axis=1), max(2.0, height / 150))
-    if p.max() <= 0:
-        return []
-    peaks, _ = find_peaks(p, distance=max(3, height // 14), prominence=p.max() * 0.15)
-    bounds = [0] + [(a + b) // 2 for a, b in zip(peaks[:-1], peaks[1:])] + [height]
-    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def beat_ratios(mask: np.ndarray) -> np.ndarray:
@@ -108,11 +55,11 @@ def beat_ratios(mask: np.ndarray) -> np.ndarray:
     width = mask.shape[1]
     x = np.arange(width)
     out = []
-    for top, bottom in trace_rows(mask):
+    for top, _, bottom in trace_rows(mask):
         band = mask[top:bottom]
         count = band.sum(axis=0)
         inked = count > 0
-        if inked.mean() < 0.5:  # not a row of traces (a header, a footer, a label)
+        if not is_trace_row(band):  # a header, a footer, a label
             continue
         rows = np.arange(band.shape[0])[:, None]
         centre = np.interp(x, x[inked], ((band * rows).sum(axis=0) / np.maximum(count, 1))[inked])

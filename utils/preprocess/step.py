@@ -136,6 +136,7 @@ def iou_summary(ev: pd.DataFrame) -> pd.DataFrame:
 
 def prep_settings(cfg, strategy: str, weights: str, config_dir: Path) -> PrepSettings:
     return PrepSettings(strategy=strategy, long_side=cfg["cache_long_side"], margin=cfg["crop_margin"],
+                        crop_to=cfg["crop_to"],
                         clahe_clip=cfg["clahe_clip"], clahe_tiles=cfg["clahe_tiles"], yolo_weights=weights,
                         yolo_imgsz=cfg["yolo_imgsz"], yolo_conf=cfg["yolo_conf"], classical_conf=cfg["classical_conf"],
                         seg_method=seg_method(cfg), sam_checkpoint=cfg["sam_checkpoint"],

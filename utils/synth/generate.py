@@ -16,6 +16,7 @@ from utils.synth.crumple import crumple_page
 from utils.synth.labels import sample_labels
 from utils.synth.photo import Picture, make_photo, page_outline
 from utils.synth.render import draw_page_style, render_page
+from utils.synth.report import REPORT_PARTS, report_style
 from utils.synth.scan import make_scan
 from utils.synth.waveform import LEADS, simulate
 
@@ -43,6 +44,7 @@ class SynthSettings:
     crumple: float = 0.0              # crumpled paper: facet shading and creases (0: a flat sheet; 3: heavy)
     creases: int | None = None        # long crease lines (None: 0-3 drawn per page when crumple > 0)
     crumple_rate: float = 0.0         # with crumple 0: this share of pictures crumpled, strength drawn in CRUMPLE_DRAWN
+    report_share: float = 0.0         # this share of pages drawn as hospital report pages (utils/synth/report.py)
     fs: int = 500
     layouts: tuple = ("3x4",)
     signal_noise: float = 1.0
@@ -60,6 +62,8 @@ class SynthSettings:
         if not 0 <= self.crumple <= 10 or (self.creases is not None and self.creases < 0):
             raise ValueError(f"crumple must lie between 0 and 10 and creases be 0 or more, got {self.crumple}, "
                              f"{self.creases}")
+        if not 0 <= self.report_share <= 1:
+            raise ValueError(f"report_share is a share of pages, between 0 and 1, got {self.report_share}")
         if not 0 <= self.crumple_rate <= 1:
             raise ValueError(f"crumple_rate is a share of pictures, between 0 and 1, got {self.crumple_rate}")
         if not 0 <= self.jpeg_quality <= 100:
@@ -72,12 +76,12 @@ class SynthSettings:
         base = dict(style=style, seed=cfg["seed"] + seed_offset, page_width=cfg["synth_page_width"],
                     page_height=cfg["synth_page_height"], photo_max_side=cfg["synth_photo_max_side"],
                     severity=cfg["synth_severity"], jpeg_quality=cfg["synth_jpeg_quality"],
-                    crumple_rate=cfg[f"synth_crumple_{style}"])
+                    crumple_rate=cfg[f"synth_crumple_{style}"], report_share=cfg["synth_report_pages"])
         return cls(**{**base, **changes})
 
     def to_dict(self) -> dict:
         out = {**asdict(self), "layouts": list(self.layouts), "version": SYNTH_VERSION}
-        drop = {"crumple": 0.0, "creases": None, "crumple_rate": 0.0}  # a flat sheet keeps the keys of the sets made before it existed
+        drop = {"crumple": 0.0, "creases": None, "crumple_rate": 0.0, "report_share": 0.0}  # keys of the sets made before them
         return {k: v for k, v in out.items()
                 if not (k in ARTEFACT_CONTROLS and v is None) and not (k in drop and v == drop[k])}
 
@@ -102,18 +106,22 @@ def _yolo_box(points: np.ndarray, w: int, h: int) -> list[float]:
             round(float(s[1] / h), 6)]
 
 
-def annotate(pic: Picture, page_shape, lead_boxes: dict) -> dict:
+def annotate(pic: Picture, page_shape, lead_boxes: dict, report_boxes: dict | None = None) -> dict:
     ph, pw = page_shape[:2]
     h, w = pic.image.shape[:2]
     corners = pic.forward(np.array([[0, 0], [pw, 0], [pw, ph], [0, ph]], float))
     outline = pic.forward(page_outline(pw, ph))
-    leads = {}
-    for name, (x0, y0, x1, y1) in lead_boxes.items():
-        quad = pic.forward(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float))
-        leads[name] = {"corners": np.round(quad, 1).tolist(),
-                       "box": np.round(np.r_[quad.min(0), quad.max(0)], 1).tolist()}
+
+    def placed(boxes: dict) -> dict:
+        out = {}
+        for name, (x0, y0, x1, y1) in boxes.items():
+            quad = pic.forward(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float))
+            out[name] = {"corners": np.round(quad, 1).tolist(), "box": np.round(np.r_[quad.min(0), quad.max(0)], 1).tolist()}
+        return out
+
     return {"image_size": [w, h], "paper_corners": np.round(corners, 2).tolist(),
-            "paper_box_yolo": _yolo_box(outline, w, h), "lead_boxes": leads}
+            "paper_box_yolo": _yolo_box(outline, w, h), "lead_boxes": placed(lead_boxes),
+            **({"report_boxes": placed(report_boxes)} if report_boxes else {})}
 
 
 def make_sample(settings: SynthSettings, index: int, signals: np.ndarray | None = None,
@@ -130,7 +138,11 @@ def make_sample(settings: SynthSettings, index: int, signals: np.ndarray | None 
         record = simulate(labels, rng_wave, fs=settings.fs, noise=settings.signal_noise)
         signals, meta, findings = record.signals, record.meta, record.findings
     page_style = draw_page_style(rng_style, settings.page_width, settings.page_height, settings.layouts)
+    rng_report = np.random.default_rng([settings.seed, index, STYLES.index(settings.style), 4])  # its own stream
+    if settings.report_share > 0 and rng_report.random() < settings.report_share:
+        page_style = report_style(page_style, rng_report)
     page, boxes = render_page(signals, settings.fs, LEADS, page_style, rng_style)
+    report_boxes = {k: boxes.pop(k) for k in REPORT_PARTS if k in boxes}
     crumple, relief = None, None
     rng_crumple = np.random.default_rng([settings.seed, index, STYLES.index(settings.style), 3])  # its own stream
     if settings.crumple > 0 or settings.creases:  # a set strength (the sweeps): every picture
@@ -148,7 +160,7 @@ def make_sample(settings: SynthSettings, index: int, signals: np.ndarray | None 
     if not ok:
         raise RuntimeError(f"JPEG encoding failed for index {index}")
     ann = {"labels": {k: labels.get(k) for k in LABELS}, "findings": findings, "style": settings.style,
-           **annotate(pic, page.shape, boxes), "page": page_style.to_dict(),
+           **annotate(pic, page.shape, boxes, report_boxes), "page": page_style.to_dict(),
            "artefacts": {**pic.params, "severity": settings.severity, "jpeg_quality": quality,
                          **({"crumple": crumple} if crumple else {})},
            "waveform": meta}

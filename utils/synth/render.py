@@ -1,7 +1,9 @@
 """Paper renderer: the standard printout at 25 mm/s and 10 mm/mV on a 1 mm / 5 mm grid.
 
-Layouts: 3x4 (2.5 s per column) plus a 10 s lead II rhythm strip (the competition's), 6x2 and 12x1.
-Everything is drawn with OpenCV on a uint8 BGR page; lead boxes are returned in page pixels.
+Layouts: 3x4 (2.5 s per column) plus a 10 s rhythm strip (lead II, the competition's; V1 or III on some report
+pages), 6x2 and 12x1. A report page (utils/synth/report.py) adds a hospital printout's header, footer, dotted or faint
+grid and bold column separators. Everything is drawn with OpenCV on a uint8 BGR page; lead boxes (and a report's
+header and footer boxes) are returned in page pixels.
 """
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
+
+from utils.synth.report import draw_report
 
 PAGE_MM = (279.4, 215.9)  # US letter, landscape (the common ECG printout)
 MM_PER_S, MM_PER_MV = 25.0, 10.0
@@ -42,6 +46,11 @@ class PageStyle:
     header_lines: int = 3
     top_mm: float = 32.0
     calibration: bool = True
+    bottom_mm: float = 8.0        # below the last row of traces
+    rhythm_lead: str = "II"
+    grid_dots: bool = False       # the minor grid printed as dots
+    separators: bool = False      # bold bars between the lead columns
+    report: dict | None = None    # a report page's header and footer (utils/synth/report.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,16 +78,20 @@ def _fill_with_grid(img: np.ndarray, s: PageStyle, px_mm: float) -> None:
     thick = max(1, int(round(px_mm * 0.18)))
     row = np.empty((w, 3), np.uint8)
     row[:] = _bgr(s.paper_rgb)
-    if s.minor_grid:
+    if s.minor_grid and not s.grid_dots:
         row[np.round(np.arange(0, w, px_mm)).astype(int).clip(0, w - 1)] = _bgr(minor)
     majors_x = np.round(np.arange(0, w, 5 * px_mm)).astype(int)
     row[(majors_x[:, None] + np.arange(thick)).ravel().clip(0, w - 1)] = _bgr(major)
     img[:] = row[None]
-    if s.minor_grid:
+    if s.minor_grid and not s.grid_dots:
         img[np.round(np.arange(0, h, px_mm)).astype(int).clip(0, h - 1)] = np.where(
             (row == _bgr(major)).all(1, keepdims=True), row, np.array(_bgr(minor), np.uint8))
     majors_y = np.round(np.arange(0, h, 5 * px_mm)).astype(int)
     img[(majors_y[:, None] + np.arange(thick)).ravel().clip(0, h - 1)] = _bgr(major)
+    if s.grid_dots:  # a dot at every millimetre crossing
+        ys = np.round(np.arange(0, h, px_mm)).astype(int).clip(0, h - 1)
+        xs = np.round(np.arange(0, w, px_mm)).astype(int).clip(0, w - 1)
+        img[np.ix_(ys, xs)] = _bgr(minor if s.minor_grid else major)
 
 
 def _text(img, text, x, y, px_mm, s: PageStyle, size_mm=2.6, color=(0, 0, 0)) -> None:
@@ -108,22 +121,24 @@ def _trace(img, x_px: np.ndarray, y_px: np.ndarray, s: PageStyle, px_mm: float) 
 
 
 def render_page(signals: np.ndarray, fs: int, leads, style: PageStyle, rng: np.random.Generator):
-    """Draw a 10 s 12-lead record; returns the page (H, W, 3 BGR) and lead boxes {name: [x0, y0, x1, y1]}."""
+    """Draw a 10 s 12-lead record; returns the page (H, W, 3 BGR) and the boxes {name: [x0, y0, x1, y1]} of its
+    leads (the rhythm strip as '<lead>_rhythm') and, on a report page, of its header and footer."""
     s = style
     px_mm = s.width / PAGE_MM[0]
     img = np.empty((s.height, s.width, 3), np.uint8)
     _fill_with_grid(img, s, px_mm)
-    _header(img, s, px_mm, rng)
+    boxes = draw_report(img, s, px_mm, FONTS[s.font]) if s.report else {}
+    if not s.report:
+        _header(img, s, px_mm, rng)
     index = {name: i for i, name in enumerate(leads)}
     rows = [list(r) for r in LAYOUTS[s.layout]]
     if s.rhythm_strip and s.layout != "12x1":
-        rows.append(["II"])
+        rows.append([s.rhythm_lead])
     ncol = len(LAYOUTS[s.layout][0])
     col_s = 10.0 / ncol
     left = (PAGE_MM[0] - 250.0) / 2 + 2
-    bottom = PAGE_MM[1] - 8
+    bottom = PAGE_MM[1] - s.bottom_mm
     pitch = (bottom - s.top_mm) / len(rows)
-    boxes = {}
     for r, row in enumerate(rows):
         base_mm = s.top_mm + pitch * (r + 0.55)
         if s.calibration:
@@ -139,15 +154,18 @@ def render_page(signals: np.ndarray, fs: int, leads, style: PageStyle, rng: np.r
             x = (left + (t0 + np.arange(sig.size) / fs) * MM_PER_S) * px_mm
             y = (base_mm - sig * MM_PER_MV) * px_mm
             _trace(img, x, y, s, px_mm)
-            label = f"{name}" if not (r == len(rows) - 1 and len(row) == 1 and len(rows) > 3) else "II"
-            _text(img, label, x[0] + 1.2 * px_mm, (base_mm - 6.5) * px_mm, px_mm, s, 3.0, s.trace_rgb)
-            if c > 0:
+            _text(img, name, x[0] + 1.2 * px_mm, (base_mm - 6.5) * px_mm, px_mm, s, 3.0, s.trace_rgb)
+            if c > 0 and s.separators:  # a bold bar across the row between columns
+                cv2.line(img, (int(x[0]), int((base_mm - 0.4 * pitch) * px_mm)),
+                         (int(x[0]), int((base_mm + 0.4 * pitch) * px_mm)), _bgr(s.trace_rgb),
+                         max(2, int(round(0.6 * px_mm))))
+            elif c > 0:
                 bar = x[0]
                 cv2.line(img, (int(bar), int((base_mm - 2) * px_mm)), (int(bar), int((base_mm + 2) * px_mm)),
                          _bgr(s.trace_rgb), max(1, int(round(s.trace_mm * px_mm))))
             finite = y[np.isfinite(y)]
             lo, hi = (finite.min(), finite.max()) if finite.size else (base_mm * px_mm, base_mm * px_mm)
-            key = "II_rhythm" if (len(row) == 1 and r == len(rows) - 1 and s.rhythm_strip and s.layout != "12x1") \
-                else name
+            key = f"{name}_rhythm" if (len(row) == 1 and r == len(rows) - 1 and s.rhythm_strip
+                                       and s.layout != "12x1") else name
             boxes[key] = [float(x[0]), float(lo - px_mm), float(x[-1]), float(hi + px_mm)]
     return img, boxes
