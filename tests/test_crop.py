@@ -88,3 +88,17 @@ def test_the_benchmark_judges_a_region_against_the_drawn_boxes(tmp_path):
     bad.write_text("file,x\n")
     with pytest.raises(ValueError, match="no column traces_x0"):
         read_boxes(bad)
+
+
+def test_rows_drawn_askew_are_levelled():
+    from utils.preprocess.ink import level
+
+    mask = np.zeros((400, 800), np.uint8)
+    for y0 in (100, 200, 300):
+        cv2.line(mask, (50, y0), (750, y0 - 120), 1, 2)  # rows rising by about 9.7 degrees
+    levelled, tilt = level(mask > 0)
+    assert tilt == pytest.approx(-10.0, abs=1.0)
+    left, right = (np.flatnonzero(levelled[:, x]) for x in (150, 650))
+    assert np.abs(left[:3] - right[:3]).max() <= 3  # the rows now run level
+    flat, none = level(np.pad(np.ones((3, 700), bool), ((200, 200), (50, 50))))
+    assert none == 0.0 and flat.sum() == 3 * 700

@@ -9,7 +9,8 @@ calibration pulses, and where there is one the header block and the footer; draw
 side); it **leaves the header out** when it covers at most
 a fifth of the header's box (a picture without a header leaves it out). The traces' share of the crop says how much
 of the model's input is traces. Prints the table and writes it, with ten crops drawn over their pictures, to
-outputs/crop/<date>/ (crop.csv, crop.md, crops.png).
+outputs/crop/<date>/ (crop.csv, crop.md, crops.png). `--synthetic N` judges the crop the same way on N of the
+synthesizer's report pages, against their own lead, header and footer boxes.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from utils.core.cli import add_debug, run_cli
 from utils.core.figures import pyplot
 from utils.core.paths import REPO_ROOT
 from utils.ensemble.predictor import Predictor
+from utils.synth.generate import SynthSettings, make_sample
 
 BOXES = REPO_ROOT / "tests" / "data" / "real_ecg_boxes.csv"
 PARTS = ("traces", "header", "footer")
@@ -99,6 +101,29 @@ def judge(region, row, size: tuple[int, int], tolerance: float = 0.02, header_sh
     return out
 
 
+def synthetic_pages(n: int, seed: int = 1, size=(1100, 850)) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """n of the synthesizer's report pages (scans and photos in turn) and their boxes in the drawn boxes' form:
+    the traces (every lead box together), the header and the footer, in percent of the picture."""
+    pictures, rows = {}, []
+    for i in range(n):
+        style = ("scan", "photo")[i % 2]
+        jpeg, ann, _ = make_sample(SynthSettings(style=style, seed=seed, report_share=1.0, page_width=size[0],
+                                                 page_height=size[1]), i)
+        name = f"report-{style}-{i:02d}"
+        pictures[name] = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        w, h = ann["image_size"]
+        leads = np.array([b["box"] for b in ann["lead_boxes"].values()])
+        parts = {"traces": [*leads[:, :2].min(0), *leads[:, 2:].max(0)],
+                 **{k: v["box"] for k, v in ann["report_boxes"].items()}}
+        row = {"file": name}
+        for part in PARTS:
+            box = parts.get(part)
+            for c, v, side in zip(("x0", "y0", "x1", "y1"), box or [np.nan] * 4, (w, h, w, h)):
+                row[f"{part}_{c}"] = float(np.clip(100 * v / side, 0, 100))
+        rows.append(row)
+    return pictures, pd.DataFrame(rows)
+
+
 def crops_figure(rows: list[dict], pictures: dict[str, np.ndarray], boxes: pd.DataFrame, path: Path,
                  n: int = 10) -> Path:
     """Up to n pictures (those with a header first) with the drawn traces (green), header and footer (orange) and
@@ -132,7 +157,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m utils.bench.crop", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, required=True, help="a package (step 05's model.pt): its preparation")
-    ap.add_argument("--real", type=Path, required=True, help="the folder of the pictures the boxes were drawn on")
+    ap.add_argument("--real", type=Path, help="the folder of the pictures the boxes were drawn on")
+    ap.add_argument("--synthetic", type=int, default=0,
+                    help="instead of real pictures: this many of the synthesizer's report pages, judged against "
+                         "their own lead, header and footer boxes")
     ap.add_argument("--boxes", type=Path, default=BOXES, help="the drawn boxes (percent of width and height)")
     ap.add_argument("--detector", default="", help="YOLO weights (step 02's best.pt); default: classical finder")
     ap.add_argument("--crop-to", choices=("package", "traces", "sheet"), default="package",
@@ -143,13 +171,20 @@ def main(argv=None) -> int:
 
 
 def _run(a) -> int:
-    boxes = read_boxes(a.boxes).set_index("file")
+    if a.synthetic:
+        given, table = synthetic_pages(a.synthetic)
+        boxes, source = table.set_index("file"), f"{a.synthetic} synthetic report pages"
+    elif a.real is not None:
+        boxes, source = read_boxes(a.boxes).set_index("file"), f"{a.real.name}; boxes {a.boxes.name}"
+        given = {n: a.real / n for n in boxes.index}
+    else:
+        raise ValueError("give --real FOLDER (with --boxes) or --synthetic N")
     predictor = Predictor(a.model, detector=a.detector, device="cpu")
     if a.crop_to != "package":
         predictor.prep = replace(predictor.prep, crop_to=a.crop_to)
     rows, pictures, skipped = [], {}, []
     names = list(boxes.index)
-    for name, reading in zip(names, predictor.read([a.real / n for n in names], keep=True, desc="crops")):
+    for name, reading in zip(names, predictor.read([given[n] for n in names], keep=True, desc="crops")):
         if reading.error:
             skipped.append(f"{name}: {reading.error}")
             continue
@@ -172,8 +207,7 @@ def _run(a) -> int:
     out = new_folder(Path(a.out) / dt.date.today().isoformat())
     table.to_csv(out / "crop.csv", index=False)
     crops_figure(rows, pictures, boxes, out / "crops.png")
-    text = f"# The crop on real pictures: {a.model}, crop_to {predictor.prep.crop_to} ({a.real.name}; boxes " \
-        f"{a.boxes.name})\n\n" \
+    text = f"# The crop: {a.model}, crop_to {predictor.prep.crop_to} ({source})\n\n" \
         f"{summary.to_markdown(index=False, floatfmt='.3f')}\n\n" \
         f"{table.drop(columns=['region']).to_markdown(index=False, floatfmt='.3f')}\n" + \
         ("\nskipped:\n" + "\n".join(skipped) + "\n" if skipped else "")

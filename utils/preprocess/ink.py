@@ -73,7 +73,8 @@ def is_trace_row(band: np.ndarray, min_inked: float = 0.5) -> bool:
     return bool(band.any(axis=0).mean() >= min_inked)
 
 
-def traces_box(img: np.ndarray, min_rows: int = 2, reach: float = 0.45, pad: float = 0.15) -> tuple[list[float] | None, str]:
+def traces_box(img: np.ndarray, min_rows: int = 2, reach: float = 0.45,
+               pad: float = 0.15) -> tuple[list[float] | None, str]:
     """The box the traces fill on this picture (x0, y0, x1, y1 in its pixels), and why there is none ('' when
     there is one): the union of every long piece of ink whose middle lies within `reach` of a row pitch above the
     first row of traces and below the last, so a tall R wave, a calibration pulse or a rhythm strip is kept whole,

@@ -81,7 +81,8 @@ class SynthSettings:
 
     def to_dict(self) -> dict:
         out = {**asdict(self), "layouts": list(self.layouts), "version": SYNTH_VERSION}
-        drop = {"crumple": 0.0, "creases": None, "crumple_rate": 0.0, "report_share": 0.0}  # keys of the sets made before them
+        # a flat sheet, and no report pages, keep the keys of the sets made before them
+        drop = {"crumple": 0.0, "creases": None, "crumple_rate": 0.0, "report_share": 0.0}
         return {k: v for k, v in out.items()
                 if not (k in ARTEFACT_CONTROLS and v is None) and not (k in drop and v == drop[k])}
 
@@ -116,7 +117,8 @@ def annotate(pic: Picture, page_shape, lead_boxes: dict, report_boxes: dict | No
         out = {}
         for name, (x0, y0, x1, y1) in boxes.items():
             quad = pic.forward(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], float))
-            out[name] = {"corners": np.round(quad, 1).tolist(), "box": np.round(np.r_[quad.min(0), quad.max(0)], 1).tolist()}
+            out[name] = {"corners": np.round(quad, 1).tolist(),
+                         "box": np.round(np.r_[quad.min(0), quad.max(0)], 1).tolist()}
         return out
 
     return {"image_size": [w, h], "paper_corners": np.round(corners, 2).tolist(),

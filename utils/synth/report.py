@@ -56,7 +56,8 @@ def _random_word(rng, lo=4, hi=10) -> str:
 
 def header_lines(report: dict, rng: np.random.Generator) -> list[list[str]]:
     """The header's text, column by column: patient fields, measurement-like fields (random values), notes."""
-    fields = [f"{name}: {_random_word(rng) if name in ('Name', 'Technician', 'Referred by') else rng.integers(10**4, 10**7)}"
+    named = ("Name", "Technician", "Referred by")
+    fields = [f"{name}: {_random_word(rng) if name in named else rng.integers(10**4, 10**7)}"
               for name in rng.choice(FIELDS, size=int(rng.integers(3, 7)), replace=False)]
     columns = [fields]
     if report["measures"]:
