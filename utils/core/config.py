@@ -87,8 +87,8 @@ OPTIONS: tuple[Option, ...] = (
     _o("strategies", str, "roi_clahe", "comma-separated strategies to cache: raw, roi_clahe (the paper's), seg_rect"),
     _o("cache_long_side", int, 800, "long side of cached images, px (training reads these; at least the training width)"),
     _o("crop_margin", float, 0.02, "margin added around the detected sheet, as a share of its size"),
-    _o("crop_to", str, "traces", "what roi_clahe keeps: traces (the region the rows of traces fill, found in the "
-       "sheet; header, footer and margins left out) or sheet (the whole sheet)", choices=("traces", "sheet")),
+    _o("crop_to", str, "traces", "what roi_clahe keeps: traces (the region the rows of traces fill; header, footer "
+       "and margins left out; the sheet where no traces are found) or sheet (the whole sheet)", choices=("traces", "sheet")),
     _o("clahe_clip", float, 2.0, "CLAHE clip limit (lightness channel)"),
     _o("clahe_tiles", int, 8, "CLAHE tile grid size"),
     _o("detector", str, "yolo", "yolo (trained here, classical fallback) or classical only",

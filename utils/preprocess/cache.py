@@ -27,7 +27,7 @@ class PrepSettings:
     strategy: str = "roi_clahe"
     long_side: int = 1024
     margin: float = 0.02
-    crop_to: str = "sheet"      # roi_clahe keeps the sheet, or the traces found in it (a package without it: sheet)
+    crop_to: str = "sheet"      # roi_clahe keeps the sheet, or the traces (a package without the key: sheet)
     clahe_clip: float = 2.0
     clahe_tiles: int = 8
     yolo_weights: str = ""      # empty: classical detection only
