@@ -15,14 +15,18 @@ from scipy.signal import find_peaks
 WORK_SIDE = 1600          # the long side the page is read at
 
 
-def ink_mask(img: np.ndarray, side: int = WORK_SIDE) -> np.ndarray:
-    """The traces' ink at `side` px on the long side: much darker than the paper around it, in long pieces."""
+def ink_mask(img: np.ndarray, side: int = WORK_SIDE, relative: bool = False) -> np.ndarray:
+    """The traces' ink at `side` px on the long side: much darker than the paper around it, in long pieces.
+    `relative` measures darkness as a share of the paper's own brightness, so ink under a shadow counts alike (the
+    digitiser's reading, which must follow a trace through the shadow)."""
     h, w = img.shape[:2]
     scale = side / max(h, w)
     small = cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     value = (small.max(axis=2) if small.ndim == 3 else small).astype(np.float32)  # a coloured grid is bright here
     paper = cv2.morphologyEx(value, cv2.MORPH_CLOSE, np.ones((15, 15), np.uint8))
     ink = paper - value
+    if relative:
+        ink = ink * (255.0 / np.maximum(paper, 32.0))
     mask = (ink > max(30.0, float(np.percentile(ink, 97)))).astype(np.uint8)
     _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     long = np.maximum(stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]) >= side // 50

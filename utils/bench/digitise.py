@@ -1,0 +1,194 @@
+"""How well the digitiser reads the leads back: `python -m utils.bench.digitise [--synthetic 30]
+[--levels 0.5,1,1.5] [--real ../shared/data/ptbxl-dev --real-limit 100] [--wfdb] [--workers 2]`.
+
+Pictures whose true signals are known: the synthesizer's scans and photos (new seeds, apart from any training set) at
+each artefact level (`severity`), and, with --real, recorded PTB-XL signals drawn by the project's renderer as
+photos (the real check's pictures). Each picture goes the predictor's way: stood upright when its traces are sure it
+is turned, then digitised (utils/digitise/trace.py). Per lead, the PhysioNet Challenge 2024's SNR (dB) and Pearson
+correlation over the seconds the page shows it (utils/digitise/records.py). Prints per set and level: pictures,
+share digitised, the median r and mean SNR over leads read, the share of leads read with r >= 0.8; per lead; and
+why pictures were not read. Writes leads.csv, pictures.csv, digitise.md and a figure (a photo, the traces found over
+it, leads read back against the truth) to outputs/digitise/<date>/; with --wfdb, the records too.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from scipy.signal import resample_poly
+
+from utils.core.atomic import atomic_write_text, new_folder
+from utils.core.cli import add_debug, fail, run_cli
+from utils.core.figures import pyplot
+from utils.core.paths import REPO_ROOT, present_folders
+from utils.core.pool import pool_map
+from utils.digitise.records import lead_accuracy, write_record
+from utils.digitise.trace import FS, SECONDS, digitise
+from utils.preprocess.orient import find_turn, upright
+from utils.synth.generate import SynthSettings, make_sample
+from utils.synth.waveform import LEADS
+from utils.synth.wfdb_source import RecordError, list_records, load_signals
+
+TURN_EVIDENCE = 3.0  # the predictor's default
+
+
+def picture(job: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The job's picture (BGR) and its true signals at FS, (12, FS * SECONDS)."""
+    settings = SynthSettings(**job["settings"])
+    signals = load_signals(job["ref"], fs=settings.fs) if job.get("ref") is not None else None
+    data, _, true = make_sample(settings, job["index"], signals=signals,
+                                labels=job["ref"].labels if job.get("ref") is not None else None)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return img, resample_poly(np.asarray(true, np.float64), FS, settings.fs, axis=1)[:, :int(FS * SECONDS)]
+
+
+def measure(job: dict) -> dict:
+    """One picture: stood upright as the predictor would, digitised, scored per lead against its truth."""
+    try:
+        img, true = picture(job)
+    except RecordError as exc:
+        return {**job["key"], "problem": f"not rendered: {exc}", "leads": [], "digitised": None}
+    orient = find_turn(img, TURN_EVIDENCE)
+    turn = orient["turn_found"] if orient["sure"] else 0
+    d = digitise(upright(img, turn) if turn else img)
+    leads = lead_accuracy(d.signals, true) if d.read else []
+    return {**job["key"], "problem": d.problem, "layout": d.note(), "turned": turn, "rectified": d.rectified,
+            "leads": leads, "digitised": d}
+
+
+def jobs(synthetic: int, levels: list[float], real: list[Path], real_limit: int, seed: int) -> list[dict]:
+    out = []
+    for style in ("scan", "photo"):
+        for level in levels:
+            s = SynthSettings(style=style, seed=seed, page_width=1100, page_height=850, photo_max_side=1400,
+                              severity=level).to_dict()
+            s.pop("version")
+            s["layouts"] = tuple(s["layouts"])
+            out += [{"settings": s, "index": i, "key": {"set": f"synthetic {style}", "level": level, "id": str(i)}}
+                    for i in range(synthetic)]
+    for folder in real:
+        refs, _ = list_records(folder)
+        s = SynthSettings(style="photo", seed=2024, page_width=1100, page_height=850, photo_max_side=1400).to_dict()
+        s.pop("version")
+        s["layouts"] = tuple(s["layouts"])
+        out += [{"settings": s, "index": i, "ref": ref, "key": {"set": f"{folder.name} rendered as photos",
+                                                                "level": 1.0, "id": ref.id}}
+                for i, ref in enumerate(refs[:real_limit] if real_limit else refs)]
+    return out
+
+
+def summarise(results: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(per set and level, per lead, per picture)."""
+    pics = pd.DataFrame([{k: v for k, v in r.items() if k not in ("leads", "digitised")} for r in results])
+    leads = pd.DataFrame([{**{k: r[k] for k in ("set", "level", "id")}, **lead} for r in results
+                          for lead in r["leads"]])
+    rows = []
+    for (name, level), group in pics.groupby(["set", "level"], sort=False):
+        lg = leads[(leads["set"] == name) & (leads["level"] == level)] if len(leads) else leads
+        shown = lg[lg["samples"] > 0] if len(lg) else lg
+        rows.append({"set": name, "level": level, "pictures": len(group),
+                     "digitised": f"{(group['problem'] == '').mean():.0%}",
+                     "median r": round(float(shown["r"].median()), 3) if len(shown) else np.nan,
+                     "mean SNR dB": round(float(shown["snr_db"].mean()), 2) if len(shown) else np.nan,
+                     "median SNR dB": round(float(shown["snr_db"].median()), 2) if len(shown) else np.nan,
+                     "leads r>=0.8": f"{(shown['r'] >= 0.8).mean():.0%}" if len(shown) else ""})
+    per_lead = leads.groupby(["set", "lead"], sort=False)["r"].median().unstack("lead")[list(LEADS)].round(2) \
+        if len(leads) else pd.DataFrame()
+    return pd.DataFrame(rows), per_lead.reset_index() if len(per_lead) else per_lead, pics
+
+
+def figure(result: dict, img: np.ndarray, true: np.ndarray, path: Path) -> None:
+    """The photo with the traces found drawn over it, and three leads read back against the truth."""
+    plt = pyplot()
+    d = result["digitised"]
+    fig = plt.figure(figsize=(14, 9), constrained_layout=True)
+    grid = fig.add_gridspec(3, 2, width_ratios=[1.25, 1])
+    ax = fig.add_subplot(grid[:, 0])
+    ax.imshow(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    for name, x, y in d.paths:
+        ax.plot(x, y, lw=1.0, color="#0050ff")
+        ax.text(x[0], y[0] - 12, name, color="#0050ff", fontsize=7)
+    ax.set_title(f"traces found ({d.note()})", fontsize=10)
+    ax.axis("off")
+    t = np.arange(true.shape[1]) / FS
+    acc = {r["lead"]: r for r in result["leads"]}
+    for k, lead in enumerate(("II", "V2", "aVL")):
+        i = LEADS.index(lead)
+        shown = np.isfinite(d.signals[i])
+        a = fig.add_subplot(grid[k, 1])
+        truth = true[i, shown] - np.median(true[i, shown])
+        a.plot(t[shown], truth, color="black", lw=1.2, label="true signal")
+        a.plot(t[shown], d.signals[i, shown], color="#0050ff", lw=1.0, label="read back")
+        a.set_title(f"{lead}: r {acc[lead]['r']:.2f}, SNR {acc[lead]['snr_db']:.1f} dB", fontsize=10)
+        a.set_xlabel("s")
+        a.set_ylabel("mV")
+        if k == 0:
+            a.legend(fontsize=8, loc="upper right")
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m utils.bench.digitise", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--synthetic", type=int, default=30, help="scans and photos per artefact level")
+    ap.add_argument("--levels", default="0.5,1,1.5", help="artefact levels (the synthesizer's severity)")
+    ap.add_argument("--real", action="append", default=[], help="WFDB folder with labels, rendered as photos")
+    ap.add_argument("--real-limit", type=int, default=100, help="records per real folder (0: all)")
+    ap.add_argument("--seed", type=int, default=2026, help="the synthetic pictures' seed (apart from training's)")
+    ap.add_argument("--workers", type=int, default=0, help="processes (0: one per free core)")
+    ap.add_argument("--wfdb", action="store_true", help="also write every digitised record (WFDB) under records/")
+    ap.add_argument("--out", type=Path, default=REPO_ROOT / "outputs" / "digitise")
+    a = add_debug(ap).parse_args(argv)
+    try:
+        levels = [float(v) for v in a.levels.split(",") if v.strip()]
+    except ValueError:
+        return fail(f"--levels {a.levels!r}: expected numbers separated by commas, e.g. 0.5,1,1.5")
+    if a.synthetic < 0 or a.real_limit < 0:
+        return fail("--synthetic and --real-limit must be at least 0")
+
+    def body(a) -> int:
+        folders, notes = present_folders(",".join(a.real))
+        for note in notes:
+            print(f"note: {note}")
+        todo = jobs(a.synthetic, levels, folders, a.real_limit, a.seed)
+        if not todo:
+            return fail("nothing to measure: give --synthetic above 0 or a --real folder that exists")
+        results = list(pool_map(measure, todo, a.workers, desc="digitise", unit="img"))
+        table, per_lead, pics = summarise(results)
+        out = new_folder(a.out / dt.date.today().isoformat())
+        lead_rows = pd.DataFrame([{**{k: r[k] for k in ("set", "level", "id")}, **lead} for r in results
+                                  for lead in r["leads"]])
+        atomic_write_text(out / "leads.csv", lead_rows.to_csv(index=False))
+        atomic_write_text(out / "pictures.csv", pics.to_csv(index=False))
+        problems = pics[pics["problem"] != ""]
+        text = (f"# Digitiser accuracy\n\n{table.to_markdown(index=False)}\n\nMedian r per lead:\n\n"
+                f"{per_lead.to_markdown(index=False) if len(per_lead) else '(none read)'}\n\n"
+                f"Not digitised ({len(problems)}):\n\n" +
+                "".join(f"- {p['set']} {p['level']} {p['id']}: {p['problem']}\n" for _, p in problems.iterrows()))
+        atomic_write_text(out / "digitise.md", text)
+        if a.wfdb:
+            for r in results:
+                if r["digitised"] is not None and r["digitised"].read:
+                    write_record(r["digitised"], f"{r['set'].split()[0]}-{r['level']}-{r['id']}".replace(".", "_"),
+                                 out / "records")
+        synthetic = [(j, r) for j, r in zip(todo, results) if "ref" not in j and r["leads"]
+                     and j["key"]["set"] == "synthetic photo"]
+        if synthetic:
+            j, r = max(synthetic[:10], key=lambda jr: np.nanmedian([x["r"] for x in jr[1]["leads"]]))
+            img, true = picture(j)
+            figure(r, upright(img, r["turned"]) if r["turned"] else img, true, out / "digitised.png")
+        print(text)
+        print(f"written: {out}")
+        return 0
+
+    return run_cli(body, a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
