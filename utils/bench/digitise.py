@@ -4,7 +4,8 @@
 Pictures whose true signals are known: the synthesizer's scans and photos (new seeds, apart from any training set) at
 each artefact level (`severity`), and, with --real, recorded PTB-XL signals drawn by the project's renderer as
 photos (the real check's pictures). Each picture goes the predictor's way: stood upright when its traces are sure it
-is turned, then digitised (utils/digitise/trace.py). Per lead, the PhysioNet Challenge 2024's SNR (dB) and Pearson
+is turned (or, when too few rows stand across it, by the turn they lean to), then digitised
+(utils/digitise/trace.py). Per lead, the PhysioNet Challenge 2024's SNR (dB) and Pearson
 correlation over the seconds the page shows it (utils/digitise/records.py). Prints per set and level: pictures,
 share digitised, the median r and mean SNR over leads read, the share of leads read with r >= 0.8; per lead; and
 why pictures were not read. Writes leads.csv, pictures.csv, digitise.md and a figure (a photo, the traces found over
@@ -28,7 +29,7 @@ from utils.core.figures import pyplot
 from utils.core.paths import REPO_ROOT, present_folders
 from utils.core.pool import pool_map
 from utils.digitise.records import lead_accuracy, write_record
-from utils.digitise.trace import FS, SECONDS, digitise
+from utils.digitise.trace import FS, SECONDS, digitise_turned
 from utils.preprocess.orient import find_turn, upright
 from utils.synth.generate import SynthSettings, make_sample
 from utils.synth.waveform import LEADS
@@ -53,9 +54,7 @@ def measure(job: dict) -> dict:
         img, true = picture(job)
     except RecordError as exc:
         return {**job["key"], "problem": f"not rendered: {exc}", "leads": [], "digitised": None}
-    orient = find_turn(img, TURN_EVIDENCE)
-    turn = orient["turn_found"] if orient["sure"] else 0
-    d = digitise(upright(img, turn) if turn else img)
+    d, turn = digitise_turned(img, find_turn(img, TURN_EVIDENCE))
     leads = lead_accuracy(d.signals, true) if d.read else []
     return {**job["key"], "problem": d.problem, "layout": d.note(), "turned": turn, "rectified": d.rectified,
             "leads": leads, "digitised": d}

@@ -10,7 +10,8 @@ learn the same from the synthesizer's pictures alone, and with them its quirks.
 The steps, on the picture at 1600 px on its long side, levelled (a photo's small tilt undone):
 1. **Rows**: the peaks of the ink's row profile (each band ends half way to the next); a band the ink runs through
    for at least half the page's width is a row of traces. The number of rows gives the layout: 3 or 4 -> 3x4 (with
-   a rhythm strip), 6 or 7 -> 6x2, 12 -> 12x1; any other count is a layout not found.
+   a rhythm strip), 6 or 7 -> 6x2, 12 -> 12x1; over 3 rows of another count, the least inked rows (a report's
+   footer, a ruled line) are left out until the count is one of these; fewer than 3 is a layout not found.
 2. **Scale**: each row's ink spans its 10 s (250 mm), and 7 mm more when a calibration pulse opens it; the pulse is
    a flat top 7-13 mm above the row's baseline, 3-7.5 mm wide, in its first 10 mm. Pixels per mm come from the
    span (per row, so a photo's perspective is followed row by row); pixels per mV from the pulse's height where
@@ -33,6 +34,7 @@ import cv2
 import numpy as np
 
 from utils.preprocess.ink import ink_mask, is_trace_row, level, trace_rows
+from utils.preprocess.orient import upright
 from utils.preprocess.roi import classical_detect, quad_is_plausible, rectify
 from utils.synth.render import LAYOUTS
 from utils.synth.waveform import LEADS
@@ -164,6 +166,20 @@ def digitise(img: np.ndarray, rectify_sheet: bool = True, min_confidence: float 
     return read_page(img)
 
 
+def digitise_turned(img: np.ndarray, orient: dict) -> tuple[Digitised, int]:
+    """The digitiser after the traces' turn (utils/preprocess/orient.py's find_turn): the sure turn undone first;
+    when the page as it stands shows too few rows and the traces lean to a turn they are not sure of, that turn is
+    tried too. Returns the reading and the turn undone (degrees)."""
+    turn = orient["turn_found"] if orient["sure"] else 0
+    d = digitise(upright(img, turn) if turn else img)
+    if not d.read and "row(s) of traces" in d.problem and not orient["sure"] and orient["turn_found"]:
+        guess = orient["turn_found"]
+        tried = digitise(upright(img, guess))
+        if tried.read:
+            return tried, guess
+    return d, turn
+
+
 def read_page(img: np.ndarray) -> Digitised:
     """Twelve leads read back from a picture of a flat, upright ECG printout."""
     out = Digitised(blank())
@@ -175,6 +191,8 @@ def read_page(img: np.ndarray) -> Digitised:
         return out
     spanned = mask[:, columns[0]:columns[-1] + 1]
     rows = [r for r in trace_rows(mask) if is_trace_row(spanned[r[0]:r[2]])]
+    while len(rows) > 3 and len(rows) not in ROWS_TO_LAYOUT:  # a report's footer or a ruled line: the least inked
+        rows.pop(int(np.argmin([mask[t:b].sum() for t, _, b in rows])))
     if len(rows) not in ROWS_TO_LAYOUT:
         out.problem = f"{len(rows)} row(s) of traces found: no known layout has that many (3x4: 3-4, 6x2: 6-7, 12x1: 12)"
         return out
@@ -183,7 +201,9 @@ def read_page(img: np.ndarray) -> Digitised:
     n = int(FS * SECONDS)
     t = np.arange(n) / FS
     panels, mm, mv = {}, [], []
+    half = int(np.median(np.diff([r[1] for r in rows])) / 2)  # the first and last bands: no deeper than the rest
     for (top, peak, bottom), names in zip(rows, grid):
+        top, bottom = max(top, peak - half), min(bottom, peak + half)
         band = mask[top:bottom]
         thick = max(2, int(np.median(band.sum(axis=0)[band.any(axis=0)])) if band.any() else 2)
         ys = follow(band, peak - top, long_run=3 * thick)
