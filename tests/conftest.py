@@ -58,6 +58,19 @@ def package(tmp_path):
                          Calibration((1.5,) * 5, (0.5,) * 5))
 
 
+@pytest.fixture
+def signal_package(tmp_path, package):
+    """The same package with a signal reader: the 1D network trained briefly on 64 simulated page views, blended at
+    0.5 on every label."""
+    from utils.digitise.reader import reader_entry, train_reader
+
+    pkg = torch.load(package, weights_only=True)
+    torch.set_num_threads(1)
+    pkg["signal"] = reader_entry(train_reader(64, 1, 0), [0.5] * 5, [0.5] * 5, 64)
+    torch.save(pkg, tmp_path / "model-signal.pt")
+    return tmp_path / "model-signal.pt"
+
+
 # a few rows of PTB-XL's statement table: enough to map these records' codes to superclasses
 STATEMENTS = "code,diagnostic,diagnostic_class\nNORM,1,NORM\nIMI,1,MI\nLVH,1,HYP\nCRBBB,1,CD\nNDT,1,STTC\nAFIB,,\nSR,,\n"
 CODES = ["{'NORM': 100.0, 'SR': 0.0}", "{'IMI': 100.0, 'SR': 0.0}", "{'AFIB': 100.0, 'NDT': 50.0}",

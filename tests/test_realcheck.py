@@ -41,6 +41,30 @@ def test_real_check_renders_scores_and_tabulates(tmp_path, package):
     assert {p: p.stat().st_mtime_ns for p in renders} == before
 
 
+def test_real_check_sets_the_three_readers_side_by_side(tmp_path, signal_package):
+    data = ptbxl_subset(tmp_path / "ptbxl-sub")
+    out = tmp_path / "check"
+    table, notes = real_check(signal_package, str(data), out, page=(880, 680), photo_max_side=1000, n_boot=20,
+                              table_copy=tmp_path / "step" / "real_auroc.csv")
+    readers = pd.read_csv(out / "real_readers.csv")
+    assert readers["reader"].tolist() == ["image model", "signal reader", "ensemble"]
+    assert list(readers.columns) == ["reader", "macro", *LABELS]
+    assert (tmp_path / "step" / "real_readers.csv").read_text() == (out / "real_readers.csv").read_text()
+    assert any(n.startswith("the three readers on these records") for n in notes)
+    preds = pd.read_csv(out / "real_predictions.csv", dtype={"id": str})
+    for prefix in ("p_", "image_p_"):
+        assert preds[[f"{prefix}{k}" for k in LABELS]].apply(lambda c: c.between(0, 1)).all().all()
+    signal = preds[[f"signal_p_{k}" for k in LABELS]]
+    read = preds["digitised"].str.startswith("3x4")
+    assert read.sum() >= 3, preds["digitised"].tolist()  # most of these photos are digitised
+    assert signal[read].notna().all().all() and signal[~read].isna().all().all()
+    # the ensemble is the image model where a picture was not read, and between the two readers where it was
+    assert (preds.loc[~read, "p_MI"] - preds.loc[~read, "image_p_MI"]).abs().max() < 1e-6 if (~read).any() else True
+    lo = preds[["image_p_MI", "signal_p_MI"]].min(axis=1)
+    hi = preds[["image_p_MI", "signal_p_MI"]].max(axis=1)
+    assert ((preds["p_MI"] >= lo - 1e-6) & (preds["p_MI"] <= hi + 1e-6))[read].all()
+
+
 def test_real_check_without_data_says_so(tmp_path, package, capsys):
     found, notes = present_folders(f"{tmp_path / 'nope'},relative/nowhere")
     assert found == [] and notes[1] == "relative/nowhere: not found, skipped"

@@ -171,6 +171,11 @@ OPTIONS: tuple[Option, ...] = (
        "180 or 270 degrees (utils/preprocess/orient.py) and the evidence reaches turn_evidence"),
     _o("turn_evidence", float, 3.0, "the traces' evidence (a t statistic over the beats: the T wave after the QRS) "
        "above which the page's turn is sure and, with turn_pages, undone"),
+    _o("signal_reader", bool, True, "the second reader: digitise each picture (utils/digitise) and read its leads "
+       "with a 1D network trained on simulated signals; blended with the image model per label by weights chosen "
+       "on the out-of-fold pictures"),
+    _o("signal_records", int, 3000, "simulated records the signal reader learns from (as a 3x4 page shows them)"),
+    _o("signal_epochs", int, 8, "the signal reader's training epochs"),
     # --- 06 Grad-CAM analysis and report ---
     _o("cam_method", str, "gradcam", "the galleries' and the attention table's CAM: gradcam, gradcam++, xgradcam, "
        "layercam or eigencam (the explorer starts with the most faithful one measured)",

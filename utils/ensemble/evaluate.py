@@ -35,14 +35,41 @@ def predict_rows(predictor, rows: pd.DataFrame, tta: bool = False, batch_size: i
                  ) -> tuple[np.ndarray, list[dict]]:
     """Per-fold probabilities (folds, n, 5) for the rows' original pictures, through Predictor.read; pictures that
     cannot be read or prepared are listed and keep NaN."""
+    fold_probs, _, _, problems = read_rows(predictor, rows, tta, batch_size)
+    return fold_probs, problems
+
+
+def read_rows(predictor, rows: pd.DataFrame, tta: bool = False, batch_size: int = 32
+              ) -> tuple[np.ndarray, np.ndarray | None, list[str], list[dict]]:
+    """predict_rows with the signal reader's side: (fold probabilities (folds, n, 5), the signal reader's (n, 5;
+    NaN where a picture was not digitised; None without a signal reader), each picture's digitiser note, problems)."""
     out = np.full((len(predictor.models), len(rows), len(LABELS)), np.nan)
+    signal = np.full((len(rows), len(LABELS)), np.nan) if predictor.signal is not None else None
+    notes = [""] * len(rows)
     problems = []
     for r in predictor.read(rows["image"].tolist(), tta, batch_size, desc="predict"):
         if r.error:
             problems.append({"id": rows["id"].iloc[r.index], "image": rows["image"].iloc[r.index], "error": r.error})
-        else:
-            out[:, r.index] = r.fold_probs
-    return out, problems
+            continue
+        out[:, r.index] = r.fold_probs
+        if signal is not None:
+            signal[r.index] = r.signal_probs
+            notes[r.index] = r.rec["digitised"].note()
+    return out, signal, notes, problems
+
+
+def with_signal(predictor, fold_probs: np.ndarray, signal: np.ndarray | None, y: np.ndarray | None,
+                scores: dict[str, np.ndarray], table: pd.DataFrame) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """The rules' scores and AUROC table with the signal reader alone (a picture not digitised at 0.5) and the
+    package's ensemble of both readers beside them; unchanged without a signal reader."""
+    if signal is None:
+        return scores, table
+    scores = {**scores, "signal reader": np.where(np.isnan(signal), 0.5, signal),
+              "ensemble": predictor.ensemble(fold_probs, signal)[0]}
+    if y is None:
+        return scores, table
+    extra = pd.DataFrame([{"rule": r, **auroc_row(y, scores[r])} for r in ("signal reader", "ensemble")]).round(4)
+    return scores, pd.concat([table, extra], ignore_index=True)
 
 
 def rule_scores(fold_probs: np.ndarray, y: np.ndarray | None, calibration: Calibration

@@ -134,7 +134,8 @@ def page_columns(rec: dict) -> tuple[dict, list[str]]:
 
 def prediction_row(pred: Predictor, reading: Reading, path: Path, pid: str, note: str = "") -> dict:
     """One picture's row: the ensemble's scores, yes/no decisions (withheld when the page reader finds no ECG), the
-    page's columns (ECG score, turn), the crop, warnings and the error."""
+    page's columns (ECG score, turn), with a signal reader each reader's scores (image_*, signal_*) and the digitiser's
+    note (layout read, or why not), the crop, warnings and the error."""
     row = {"id": pid, "file": str(path), "warning": ""}
     if reading.error:  # one bad file is a row with its error, never the end of the run
         return row | {k: np.nan for k in LABELS} | {"error": reading.error, "warning": note}
@@ -144,6 +145,16 @@ def prediction_row(pred: Predictor, reading: Reading, path: Path, pid: str, note
     rec = reading.rec
     row.update({k: round(float(p), 6) for k, p in zip(LABELS, scores)})
     row.update({f"{k}_positive": "" if withheld else int(d) for k, d in zip(LABELS, decisions)}, **page)
+    if reading.signal_probs is not None:  # the two readers apart, and what the digitiser read
+        image, _ = pred.decide(reading.fold_probs[:, None])
+        digitised = rec["digitised"]
+        row.update({f"image_{k}": round(float(p), 6) for k, p in zip(LABELS, image[0])})
+        row.update({f"signal_{k}": round(float(p), 6) if np.isfinite(p) else np.nan
+                    for k, p in zip(LABELS, reading.signal_probs)}, digitised=digitised.note())
+        if not digitised.read:
+            said.append(f"{digitised.note()}: the image model alone")
+        elif digitised.flags:
+            said.append(f"digitised leads flagged: {', '.join(digitised.flags)}")
     row.update(roi_box=rec["box"], roi_method=rec["method"], fallback=rec["fallback"], reason=rec["reason"],
                error="", warning="; ".join(filter(None, [note, *said, *reading.warnings])))
     return row

@@ -27,6 +27,8 @@ from utils.core.config import DEFAULTS
 from utils.core.device import device_precision, resolve_device
 from utils.core.imageio import ImageReadError, read_image
 from utils.core.labels import LABELS
+from utils.digitise.reader import SignalReader, reader_problem as signal_problem
+from utils.digitise.trace import digitise_turned
 from utils.ensemble.page import PageReader, reader_problem
 from utils.ensemble.vote import Calibration, vote_scores
 from utils.preprocess.cache import PrepSettings, load_models, prepare
@@ -42,9 +44,11 @@ LOCAL_PATHS = ("yolo_weights", "config_dir", "sam_checkpoint")
 
 
 def package_model(path: Path, checkpoints: list[Path], prep: PrepSettings, rule: str, calibration: Calibration,
-                  min_side: int = 256, page: dict | None = None, orient: dict | None = None) -> Path:
-    """Write the ensemble as one weights-only file, with the page reader when one is given, and how pages are stood
-    upright (`orient`: turn_pages, turn_evidence; none: never turned)."""
+                  min_side: int = 256, page: dict | None = None, orient: dict | None = None,
+                  signal: dict | None = None) -> Path:
+    """Write the ensemble as one weights-only file, with the page reader when one is given, how pages are stood
+    upright (`orient`: turn_pages, turn_evidence; none: never turned) and the signal reader (`signal`, from
+    utils/digitise/reader.py's reader_entry; none: the image model alone)."""
     folds, meta = [], None
     for ck in checkpoints:
         state = torch.load(ck, map_location="cpu", weights_only=True)
@@ -62,6 +66,8 @@ def package_model(path: Path, checkpoints: list[Path], prep: PrepSettings, rule:
         pkg["page"] = {k: v for k, v in page.items() if k not in ("history", "skipped")}
     if orient is not None:
         pkg["orient"] = {"turn_pages": bool(orient["turn_pages"]), "turn_evidence": float(orient["turn_evidence"])}
+    if signal is not None:
+        pkg["signal"] = signal
     buf = io.BytesIO()
     torch.save(pkg, buf)
     atomic_write_bytes(Path(path), buf.getvalue())
@@ -122,6 +128,8 @@ def package_problem(pkg: dict) -> str:
         if not (isinstance(orient, dict) and isinstance(orient.get("turn_pages"), bool)
                 and isinstance(orient.get("turn_evidence"), (int, float)) and orient["turn_evidence"] >= 0):
             return f"'orient' {orient!r} is not {{'turn_pages': a bool, 'turn_evidence': a number >= 0}}"
+    if "signal" in pkg and signal_problem(pkg["signal"]):
+        return signal_problem(pkg["signal"])
     return reader_problem(pkg["page"]) if "page" in pkg else ""
 
 
@@ -154,16 +162,20 @@ class Predictor:
         self.calibration = Calibration(tuple(pkg["temperatures"]), tuple(pkg["thresholds"]))
         self.page = PageReader(pkg["page"], self.device) if "page" in pkg else None
         self.orient = dict(pkg.get("orient", NEVER_TURN))
+        self.signal = SignalReader(pkg["signal"]) if "signal" in pkg else None
 
     def prepare(self, img: np.ndarray) -> tuple[np.ndarray, dict]:
         """Step 02's preparation of one original picture, with the training strategy and models, after the page is
         stood upright when its traces are sure it is turned (and the package turns pages). The record holds the page
-        reader's reading (`page`), the traces' (`orient`) and the turn undone (`turn`)."""
+        reader's reading (`page`), the traces' (`orient`), the turn undone (`turn`) and, with a signal reader, the
+        picture's leads read back (`digitised`, utils/digitise/trace.py)."""
         reading = self.page.read(img) if self.page is not None else {}
         orient = find_turn(img, self.orient["turn_evidence"])
         turn = orient["turn_found"] if orient["sure"] and self.orient["turn_pages"] else 0
         prepared, rec = prepare(upright(img, turn) if turn else img, self.prep, self.detector, self.segmenter)
         rec.update(page=reading, orient=orient, turn=turn)
+        if self.signal is not None:
+            rec["digitised"] = digitise_turned(img, orient)[0]  # read upright, whatever the image model was given
         return prepared, rec
 
     def tensor(self, prepared: np.ndarray) -> torch.Tensor:
@@ -186,9 +198,18 @@ class Predictor:
         return (vote_scores(fold_probs, self.pkg["vote"], self.calibration),
                 self.calibration.decide(self.calibration.probability(fold_probs)))
 
+    def ensemble(self, fold_probs: np.ndarray, signal: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The package's scores and decisions, (n, labels) each: the image model's under its rule, or, with a signal
+        reader, its calibrated probability blended with the signal reader's (`signal`, (n, labels), NaN rows where a
+        picture was not digitised: the image model's alone there)."""
+        if self.signal is None or signal is None:
+            return self.decide(fold_probs)
+        return self.signal.ensemble(self.calibration.probability(fold_probs), signal)
+
     def verdict(self, reading: "Reading") -> tuple[np.ndarray, np.ndarray]:
         """One reading's ensemble scores and yes/no decisions, (labels,) each."""
-        scores, decisions = self.decide(reading.fold_probs[:, None])
+        signal = None if reading.signal_probs is None else reading.signal_probs[None]
+        scores, decisions = self.ensemble(reading.fold_probs[:, None], signal)
         return scores[0], decisions[0]
 
     def read(self, pictures: Iterable, tta: bool = False, batch_size: int = 32, keep: bool = False, root=None,
@@ -223,6 +244,8 @@ class Predictor:
                     pic = read_image(item, root=root, min_side=min_side)
                     img, reading.warnings = pic.image, list(pic.warnings)
                 prepared, reading.rec = self.prepare(img)
+                if self.signal is not None:
+                    reading.signal_probs = self.signal.probs(reading.rec["digitised"].signals[None])[0]
                 x = torch.cat([self.tensor(v) for v in [prepared] + (tta_views(prepared) if tta else [])])
                 if keep:
                     reading.image, reading.prepared = img, prepared
@@ -247,8 +270,8 @@ class Predictor:
 @dataclass
 class Reading:
     """One picture's way through the ensemble: each fold's probabilities (folds, labels; None when it failed), the
-    preparation record (box, method, fallback, page reader), warnings and the error; with keep, the picture and its
-    prepared form."""
+    signal reader's, the preparation record (box, method, fallback, page reader, leads read back), warnings and the
+    error; with keep, the picture and its prepared form."""
     index: int
     fold_probs: np.ndarray | None = None
     rec: dict = field(default_factory=dict)
@@ -256,6 +279,7 @@ class Reading:
     error: str = ""
     image: np.ndarray | None = None
     prepared: np.ndarray | None = None
+    signal_probs: np.ndarray | None = None  # the signal reader's (labels,), NaN when the picture was not digitised
 
 
 def tta_views(img: np.ndarray) -> list[np.ndarray]:

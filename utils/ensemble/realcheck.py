@@ -20,9 +20,9 @@ from utils.core.atomic import atomic_write_text
 from utils.core.cli import add_debug, fail, run_cli
 from utils.core.keys import settings_key
 from utils.core.labels import LABELS
-from utils.core.metrics import bootstrap_table
+from utils.core.metrics import bootstrap_table, format_interval
 from utils.core.paths import REPO_ROOT, present_folders
-from utils.ensemble.evaluate import predict_rows
+from utils.ensemble.evaluate import read_rows
 from utils.ensemble.predictor import Predictor, load_package
 from utils.ensemble.vote import vote_scores
 from utils.synth.dataset import generate_dataset
@@ -53,16 +53,40 @@ def render_real(folders: list[Path], out: Path, page: tuple[int, int], photo_max
     return pd.concat(rows, ignore_index=True)
 
 
+READERS = {"image model": "image_p_", "signal reader": "signal_p_", "ensemble": "p_"}
+
+
 def score(model: Path, rows: pd.DataFrame, detector: str = "", sam_checkpoint: str = "",
           device: str = "auto") -> pd.DataFrame:
-    """The package's scores under its vote for each rendered photo (step 05's loop); unreadable ones get an error."""
+    """The package's scores for each rendered photo (step 05's loop): p_* the ensemble's; with a signal reader also
+    image_p_* (the image model alone, under its vote), signal_p_* (the signal reader alone; NaN where a picture was
+    not digitised) and the digitiser's note. Unreadable pictures get an error."""
     pred = Predictor(model, detector, device, sam_checkpoint)
-    fold_probs, problems = predict_rows(pred, rows)
-    probs = vote_scores(fold_probs, pred.pkg["vote"], pred.calibration)
+    fold_probs, signal, notes, problems = read_rows(pred, rows)
     errors = {p["id"]: p["error"] for p in problems}
-    out = pd.DataFrame(probs, columns=[f"p_{k}" for k in LABELS]).assign(
+    out = pd.DataFrame(pred.ensemble(fold_probs, signal)[0], columns=[f"p_{k}" for k in LABELS]).assign(
         id=rows["id"].to_numpy(), error=[errors.get(i, "") for i in rows["id"]])
+    if signal is not None:
+        image = vote_scores(fold_probs, pred.pkg["vote"], pred.calibration)
+        out = out.assign(**{f"image_p_{k}": image[:, j] for j, k in enumerate(LABELS)},
+                         **{f"signal_p_{k}": signal[:, j] for j, k in enumerate(LABELS)}, digitised=notes)
     return rows.merge(out, on="id")
+
+
+def readers_table(scored: pd.DataFrame, n_boot: int, seed: int = 0) -> pd.DataFrame:
+    """The image model, the signal reader (a picture not digitised scores 0.5: it says nothing) and the ensemble side
+    by side on the same pictures: macro and per-label AUROC with intervals, one row per reader."""
+    rows = []
+    if "signal_p_" + LABELS[0] not in scored.columns:  # the image model alone: nothing to set side by side
+        return pd.DataFrame()
+    for reader, prefix in READERS.items():
+        if f"{prefix}{LABELS[0]}" not in scored.columns:
+            continue
+        table = auroc_with_ci(scored.assign(**{f"p_{k}": scored[f"{prefix}{k}"].fillna(0.5) for k in LABELS}),
+                              n_boot, seed)
+        rows.append({"reader": reader, **{r["label"]: format_interval(r["auroc"], r["ci_low"], r["ci_high"])
+                                          for r in table.to_dict("records")}})
+    return pd.DataFrame(rows)[["reader", "macro", *LABELS]] if rows else pd.DataFrame()
 
 
 def auroc_with_ci(scored: pd.DataFrame, n_boot: int, seed: int = 0) -> pd.DataFrame:
@@ -81,6 +105,7 @@ def real_check(model: Path, data: str, out: Path, page=(1100, 850), photo_max_si
                render_dir: Path | None = None, sam_checkpoint: str = "",
                device: str = "auto", table_copy: Path | None = None) -> tuple[pd.DataFrame | None, list[str]]:
     """(AUROC table or None when no data folder is present, notes). Writes real_predictions.csv and real_auroc.csv
+    (with a signal reader also real_readers.csv: the image model, the signal reader and the ensemble side by side)
     in out (the table also to table_copy when given: step 05 keeps it beside its other tables); the renders go to
     render_dir (default: out), cached by settings, so runs that share it render once."""
     folders, notes = present_folders(data)
@@ -93,6 +118,11 @@ def real_check(model: Path, data: str, out: Path, page=(1100, 850), photo_max_si
                    sam_checkpoint, device)
     table = auroc_with_ci(scored, n_boot)
     atomic_write_text(out / "real_predictions.csv", scored.to_csv(index=False))
+    readers = readers_table(scored, n_boot)
+    if len(readers):
+        for path in [out / "real_readers.csv"] + ([Path(table_copy).parent / "real_readers.csv"] if table_copy else []):
+            atomic_write_text(path, readers.to_csv(index=False))
+        notes.append("the three readers on these records (real_readers.csv):\n" + readers.to_string(index=False))
     for path in [out / "real_auroc.csv"] + ([Path(table_copy)] if table_copy else []):
         atomic_write_text(path, table.to_csv(index=False))
     return table, notes
