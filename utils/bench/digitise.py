@@ -109,7 +109,7 @@ def figure(result: dict, img: np.ndarray, true: np.ndarray, path: Path) -> None:
     grid = fig.add_gridspec(3, 2, width_ratios=[1.25, 1])
     ax = fig.add_subplot(grid[:, 0])
     ax.imshow(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
-    for name, x, y in d.paths:
+    for name, x, y, _ in d.paths:
         ax.plot(x, y, lw=1.0, color="#0050ff")
         ax.text(x[0], y[0] - 12, name, color="#0050ff", fontsize=7)
     ax.set_title(f"traces found ({d.note()})", fontsize=10)

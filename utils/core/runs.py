@@ -32,7 +32,7 @@ STEP_OUTPUTS: dict[str, tuple[str, ...]] = {
                     "real_auroc.csv?", "test_auroc_ci.csv?", "roc_test.png?", "test_auroc_by_severity.csv?",
                     "signal_reader.pt?", "oof_digitised.npz?", "real_readers.csv?"),
     "06_gradcam": ("attention.csv", "faithfulness.csv", "faithfulness_scores.csv", "explorer.png", "report.html",
-                   "gallery_*.png?"),
+                   "gallery_*.png?", "signal_drivers.csv?", "signal_saliency.png?"),
     "07_ablations": ("runs.csv", "voting.csv", "style.csv", "tables.md", "recorded_vs_simulated.csv", "table_*.csv?",
                      "tables.png?", "robustness.csv?", "robustness.png?", "robustness_examples.png?"),
 }

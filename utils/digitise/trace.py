@@ -49,7 +49,7 @@ ROWS_TO_LAYOUT = {3: ("3x4", False), 4: ("3x4", True), 6: ("6x2", False), 7: ("6
 @dataclass
 class Digitised:
     """One picture read back. signals (12, 1000) mV at FS, NaN where the page shows nothing of a lead; paths: per
-    panel (lead, x, y) in the picture's pixels, for drawing; problem: why nothing was read ('' when read)."""
+    panel (lead, x, y, samples) in the picture's pixels, for drawing, with the samples of the lead they show; problem: why nothing was read ('' when read)."""
     signals: np.ndarray
     layout: str = ""
     rhythm_lead: str = ""
@@ -60,7 +60,7 @@ class Digitised:
     tilt: float = 0.0
     problem: str = ""
     flags: list[str] = field(default_factory=list)
-    paths: list[tuple[str, np.ndarray, np.ndarray]] = field(default_factory=list)
+    paths: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
 
     @property
     def read(self) -> bool:
@@ -158,9 +158,9 @@ def digitise(img: np.ndarray, rectify_sheet: bool = True, min_confidence: float 
             if flat is not None:
                 out = read_page(flat)
                 back = np.linalg.inv(hom)
-                for k, (name, x, y) in enumerate(out.paths):
+                for k, (name, x, y, samples) in enumerate(out.paths):
                     pts = cv2.perspectiveTransform(np.stack([x, y], 1)[:, None].astype(np.float64), back)[:, 0]
-                    out.paths[k] = (name, pts[:, 0].astype(np.float32), pts[:, 1].astype(np.float32))
+                    out.paths[k] = (name, pts[:, 0].astype(np.float32), pts[:, 1].astype(np.float32), samples)
                 out.rectified = True
                 return out
     return read_page(img)
@@ -229,7 +229,7 @@ def read_page(img: np.ndarray) -> Digitised:
             part = y[sel]
             panels[name] = (sel, (np.median(part) - part) / px_mv, float(clipped[sel].mean()))
             px, py = _to_picture(xs[sel], y[sel] + top, out.tilt, mask.shape, scale)
-            out.paths.append((name, px, py))
+            out.paths.append((name, px, py, np.flatnonzero(sel)))
     out.px_per_mm, out.px_per_mv = float(np.median(mm)) / scale, float(np.median(mv)) / scale
     for name, (sel, values, clip) in panels.items():
         if name in LEADS:
