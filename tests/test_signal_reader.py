@@ -1,0 +1,120 @@
+"""The signal reader: the page view it learns from, the one input transform, that it learns (above chance on new
+simulated records), the blend chosen on out-of-fold scores, the package's 'signal' entry (used, and refused when
+damaged), predict's new columns, and the saliency of step 06."""
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+
+from utils.core.labels import LABELS
+from utils.core.metrics import auroc_table
+from utils.digitise.reader import (WEIGHTS, blend, choose_weights, page_view, read_signals, reader_input,
+                                   training_set, train_reader)
+from utils.ensemble.predict import main as predict_main
+from utils.ensemble.predictor import Predictor
+from utils.gradcam.signal import signal_report
+from utils.synth.generate import SynthSettings, make_sample
+from utils.synth.realism import simulated_set
+from utils.synth.waveform import LEADS
+
+
+def test_the_page_view_shows_each_lead_for_its_panel_and_the_rhythm_lead_throughout():
+    x = np.arange(12 * 1000, dtype=np.float32).reshape(12, 1000)
+    view = page_view(x, "V1")
+    shown = np.isfinite(view)
+    assert shown[LEADS.index("V1")].all() and shown.sum() == 11 * 250 + 1000
+    assert shown[LEADS.index("aVR"), 250:500].all() and not shown[LEADS.index("aVR"), :250].any()
+    assert shown[LEADS.index("V6"), 750:].all() and np.array_equal(view[shown], x[shown])
+    assert np.isfinite(page_view(x, "")).sum() == 12 * 250
+
+
+def test_the_input_takes_each_panels_median_and_reads_gaps_as_zero():
+    x = np.full((12, 1000), np.nan, np.float32)
+    x[0, :250] = 2.0
+    x[0, 300:310] = np.linspace(9, 10, 10)   # a second stretch, after a gap: its own median
+    x[1] = np.r_[np.zeros(500), np.ones(500)] + 1.0
+    out = reader_input(x)
+    assert out.dtype == np.float32 and out.shape == (12, 1000)
+    assert np.allclose(out[0, :250], 0) and np.abs(out[0, 300:310]).max() <= 0.5 and np.allclose(out[2:], 0)
+    assert np.allclose(out[1], np.r_[np.full(500, -0.5), np.full(500, 0.5)])
+    assert np.allclose(reader_input(np.full((12, 1000), 9.0)), 0)
+    assert reader_input(np.r_[np.zeros((11, 1000)), [np.r_[np.zeros(500), np.full(500, 40.0)]]])[11].max() == 5
+
+
+def test_the_reader_learns_the_labels_from_page_views():
+    torch.set_num_threads(1)
+    data = training_set(40, 5)
+    assert data.x.shape == (40, 12, 1000) and np.isfinite(data.x).all()
+    model = train_reader(600, 4, 0)
+    new = simulated_set(300, 99)
+    views = np.stack([page_view(x) for x in new.x])
+    macro, per = auroc_table(new.y, read_signals(model, views), warn=False)
+    assert macro >= 0.7, per  # chance is 0.5
+
+
+def test_the_blend_is_chosen_on_out_of_fold_scores():
+    rng = np.random.default_rng(0)
+    y = (rng.random((400, 5)) < 0.3).astype(float)
+    image = np.clip(0.5 + 0.25 * (y - 0.5) + rng.normal(0, 0.25, y.shape), 0.01, 0.99)
+    telling = np.clip(0.5 + 0.4 * (y - 0.5) + rng.normal(0, 0.15, y.shape), 0.01, 0.99)
+    noise = rng.random(y.shape)
+    weights, rows = choose_weights(image, telling, y)
+    assert all(w >= 0.4 for w in weights) and len(rows) == len(WEIGHTS) * 5
+    weights, _ = choose_weights(image, noise, y)
+    assert all(w <= 0.2 for w in weights), weights
+    unread = np.full_like(noise, np.nan)
+    assert np.allclose(blend(image, unread, [0.7] * 5), image)
+    assert np.allclose(blend(image, telling, [0.0] * 5), image)
+    assert np.allclose(blend(image, telling, [1.0] * 5), telling)
+
+
+def photo(path, index=0, style="scan"):
+    jpeg, _, _ = make_sample(SynthSettings(style=style, seed=3, page_width=1100, page_height=850), index)
+    path.write_bytes(jpeg)
+    return path
+
+
+def test_predict_gives_each_readers_scores_and_the_digitisers_note(signal_package, tmp_path):
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    photo(pics / "page.jpg")
+    cv2.imwrite(str(pics / "blank.jpg"), np.full((600, 800, 3), 250, np.uint8))
+    out = tmp_path / "preds.csv"
+    assert predict_main(["--model", str(signal_package), "--images", str(pics), "--out", str(out)]) == 0
+    table = pd.read_csv(out).set_index("id")
+    assert table.loc["page", "digitised"].startswith("3x4")
+    for prefix in ("", "image_", "signal_"):
+        assert table.loc["page", [f"{prefix}{k}" for k in LABELS]].astype(float).between(0, 1).all()
+    assert table.loc["blank", [f"signal_{k}" for k in LABELS]].isna().all()
+    assert "not digitised: no trace ink found: the image model alone" in table.loc["blank", "warning"]
+    np.testing.assert_allclose(table.loc["blank", list(LABELS)].to_numpy(float),
+                               table.loc["blank", [f"image_{k}" for k in LABELS]].to_numpy(float), atol=1e-6)
+    pred = Predictor(signal_package)
+    reading = pred.read_one(pics / "page.jpg")
+    scores, _ = pred.verdict(reading)
+    np.testing.assert_allclose(table.loc["page", list(LABELS)].to_numpy(float), scores, atol=1e-6)
+
+
+def test_a_damaged_signal_entry_is_refused_naming_it(signal_package, tmp_path, capsys):
+    pkg = torch.load(signal_package, weights_only=True)
+    photo(tmp_path / "one.jpg")
+    for i, bad in enumerate([{**pkg["signal"], "blend": [0.5] * 4}, {**pkg["signal"], "format": "other"}]):
+        path = tmp_path / f"bad{i}.pt"
+        torch.save({**pkg, "signal": bad}, path)
+        assert predict_main(["--model", str(path), "--images", str(tmp_path / "one.jpg"), "--out",
+                             str(tmp_path / f"p{i}.csv")]) == 2
+        err = capsys.readouterr().err
+        assert "a damaged ensemble package" in err and "'signal'" in err, err
+
+
+def test_step_06_shows_which_lead_and_seconds_drove_the_signal_reader(signal_package, tmp_path):
+    rows = pd.DataFrame({"id": ["a", "b"], "image": [str(photo(tmp_path / f"{k}.jpg", k)) for k in range(2)]})
+    summary, figure = signal_report(Predictor(signal_package), rows, tmp_path)
+    drivers = pd.read_csv(tmp_path / "signal_drivers.csv")
+    assert figure == tmp_path / "signal_saliency.png" and figure.stat().st_size > 10_000
+    read = drivers[drivers["label"].notna()]
+    assert set(read["label"]) == set(LABELS) and read["lead"].isin(LEADS).all()
+    assert read["lead_share"].between(0, 1).all() and ((read["to_s"] - read["from_s"]).round(2) == 1.0).all()
+    assert list(summary["label"]) == list(LABELS)
+    summary, figure = signal_report(Predictor(signal_package.parent / "model.pt"), rows, tmp_path / "none")
+    assert figure is None and "no signal reader" in summary
