@@ -221,3 +221,18 @@ def test_a_step_records_its_declared_outputs_and_names_a_missing_one(tmp_path):
         (step5.dir / name).write_text("x")
     paths = [o["path"] for o in json.loads(finish_step(step5).read_text())["outputs"]]
     assert "real_auroc.csv" in paths and "page_reader.pt" not in paths
+
+
+def test_the_run_ends_with_its_headline_figures(tmp_path):
+    from utils.pipeline.runner import figures
+
+    assert figures(tmp_path) == ""
+    s05 = tmp_path / "05_ensemble"
+    s05.mkdir()
+    import pandas as pd
+
+    pd.DataFrame({"reader": ["image model", "signal reader", "ensemble"], "macro": ["0.714 [0.692, 0.736]",
+                  "0.677 [0.650, 0.700]", "0.745 [0.72, 0.77]"]}).to_csv(s05 / "real_readers.csv", index=False)
+    said = figures(tmp_path)
+    assert "the readers side by side" in said and "signal reader" in said and "0.745 [0.72, 0.77]" in said
+    assert "test set" not in said

@@ -207,10 +207,28 @@ def run_pipeline(profile: str, steps: str | None = None, overrides: dict | None 
         for step in chain:
             run_step(step, cfg, run_dir, force)
         log.info("run %s: %d step(s) complete", run_dir, len(chain))
+        said = figures(run_dir)
+        if said:
+            log.info("%s", said)
     finally:
         log.removeHandler(file_handler)
         file_handler.close()
     return run_dir
+
+
+def figures(run_dir: Path) -> str:
+    """The run's headline figures as step 05 wrote them: the test set's AUROC per rule and reader, and the real
+    records' per reader (image model, signal reader, ensemble) with intervals; '' before step 05 has run."""
+    import pandas as pd
+
+    parts, s05 = [], Path(run_dir) / "05_ensemble"
+    for name, title in (("test_auroc_by_rule.csv", "test set, macro-AUROC by rule and reader"),
+                        ("real_readers.csv", "real records rendered as photos, the readers side by side"),
+                        ("real_auroc.csv", "real records rendered as photos, the package")):
+        path = s05 / name
+        if path.is_file():
+            parts.append(f"{title} ({path}):\n{pd.read_csv(path).to_string(index=False)}")
+    return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
