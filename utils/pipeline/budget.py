@@ -22,8 +22,10 @@ from utils.core.device import forward_flops, peak_tflops
 from utils.core.imageio import IMAGE_EXTS
 from utils.core.paths import REPO_ROOT, Paths, present_folders, resolve_input_path
 from utils.core.pool import usable_cores
+from utils.digitise.trace import digitise_turned
 from utils.ensemble.page import HEADS, PageSettings
 from utils.preprocess.cache import prepare
+from utils.preprocess.orient import find_turn
 from utils.preprocess.step import parse_strategies, prep_settings
 from utils.synth.generate import SynthSettings, make_sample
 from utils.train.models import build_untrained
@@ -32,6 +34,7 @@ SAMPLES = 3  # pictures measured per kind
 ACHIEVED = 0.3  # share of the datasheet peak a training step reaches, until make gpu-check has measured it
 YOLO_RUN_BYTES = 16e6  # YOLOv8n's best.pt and last.pt with its plots and CSVs (about 6 MB per checkpoint)
 STEP_BYTES = 2e6  # per step: the executed notebook, figures, tables and logs
+DIGITISED_BYTES = 20e3  # one picture's twelve leads in oof_digitised.npz (three quarters NaN on a 3x4 page)
 COMPETITION_PHOTOS = 15_000  # the challenge's training photos, about
 
 
@@ -137,6 +140,13 @@ def estimate_disk(cfg, paths: Paths) -> pd.DataFrame:
     if cfg["real_check_dirs"]:
         n_real = sum(len(list(Path(f).rglob("*.hea"))) for f in present_folders(cfg["real_check_dirs"])[0])
         add("05", "real-ECG check renders", n_real, photo_b, "photo-style renders of the real records")
+    if cfg["signal_reader"]:
+        for img in photos:  # the digitiser's time per picture, for the CPU estimate
+            started = time.perf_counter()
+            digitise_turned(img, find_turn(img, cfg["turn_evidence"]))
+            SECONDS.setdefault(("05", "digitise"), []).append(time.perf_counter() - started)
+        add("05", "digitised out-of-fold pictures", cfg["synth_photo_train"], DIGITISED_BYTES,
+            "twelve leads x 1000 samples, float32, compressed")
     add("00-06", "notebooks, figures, tables, logs", 7, STEP_BYTES, "per step")
     return pd.DataFrame(rows)
 
@@ -254,7 +264,7 @@ def check_disk(cfg, table: pd.DataFrame) -> None:
 
 
 def estimate_cpu_steps(table: pd.DataFrame, cores: int) -> pd.DataFrame:
-    """Hours of steps 00 (synthesis) and 02 (the cache) on `cores` CPU cores, from the seconds per picture measured
+    """Hours of steps 00 (synthesis), 02 (the cache) and 05's digitiser on `cores` CPU cores, from the seconds per picture measured
     while the disk was estimated (one process per core; the detector's training and SAM not counted)."""
     rows = []
     for step, what, kinds in (("00", "synthetic scans", [("00", "scan")]), ("00", "synthetic photos", [("00", "photo")])):
@@ -262,6 +272,11 @@ def estimate_cpu_steps(table: pd.DataFrame, cores: int) -> pd.DataFrame:
         secs = float(np.mean([t for k in kinds for t in SECONDS.get(k, [])] or [0.0]))
         rows.append({"step": step, "what": what, "count": count, "seconds_each": secs,
                      "hours": count * secs / max(cores, 1) / 3600})
+    if SECONDS.get(("05", "digitise")):  # every synthetic photo (out-of-fold and test) and every real-check render
+        count = int(table.loc[table["what"].isin(["synthetic photos", "real-ECG check renders"]), "count"].sum())
+        secs = float(np.mean(SECONDS[("05", "digitise")]))
+        rows.append({"step": "05", "what": "digitiser (out-of-fold, test, real check)", "count": count,
+                     "seconds_each": secs, "hours": count * secs / max(cores, 1) / 3600})
     for r in table[table["what"].str.startswith("cache ")].itertuples():
         secs = float(np.mean(SECONDS.get(("02", r.what.split(" ", 1)[1]), [0.0])))
         rows.append({"step": "02", "what": r.what, "count": int(r.count), "seconds_each": secs,
