@@ -10,7 +10,8 @@ UTILS = Path(__file__).resolve().parent.parent / "utils"
 # lowest first: a module may import its own folder and any folder before it, never one after it
 # The configuration and the run folders sit in core with the other primitives; the pipeline (the runner, the budget,
 # Kaggle packaging) sits above the steps it runs and measures; the ablation grid runs whole pipelines. No exceptions.
-LAYERS = ["core", "synth", "data", "preprocess", "digitise", "train", "ensemble", "gradcam", "pipeline", "ablations", "bench"]
+LAYERS = ["core", "synth", "data", "preprocess", "digitise", "train", "ensemble", "gradcam", "pipeline", "ablations",
+          "bench"]
 MAX_LINES = 400
 
 

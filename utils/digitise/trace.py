@@ -49,7 +49,8 @@ ROWS_TO_LAYOUT = {3: ("3x4", False), 4: ("3x4", True), 6: ("6x2", False), 7: ("6
 @dataclass
 class Digitised:
     """One picture read back. signals (12, 1000) mV at FS, NaN where the page shows nothing of a lead; paths: per
-    panel (lead, x, y, samples) in the picture's pixels, for drawing, with the samples of the lead they show; problem: why nothing was read ('' when read)."""
+    panel (lead, x, y, samples) in the picture's pixels, for drawing, with the samples of the lead they show;
+    problem: why nothing was read ('' when read)."""
     signals: np.ndarray
     layout: str = ""
     rhythm_lead: str = ""
@@ -194,7 +195,8 @@ def read_page(img: np.ndarray) -> Digitised:
     while len(rows) > 3 and len(rows) not in ROWS_TO_LAYOUT:  # a report's footer or a ruled line: the least inked
         rows.pop(int(np.argmin([mask[t:b].sum() for t, _, b in rows])))
     if len(rows) not in ROWS_TO_LAYOUT:
-        out.problem = f"{len(rows)} row(s) of traces found: no known layout has that many (3x4: 3-4, 6x2: 6-7, 12x1: 12)"
+        out.problem = (f"{len(rows)} row(s) of traces found: no known layout has that many "
+                       f"(3x4: 3-4, 6x2: 6-7, 12x1: 12)")
         return out
     out.layout, has_rhythm = ROWS_TO_LAYOUT[len(rows)]
     grid = [list(r) for r in LAYOUTS[out.layout]] + ([["rhythm"]] if has_rhythm else [])

@@ -34,7 +34,7 @@ SAMPLES = 3  # pictures measured per kind
 ACHIEVED = 0.3  # share of the datasheet peak a training step reaches, until make gpu-check has measured it
 YOLO_RUN_BYTES = 16e6  # YOLOv8n's best.pt and last.pt with its plots and CSVs (about 6 MB per checkpoint)
 STEP_BYTES = 2e6  # per step: the executed notebook, figures, tables and logs
-DIGITISED_BYTES = 20e3  # one picture's twelve leads in oof_digitised.npz (three quarters NaN on a 3x4 page)
+DIGITISED_BYTES = 8e3  # one picture's twelve leads in oof_digitised.npz (8 kB measured: three quarters NaN)
 COMPETITION_PHOTOS = 15_000  # the challenge's training photos, about
 
 
@@ -264,8 +264,9 @@ def check_disk(cfg, table: pd.DataFrame) -> None:
 
 
 def estimate_cpu_steps(table: pd.DataFrame, cores: int) -> pd.DataFrame:
-    """Hours of steps 00 (synthesis), 02 (the cache) and 05's digitiser on `cores` CPU cores, from the seconds per picture measured
-    while the disk was estimated (one process per core; the detector's training and SAM not counted)."""
+    """Hours of steps 00 (synthesis), 02 (the cache) and 05's digitiser on `cores` CPU cores, from the seconds per
+    picture measured while the disk was estimated (one process per core; the detector's training and SAM not
+    counted)."""
     rows = []
     for step, what, kinds in (("00", "synthetic scans", [("00", "scan")]), ("00", "synthetic photos", [("00", "photo")])):
         count = int(table.loc[table["what"] == what, "count"].sum())
