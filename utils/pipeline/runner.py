@@ -218,7 +218,8 @@ def run_pipeline(profile: str, steps: str | None = None, overrides: dict | None 
 
 def figures(run_dir: Path) -> str:
     """The run's headline figures as step 05 wrote them: the test set's AUROC per rule and reader, and the real
-    records' per reader (image model, signal reader, ensemble) with intervals; '' before step 05 has run."""
+    records' per reader (image model, signal reader, ensemble) with intervals; '' before step 05 has run (a table
+    left empty, as a hidden test set's is, is not shown)."""
     import pandas as pd
 
     parts, s05 = [], Path(run_dir) / "05_ensemble"
@@ -226,8 +227,12 @@ def figures(run_dir: Path) -> str:
                         ("real_readers.csv", "real records rendered as photos, the readers side by side"),
                         ("real_auroc.csv", "real records rendered as photos, the package")):
         path = s05 / name
-        if path.is_file():
-            parts.append(f"{title} ({path}):\n{pd.read_csv(path).to_string(index=False)}")
+        try:  # a hidden test set leaves its table empty: nothing to say of it
+            table = pd.read_csv(path) if path.is_file() else pd.DataFrame()
+        except pd.errors.EmptyDataError:
+            table = pd.DataFrame()
+        if len(table):
+            parts.append(f"{title} ({path}):\n{table.to_string(index=False)}")
     return "\n".join(parts)
 
 
