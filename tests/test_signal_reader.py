@@ -118,3 +118,19 @@ def test_step_06_shows_which_lead_and_seconds_drove_the_signal_reader(signal_pac
     assert list(summary["label"]) == list(LABELS)
     summary, figure = signal_report(Predictor(signal_package.parent / "model.pt"), rows, tmp_path / "none")
     assert figure is None and "no signal reader" in summary
+
+
+def test_out_of_fold_pictures_that_cannot_be_read_are_listed_and_give_no_signal(tmp_path):
+    from utils.ensemble.signal import digitise_files
+
+    good = photo(tmp_path / "good.jpg")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not a whole JPEG")
+    paths = [str(good), str(broken), str(tmp_path / "missing.jpg")]
+    signals, problems = digitise_files(paths, 3.0, tmp_path / "oof.npz", workers=1)
+    assert signals.shape == (3, 12, 1000) and problems[0] == ""
+    assert np.isfinite(signals[0]).any() and np.isnan(signals[1:]).all()
+    assert "broken.jpg" in problems[1] or "corrupt" in problems[1] or "truncated" in problems[1], problems[1]
+    assert problems[2], problems[2]
+    again, kept = digitise_files(paths, 3.0, tmp_path / "oof.npz", workers=1)  # read back, not digitised again
+    assert kept == problems and np.array_equal(np.isnan(again), np.isnan(signals))

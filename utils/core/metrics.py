@@ -12,6 +12,12 @@ from sklearn.metrics import roc_auc_score
 from utils.core.labels import LABELS
 
 
+def logit(p) -> np.ndarray:
+    """Log-odds of probabilities, clipped to [1e-6, 1 - 1e-6] so 0 and 1 stay finite (temperatures, blends)."""
+    p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
 def known_mask(y: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """Known labels: not NaN in y and, when a mask is given, set there too."""
     y = np.asarray(y, float)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from utils.core.labels import LABELS
-from utils.core.metrics import label_aurocs
+from utils.core.metrics import label_aurocs, logit
 from utils.synth.realism import SignalSet, network, predict, simulated_set, train
 from utils.synth.render import LAYOUTS
 from utils.synth.waveform import LEADS
@@ -98,17 +98,12 @@ def reader_from_state(state: dict):
     return model.eval()
 
 
-def _logit(p):
-    p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
 def blend(image: np.ndarray, signal: np.ndarray, weights) -> np.ndarray:
     """(n, 5) ensemble probability: per label sigmoid((1 - w) logit(image) + w logit(signal)); where the signal
     reader has nothing (NaN: the picture was not digitised) the image model's alone."""
     w = np.asarray(weights, float)[None]
     sig = np.where(np.isfinite(signal), signal, image)
-    return 1 / (1 + np.exp(-((1 - w) * _logit(image) + w * _logit(sig))))
+    return 1 / (1 + np.exp(-((1 - w) * logit(image) + w * logit(sig))))
 
 
 def choose_weights(image: np.ndarray, signal: np.ndarray, y: np.ndarray) -> tuple[list[float], list[dict]]:

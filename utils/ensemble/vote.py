@@ -16,7 +16,7 @@ from scipy.stats import rankdata
 from sklearn.metrics import precision_recall_curve
 
 from utils.core.labels import LABELS
-from utils.core.metrics import known_mask
+from utils.core.metrics import known_mask, logit
 
 VOTES = ("soft", "hard", "rank")
 
@@ -37,14 +37,9 @@ def combine(probs: list[np.ndarray], rule: str = "soft", threshold: float = 0.5)
     raise ValueError(f"unknown voting rule {rule!r}: choose from {VOTES}")
 
 
-def _logit(p):
-    p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
 def fit_temperature(p: np.ndarray, y: np.ndarray) -> float:
     """One label's temperature T minimising the log-loss of sigmoid(logit(p) / T)."""
-    z, y = _logit(p), np.asarray(y, float)
+    z, y = logit(p), np.asarray(y, float)
 
     def nll(log_t):
         q = np.clip(1 / (1 + np.exp(-z / np.exp(log_t))), 1e-7, 1 - 1e-7)
@@ -54,7 +49,7 @@ def fit_temperature(p: np.ndarray, y: np.ndarray) -> float:
 
 
 def apply_temperature(p: np.ndarray, temps) -> np.ndarray:
-    return 1 / (1 + np.exp(-_logit(p) / np.asarray(temps, float)))
+    return 1 / (1 + np.exp(-logit(p) / np.asarray(temps, float)))
 
 
 def ece(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
