@@ -303,3 +303,35 @@ def test_the_runner_notebook_finds_the_code_deep_and_prints_the_budget_creating_
     text = (tmp_path / "runner.ipynb").read_text()
     assert "all packages present" in text and "creates nothing" in text and "compute (estimate" in text
     assert sorted(p.name for p in working.iterdir()) == ["ecg-photo-reader"]  # its code copy, no outputs
+
+
+@pytest.mark.parametrize("layout", ["code", "datasets/alice/code", "a/b/c/code", "none", "zip"])
+def test_every_notebook_finds_the_code_as_the_runner_does(tmp_path, layout):
+    """The runner and each step notebook open with the one code finder: the attached code at any of Kaggle's mount
+    depths (a step notebook opened by itself on Kaggle included), else one line naming what to attach."""
+    import os
+    import sys
+
+    import nbformat
+
+    from utils.pipeline.cells import CODE_FINDER, PRELUDE, RUNNER, prelude_index
+
+    runner = nbformat.read(str(RUNNER), as_version=4)
+    assert runner.cells[prelude_index(runner)].source.startswith(CODE_FINDER) and PRELUDE.startswith(CODE_FINDER)
+    inputs, cwd = tmp_path / "input", tmp_path / "working"
+    cwd.mkdir()
+    if layout == "zip":
+        (inputs / "code").mkdir(parents=True)
+        (inputs / "code" / "utils.zip").write_bytes(b"PK")
+    elif layout != "none":
+        (inputs / layout / "utils").mkdir(parents=True)
+        (inputs / layout / "utils" / "__init__.py").write_text("")
+    env = {**os.environ, "ECG_KAGGLE_INPUT": str(inputs)}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run([sys.executable, "-c", CODE_FINDER + "\nprint(code)"], cwd=cwd, env=env,
+                          capture_output=True, text=True)
+    if layout in ("none", "zip"):
+        assert done.returncode == 1 and done.stderr.strip().splitlines()[-1].startswith(f"no code under {inputs}")
+        assert ("utils.zip is there unextracted" in done.stderr) == (layout == "zip")
+    else:
+        assert done.returncode == 0 and done.stdout.strip() == str(inputs / layout)

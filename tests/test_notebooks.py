@@ -59,21 +59,42 @@ def test_parameters_cells_and_preludes_are_written_from_the_configuration():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
 def test_cells_orchestrate(path):
-    """Every code cell is calls into utils and a look at their results: no loop, branch or definition in a cell, and
-    the step's outputs come from their one declaration (STEP_OUTPUTS), not from a list typed in the notebook."""
+    """Every code cell is calls into utils and a look at their results: no loop, branch, conditional expression or
+    definition in a cell (the prelude, written by utils.pipeline.cells and tested on its own, apart), and the step's
+    outputs come from their one declaration (STEP_OUTPUTS), not from a list typed in the notebook."""
     nb = json.loads(path.read_text())
+    assert cells_not_orchestrating(nb) == [], path.name
+    assert path.stem in STEP_OUTPUTS
+
+
+def cells_not_orchestrating(nb) -> list[str]:
     found = []
     for i, cell in enumerate(nb["cells"]):
         if cell["cell_type"] != "code":
             continue
-        for node in ast.walk(ast.parse("".join(cell["source"]))):
+        source = "".join(cell["source"])
+        source = source[len(PRELUDE):] if source.startswith(PRELUDE) else source
+        for node in ast.walk(ast.parse(source)):
+            # a conditional expression may choose what a cell shows, never a value the cell keeps
+            if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.NamedExpr)) and \
+                    any(isinstance(n, ast.IfExp) for n in ast.walk(node.value)):
+                found.append(f"cell {i + 1} line {node.lineno}: a value chosen by a conditional expression")
             if isinstance(node, (ast.For, ast.While, ast.If, ast.With, ast.Try, ast.FunctionDef, ast.ClassDef)):
                 found.append(f"cell {i + 1} line {node.lineno}: {type(node).__name__}")
             if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "finish_step" and \
                     (len(node.args) > 1 or any(k.arg == "outputs" for k in node.keywords)):
                 found.append(f"cell {i + 1}: finish_step given a list of outputs")
-    assert not found, f"{path.name}: " + "; ".join(found)
-    assert path.stem in STEP_OUTPUTS
+    return found
+
+
+def test_the_orchestration_check_catches_a_choice_inside_a_cell():
+    nb = {"cells": [{"cell_type": "code", "source": [PRELUDE + "\nscores = utils.ensemble_scores()"]},
+                    {"cell_type": "code", "source": ["final = calibrated if use_calibration else raw\n"]},
+                    {"cell_type": "code", "source": ["for k in range(3):\n    print(k)\n"]}]}
+    assert cells_not_orchestrating(nb) == ["cell 2 line 1: a value chosen by a conditional expression",
+                                           "cell 3 line 1: For"]
+    shown = {"cells": [{"cell_type": "code", "source": ["table if len(table) else 'no table'"]}]}
+    assert cells_not_orchestrating(shown) == []  # what a cell shows may depend on what there is
 
 
 def test_a_default_changed_in_one_place_only_is_caught(monkeypatch, tmp_path):

@@ -72,6 +72,11 @@ def with_signal(predictor, fold_probs: np.ndarray, signal: np.ndarray | None, y:
     return scores, pd.concat([table, extra], ignore_index=True)
 
 
+def package_rule(scores: dict[str, np.ndarray], rule: str) -> str:
+    """The scores the package gives: both readers' ensemble where there is a signal reader, else the voting rule."""
+    return "ensemble" if "ensemble" in scores else rule
+
+
 def rule_scores(fold_probs: np.ndarray, y: np.ndarray | None, calibration: Calibration
                 ) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     """Each voting rule's scores (soft calibrated); their AUROC when the labels are known."""

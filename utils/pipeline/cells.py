@@ -24,11 +24,22 @@ from utils.core.paths import REPO_ROOT
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 HEADER = "# written from utils/core/config.py by `python -m utils.pipeline.cells`: change a default there, not here"
-PRELUDE = """import sys, pathlib
-sys.path.insert(0, str(next(p for p in [pathlib.Path.cwd(), *pathlib.Path.cwd().parents, *pathlib.Path("/kaggle/input").glob("*")]
-                           if (p / "utils" / "__init__.py").is_file())))
-import utils
+# Where the code is, said once: the runner notebook and every step notebook open with it. The attached code dataset
+# wherever Kaggle mounts it (/kaggle/input/<slug>, or /kaggle/input/datasets/<owner>/<slug>: up to four levels), else
+# the checkout the notebook runs in (its folder or one above).
+CODE_FINDER = """import os, sys, pathlib
+inputs = pathlib.Path(os.environ.get("ECG_KAGGLE_INPUT", "/kaggle/input"))  # Kaggle's folder (a rehearsal sets its own)
+code = next((p.parents[1] for depth in range(1, 5) for p in sorted(inputs.glob("*/" * depth + "utils/__init__.py"))),
+            next((p for p in [pathlib.Path.cwd(), *pathlib.Path.cwd().parents] if (p / "utils/__init__.py").is_file()), None))
+if code is None:
+    raise SystemExit(f"no code under {inputs} nor in {pathlib.Path.cwd()}: attach ecg-photo-reader-code (make kaggle-code, "
+                     "then kaggle datasets create -p dist/kaggle-code --dir-mode zip)"
+                     + ("; a utils.zip is there unextracted: upload the folder again" if any(inputs.glob("**/utils.zip")) else ""))
+sys.path.insert(0, str(code))
+import utils"""
+PRELUDE = CODE_FINDER + """
 print(utils.ensure_packages())  # on Kaggle: installs what its image lacks, from an attached wheels dataset"""
+RUNNER = REPO_ROOT / "kaggle" / "runner.ipynb"
 
 
 def literal(value) -> str:
@@ -69,18 +80,22 @@ def prelude_index(nb) -> int:
     return next(i for i in range(start, len(nb.cells)) if nb.cells[i].cell_type == "code")
 
 
-def with_prelude(source: str) -> str:
-    """The cell's source with the prelude on top (an older prelude, up to its ensure_packages line, replaced)."""
+def with_prelude(source: str, prelude: str = PRELUDE, marker: str = "ensure_packages()") -> str:
+    """The cell's source with the prelude on top (an older prelude, up to its line holding `marker`, replaced)."""
     lines = source.split("\n")
-    end = next((i for i, line in enumerate(lines) if "ensure_packages()" in line), -1)
-    rest = "\n".join(lines[end + 1:]) if end >= 0 and end < 8 else source
-    return PRELUDE + ("\n" + rest if rest else "")
+    end = next((i for i, line in enumerate(lines) if marker in line), -1)
+    rest = "\n".join(lines[end + 1:]) if end >= 0 and end < 16 else source
+    return prelude + ("\n" + rest if rest else "")
 
 
-def written(nb) -> list[tuple[int, str]]:
-    """(cell index, source) of each cell whose written form differs from what the notebook holds."""
+def written(nb, runner: bool = False) -> list[tuple[int, str]]:
+    """(cell index, source) of each cell whose written form differs from what the notebook holds. The runner notebook
+    has its own parameters (not configuration keys): only its prelude, the code finder, is written."""
     p, q = parameters_index(nb), prelude_index(nb)
-    want = {p: parameters_cell(declared(nb)), q: with_prelude(nb.cells[q].source)}
+    if runner:
+        want = {q: with_prelude(nb.cells[q].source, CODE_FINDER, "import utils")}
+    else:
+        want = {p: parameters_cell(declared(nb)), q: with_prelude(nb.cells[q].source)}
     return [(i, s) for i, s in want.items() if nb.cells[i].source != s]
 
 
@@ -92,7 +107,7 @@ def write_cells(paths: list[Path], check: bool = False) -> list[str]:
             warnings.simplefilter("ignore", nbformat.validator.MissingIDFieldWarning)
             nb = nbformat.read(str(path), as_version=4)
         try:
-            diffs = written(nb)
+            diffs = written(nb, runner=Path(path).resolve() == RUNNER)
         except ConfigError as e:
             raise ConfigError(f"{path.name}: {e}") from None
         for i, source in diffs:
@@ -105,12 +120,13 @@ def write_cells(paths: list[Path], check: bool = False) -> list[str]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m utils.pipeline.cells", description=__doc__.split("\n\n")[0])
-    ap.add_argument("notebooks", nargs="*", type=Path, help="notebooks (default: every one in notebooks/)")
+    ap.add_argument("notebooks", nargs="*", type=Path,
+                    help="notebooks (default: every one in notebooks/ and the Kaggle runner)")
     ap.add_argument("--check", action="store_true", help="change nothing; exit 1 naming the cells that differ")
     add_debug(ap)
 
     def run(a) -> int:
-        changed = write_cells(a.notebooks or sorted(NOTEBOOK_DIR.glob("*.ipynb")), a.check)
+        changed = write_cells(a.notebooks or [*sorted(NOTEBOOK_DIR.glob("*.ipynb")), RUNNER], a.check)
         verb = "differ from utils/core/config.py" if a.check else "rewritten"
         print("\n".join(f"{c} {verb}" for c in changed) or "every parameters cell and prelude is as written")
         return 1 if a.check and changed else 0

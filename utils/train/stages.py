@@ -126,6 +126,11 @@ def stage1(cfg, table: pd.DataFrame, out_dir: Path) -> dict:
         "train_sources": {str(k): int(v) for k, v in train["source"].value_counts().sort_index().items()}}
 
 
+def stage1_weights(step) -> Path | None:
+    """Step 03's best weights when Stage II starts from them (stage2_init 'stage1'), else None (step 03 not needed)."""
+    return step.upstream("03") / "model" / "best.pt" if step.cfg["stage2_init"] == "stage1" else None
+
+
 def stage2(cfg, table: pd.DataFrame, out_dir: Path, stage1_best: Path | None) -> pd.DataFrame:
     """The folds of folds_to_run (all when empty); complete folds are skipped. Returns every fold's result once all
     are done; until then SessionPaused says which remain."""
