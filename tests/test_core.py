@@ -100,3 +100,22 @@ def test_accumulation_micro_steps_skip_the_all_reduce(tmp_path):
         assert isinstance(grad_sync(net, 1, update=False), contextlib.nullcontext)
     finally:
         dist.destroy_process_group()
+
+
+def test_batch_kernels_get_text_progress_bars_where_ipywidgets_is_installed():
+    """With ipywidgets installed, tqdm.auto would draw widgets that a runner's log cannot show: batch runs get text."""
+    import subprocess
+    import sys
+
+    import ipywidgets  # noqa: F401 - the development requirements install it: the case this guards
+
+    code = "from utils.core.progress import tqdm; print(tqdm.__module__)"
+    for env, want in (({"ECG_BATCH": "1"}, "tqdm.std"), ({"KAGGLE_KERNEL_RUN_TYPE": "Batch"}, "tqdm.std")):
+        done = subprocess.run([sys.executable, "-c", code], env={**_clean_env(), **env}, capture_output=True, text=True)
+        assert done.stdout.strip() == want, done.stderr
+
+
+def _clean_env():
+    import os
+
+    return {k: v for k, v in os.environ.items() if k not in ("ECG_BATCH", "KAGGLE_KERNEL_RUN_TYPE")}

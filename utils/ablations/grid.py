@@ -19,6 +19,7 @@ from utils.ablations.recorded import recorded_folder, render_recorded
 from utils.core.config import ConfigError, coerce_value, resolve_config
 from utils.core.keys import settings_key, split_list
 from utils.core.paths import Paths
+from utils.core.progress import tqdm
 from utils.core.runs import find_step_dir, is_step_complete
 from utils.pipeline.runner import log as pipeline_log, run_pipeline
 from utils.train.stages import STAGE1_KINDS, stage1_kind
@@ -230,7 +231,6 @@ class Grid:
         return {**row, "status": "complete"}
 
     def run(self, tables: list[str], progress: bool = True) -> pd.DataFrame:
-        from tqdm.auto import tqdm
 
         self.run_base()
         chosen = self.selected(tables)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from utils.core.progress import tqdm
 
 from utils.bench.stability import test_pictures
 from utils.core.atomic import atomic_write_text, new_folder

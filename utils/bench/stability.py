@@ -18,7 +18,7 @@ import albumentations as A
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from utils.core.progress import tqdm
 
 from utils.core.atomic import atomic_write_text, new_folder
 from utils.core.cli import add_debug, run_cli

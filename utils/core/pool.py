@@ -11,7 +11,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterable, Iterator, TypeVar
 
-from tqdm.auto import tqdm
+from utils.core.progress import tqdm
 
 T = TypeVar("T")
 R = TypeVar("R")

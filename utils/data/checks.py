@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
+from utils.core.progress import tqdm
 
 from utils.core.atomic import atomic_write_text
 from utils.core.imageio import ImageReadError, read_image

@@ -29,7 +29,7 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from utils.core.progress import tqdm
 
 from utils.core.atomic import atomic_write_bytes
 from utils.core.imageio import ImageReadError, read_image

@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from utils.core.progress import tqdm
 
 from utils.core.atomic import atomic_write_bytes
 from utils.core.cam import cam_maps, to_photo

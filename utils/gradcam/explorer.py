@@ -9,7 +9,6 @@ five probabilities against their decision thresholds.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from utils.core.cam import CAM_METHODS, heat_overlay
 from utils.core.figures import pyplot
 from utils.core.imageio import ImageReadError, read_image
 from utils.core.labels import LABELS
+from utils.core.progress import is_batch
 from utils.core.runs import find_step_dir
 from utils.ensemble.predictor import Predictor
 from utils.gradcam.analysis import KINDS, annotation_of, pick_gallery
@@ -166,7 +166,7 @@ def _probabilities(ax, probs, thresholds, truth: dict | None, k: int) -> None:
 def widgets_live() -> bool:
     """Menus only where someone can use them: a live IPython kernel with ipywidgets, not a batch run (papermill under
     the runner, Kaggle's "Save & Run All")."""
-    if os.environ.get("ECG_BATCH") or os.environ.get("KAGGLE_KERNEL_RUN_TYPE") == "Batch":
+    if is_batch():
         return False
     try:
         import ipywidgets  # noqa: F401 - Kaggle ships it; elsewhere it may be missing

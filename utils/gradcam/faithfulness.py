@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from utils.core.progress import tqdm
 
 from utils.core.cam import CAM_METHODS, MeanLogits, cam_maps
 from utils.core.labels import LABELS

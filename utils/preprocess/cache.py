@@ -15,6 +15,7 @@ import pandas as pd
 from utils.core.atomic import atomic_write_bytes, atomic_write_text
 from utils.core.imageio import ImageReadError, read_image
 from utils.core.pool import pool_map
+from utils.core.progress import tqdm
 from utils.preprocess.detector import Detector
 from utils.preprocess.ink import traces_box
 from utils.preprocess.roi import (STRATEGIES, apply_clahe, classical_detect, crop_with_margin, quad_is_plausible,
@@ -167,7 +168,6 @@ def models_on_device(todo: list, s: PrepSettings, device: str, batch: int = 16, 
     to the workers, which record why."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tqdm.auto import tqdm
 
     det, seg = load_models(s, device)
     found = {}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm.auto import tqdm
+from utils.core.progress import tqdm
 
 from utils.core.atomic import atomic_write_text
 from utils.synth.textures import background, finish, lighting

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from utils.core.progress import tqdm
 
 from utils.core.device import device_precision, resolve_device
 from utils.core.session import PAUSED, SessionPaused, paused, time_is_up
