@@ -238,3 +238,55 @@ def test_the_run_ends_with_its_headline_figures(tmp_path):
     said = figures(tmp_path)
     assert "the readers side by side" in said and "signal reader" in said and "0.745 [0.72, 0.77]" in said
     assert "test set" not in said
+
+
+@pytest.mark.slow
+def test_a_run_stopped_by_sigterm_mid_step_00_leaves_no_process_behind(tmp_path):
+    """SIGTERM (a `timeout`, a stopped job) while step 00's pool draws pictures: the runner ends its kernel and the
+    kernel's workers before it exits, says so in one line, and exits 143."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    cmd = [sys.executable, "-m", "utils.pipeline", "--profile", "smoke", "--steps", "00", "--run-name", "stopped",
+           "--set", f"output_root={tmp_path}", "--set", "num_workers=2", "--set", "synth_scan_train=5000"]
+    run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           cwd=Path(__file__).resolve().parents[1])
+    seen, workers, deadline = {}, [], time.time() + 180
+    try:
+        while time.time() < deadline and len(workers) < 2 and run.poll() is None:
+            time.sleep(0.5)
+            for proc in psutil.Process(run.pid).children(recursive=True):
+                seen.setdefault(proc.pid, proc)
+            workers = [p for p in seen.values() if _cmdline(p).count("spawn_main")]
+        assert len(workers) >= 2, f"step 00's pool never started (exit {run.poll()})"
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=60)
+    finally:
+        run.kill() if run.poll() is None else None
+    assert run.returncode == 143 and "stopped by SIGTERM" in err and "the same command resumes" in err
+    left = [p.pid for p in seen.values() if _running(p)]
+    for proc in seen.values():  # never leave one behind, even when the assertion below fails
+        proc.kill() if _running(proc) else None
+    assert not left, f"still running after the run ended: {left}"
+
+
+def _cmdline(proc) -> str:
+    import psutil
+
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:
+        return ""
+
+
+def _running(proc) -> bool:
+    import psutil
+
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

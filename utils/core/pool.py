@@ -17,8 +17,24 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def die_with_parent() -> None:
+    """Ask Linux to end this process when the one that started it ends, however that ends (a worker left behind by
+    a killed kernel would hold a core and memory for as long as its share of the work takes)."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() == 1:  # the parent was already gone before the request was made
+            os._exit(1)
+
+
 def init_worker() -> None:
-    """One thread per worker process: a worker per core already fills the machine; more threads only contend."""
+    """One thread per worker process: a worker per core already fills the machine; more threads only contend. The
+    worker ends with the process that started it."""
+    die_with_parent()
     import cv2
 
     cv2.setNumThreads(1)
@@ -57,3 +73,45 @@ def pool_map(fn: Callable[[T], R], items: Iterable[T], workers: int = 0, desc: s
                 bar.update()
     finally:
         bar.close()
+
+
+class RunStopped(BaseException):
+    """The run was told to stop (SIGTERM, SIGHUP): not an error of a step, so no `except Exception` swallows it."""
+
+
+def end_descendants(grace_s: float = 10.0) -> int:
+    """Terminate every process this one started, at any depth (notebook kernels, their pools, torchrun), then kill
+    what is still there after `grace_s`; returns how many there were."""
+    import psutil
+
+    try:
+        procs = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return 0
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=grace_s)
+    return len(procs)
+
+
+def stop_with_descendants() -> None:
+    """On SIGTERM or SIGHUP (a `timeout`, a stopped job, a closed terminal) end every descendant first, then raise
+    RunStopped in the main thread, so the run's own clean-up runs and no worker outlives it."""
+    import signal
+
+    def handler(signum, frame):
+        signal.signal(signum, signal.SIG_IGN)  # a second signal while ending the children changes nothing
+        n = end_descendants()
+        raise RunStopped(f"stopped by {signal.Signals(signum).name}; {n} child process(es) ended with it")
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)

@@ -152,6 +152,27 @@ def sync_code(code: Path, work: Path) -> str:
     return f"code {new or '(unversioned)'} copied to {work}" + (f" (was {old or 'unversioned'})" if old is not None else "")
 
 
+def run_streamed(cmd: list[str], cwd: Path) -> str:
+    """The pipeline in a child process, its log shown here as it goes; a stop of this kernel (the interrupt button, an
+    error) stops the child too, which ends its own kernels and workers. A non-zero exit raises SystemExit."""
+    import signal
+
+    with subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as run:
+        try:
+            for line in run.stdout:
+                print(line, end="")
+        except BaseException:
+            run.send_signal(signal.SIGTERM)
+            try:
+                run.wait(60)
+            except subprocess.TimeoutExpired:
+                run.kill()
+            raise
+    if run.returncode:
+        raise SystemExit(f"the pipeline stopped (exit {run.returncode}): its message is above; re-run to resume")
+    return "the pipeline finished"
+
+
 def build_kernel(out: Path, user: str) -> Path:
     """The runner notebook with its kernel-metadata.json: two T4s, internet off, the code, wheels and weights datasets
     and the competition attached."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from utils.core.cli import fail
 from utils.core.config import ConfigError, describe_options, parse_overrides, resolve_config
 from utils.core.paths import REPO_ROOT, Paths, find_attached_weights, resolve_paths
+from utils.core.pool import RunStopped, stop_with_descendants
 from utils.core.runs import RunError, is_step_complete, move_aside, open_run, restore_from_input
 from utils.core.session import SessionPaused, session_start
 from utils.pipeline.budget import say_budget
@@ -256,9 +257,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_keys:
         print(describe_options())
         return 0
+    stop_with_descendants()  # a stopped run takes its kernels and their workers with it
     try:
         run_pipeline(args.profile, args.steps, parse_overrides(args.overrides), args.run_name, args.force,
                      args.new_run, args.notebooks, budget_only=args.budget_only)
+    except RunStopped as stopped:
+        fail(f"{stopped}. Finished work is kept: the same command resumes the run.")
+        return 143
     except (ConfigError, RunError) as err:
         return fail(str(err))
     except StepFailed as err:
