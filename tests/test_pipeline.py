@@ -155,7 +155,12 @@ def test_a_run_made_by_another_simulator_is_not_reopened(tmp_path, chain, caplog
     with pytest.raises(RunError, match=r"versions.json: unreadable .*remove it"):
         _run(tmp_path, chain, run_name="run-001")
     # a run that uses no simulated data does not depend on the simulator's version
-    plain = {"target": "competition", "stage1_synth": False}
+    comp = tmp_path / "competition"  # the pre-flight's least: labels, a picture, the sample submission
+    comp.mkdir()
+    (comp / "train.csv").write_text("id,MI,AF,HYP,CD,STTC\n1,0,0,0,0,0\n")
+    (comp / "sample_submission.csv").write_text("id,MI,AF,HYP,CD,STTC\n2,0,0,0,0,0\n")
+    (comp / "1.png").write_bytes(b"")
+    plain = {"target": "competition", "stage1_synth": False, "competition_dir": str(comp)}
     made = _run(tmp_path, chain, overrides=plain, new_run=True)
     assert json.loads((made / "versions.json").read_text()) == {}
 

@@ -100,6 +100,7 @@ def _page_reader_bytes() -> float:
 def estimate_disk(cfg, paths: Paths) -> pd.DataFrame:
     """One row per artefact: step, what, count, bytes each, total bytes, and whether it stays or is transient."""
     rows = []
+    SECONDS.clear()  # the seconds per picture are measured again with the bytes
 
     def add(step, what, count, each, basis, kept=True):
         rows.append({"step": step, "what": what, "count": int(count), "bytes_each": float(each),
@@ -285,13 +286,12 @@ def estimate_cpu_steps(table: pd.DataFrame, cores: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def say_budget(cfg, paths: Paths, check: bool = True) -> str:
+def say_budget(cfg, paths: Paths, check: bool = True, disk: pd.DataFrame | None = None) -> str:
     """The budget as text for the run's log; raises BudgetError when the disk estimate is over the budget (with
-    check; without, the text says so)."""
+    check; without, the text says so). `disk`: estimate_disk's table when the caller has it already."""
     import torch
 
-    SECONDS.clear()
-    disk = estimate_disk(cfg, paths)
+    disk = estimate_disk(cfg, paths) if disk is None else disk
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     n_target, target_basis = (competition_photos(cfg, paths) if cfg["target"] == "competition"
                               else (cfg["synth_photo_train"], "synthetic photos"))

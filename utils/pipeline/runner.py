@@ -16,7 +16,8 @@ from utils.core.paths import REPO_ROOT, Paths, find_attached_weights, resolve_pa
 from utils.core.pool import RunStopped, stop_with_descendants
 from utils.core.runs import RunError, is_step_complete, move_aside, open_run, restore_from_input
 from utils.core.session import SessionPaused, session_start
-from utils.pipeline.budget import say_budget
+from utils.pipeline.budget import estimate_disk, peak_bytes, say_budget
+from utils.pipeline.preflight import preflight
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d{2})_([A-Za-z0-9_]+)\.ipynb$")
 log = logging.getLogger("utils.pipeline")
@@ -181,20 +182,21 @@ def run_pipeline(profile: str, steps: str | None = None, overrides: dict | None 
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     os.environ["ECG_BATCH"] = "1"  # nobody at these kernels: pictures, not menus (utils.gradcam.explorer)
     chain = select_steps(discover_steps(notebook_dir or REPO_ROOT / "notebooks"), steps)
+    paths = resolve_paths(cfg)
     if budget_only:  # said, nothing created: no run folder, no restore
-
         print(f"budget of profile {profile}, steps {' '.join(s.id for s in chain)} (creates nothing):\n"
-              + say_budget(cfg, resolve_paths(cfg), check=False))
+              + say_budget(cfg, paths, check=False))
         return None
+    # the disk is measured once: the pre-flight holds its peak against the free disk, the budget says it
+    disk = estimate_disk(cfg, paths) if cfg["disk_budget_gb"] > 0 else None
+    log.info("%s", preflight(cfg, paths, [s.id for s in chain], None if disk is None else peak_bytes(disk)))
     session_start()  # the session's clock starts here for every notebook and torchrun process below
     if run_name:
-        restored = restore_from_input(resolve_paths(cfg), profile, run_name)
+        restored = restore_from_input(paths, profile, run_name)
         if restored:
             log.info(restored)
-    budget = ""
-    if cfg["disk_budget_gb"] > 0:  # said, and a run over the disk refused, before anything is written
-
-        budget = say_budget(cfg, resolve_paths(cfg))
+    # said, and a run over the disk refused, before anything is written
+    budget = "" if disk is None else say_budget(cfg, paths, disk=disk)
     run_dir = open_run(cfg, run_name=run_name, new_run=new_run, force=force, set_as_latest=set_latest)
     if log.level == logging.NOTSET:
         log.setLevel(logging.INFO)  # the run's pipeline.log records its budget and its steps
