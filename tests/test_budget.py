@@ -147,3 +147,19 @@ def test_gpu_train_measurements_come_first_and_answer_the_t4_question(tmp_path):
     said = t4_memory_answer(cfg, (train_root, check_root))
     assert "fits, peak 9.5 GiB of a 14.0 GiB cap" in said and "GPU Y" in said
     assert "not measured" in t4_memory_answer({**cfg, "batch_size": 32}, (train_root, check_root))
+
+
+def test_the_budget_says_the_sessions_and_counts_the_competition_it_has_not_seen(tmp_path):
+    """Without the competition attached, its pictures are still cached by step 02: the challenge's count is assumed;
+    the sessions needed are the CPU and training hours over session_hours."""
+    import pandas as pd
+
+    from utils.core.config import resolve_config
+    from utils.core.paths import resolve_paths
+    from utils.pipeline.budget import COMPETITION_PHOTOS, COMPETITION_TEST, external_images, sessions_needed
+
+    cfg = resolve_config("smoke", {"target": "competition", "input_root": str(tmp_path), "session_hours": 5.0})
+    assert external_images(cfg, resolve_paths(cfg)) == COMPETITION_PHOTOS + COMPETITION_TEST
+    cpu, compute = pd.DataFrame({"hours": [0.5, 1.0]}), pd.DataFrame({"hours": [3.0, 8.0]})
+    assert sessions_needed(cfg, cpu, compute).startswith("sessions of 5 h: at least 3 (12.5 h of CPU steps and training")
+    assert "not counted" in sessions_needed(cfg, cpu, pd.DataFrame({"hours": [None, None]}))

@@ -36,6 +36,7 @@ YOLO_RUN_BYTES = 16e6  # YOLOv8n's best.pt and last.pt with its plots and CSVs (
 STEP_BYTES = 2e6  # per step: the executed notebook, figures, tables and logs
 DIGITISED_BYTES = 8e3  # one picture's twelve leads in oof_digitised.npz (8 kB measured: three quarters NaN)
 COMPETITION_PHOTOS = 15_000  # the challenge's training photos, about
+COMPETITION_TEST = 3_219  # its public test photos, which step 02 caches beside the training ones
 
 
 SECONDS: dict[tuple[str, str], list[float]] = {}  # (step, kind) -> seconds per picture measured while estimating
@@ -73,18 +74,19 @@ def _cached_bytes(cfg, strategy: str, images: list[np.ndarray]) -> float:
 
 
 def external_images(cfg, paths: Paths) -> int:
-    """Pictures of the attached sources (competition, scan sets, renders) that step 02 will cache."""
-    folders = []
+    """Pictures of the attached sources (competition, scan sets, renders) that step 02 will cache; the challenge's
+    count where the competition is the target and not attached (the pre-flight says so)."""
+    folders, assumed = [], 0
     if cfg["target"] == "competition":
         try:
             folders.append(resolve_input_path(paths, cfg["competition_dir"], "sample_submission.csv",
                                               "competition data", "competition_dir"))
         except FileNotFoundError:
-            pass  # step 01 will say so; nothing to count here
+            assumed = COMPETITION_PHOTOS + COMPETITION_TEST
     if cfg["stage1_scan_dirs"] not in ("", "auto"):
         folders += present_folders(cfg["stage1_scan_dirs"])[0]
     folders += present_folders(cfg["stage1_render_dirs"])[0]
-    return sum(1 for f in folders for p in Path(f).rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+    return assumed + sum(1 for f in folders for p in Path(f).rglob("*") if p.suffix.lower() in IMAGE_EXTS)
 
 
 def _parameters(cfg) -> int:
@@ -286,6 +288,18 @@ def estimate_cpu_steps(table: pd.DataFrame, cores: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def sessions_needed(cfg, cpu: pd.DataFrame, compute: pd.DataFrame) -> str:
+    """Kaggle sessions of session_hours for the CPU steps and the training (training pauses at an epoch boundary
+    before the limit and goes on in the next session, so the hours add up; the rest of the chain is not counted)."""
+    train = float(compute["hours"].fillna(0).sum())
+    hours = float(cpu["hours"].sum()) + train
+    limit = cfg["session_hours"]
+    n = max(1, int(np.ceil(hours / limit)))
+    return (f"sessions of {limit:g} h: at least {n} ({hours:.1f} h of CPU steps and training; each pauses at an epoch "
+            f"boundary before the limit and resumes in the next from the saved output; folds_to_run shares Stage II "
+            f"among sessions)" + ("" if train else ": training hours unknown here, not counted"))
+
+
 def say_budget(cfg, paths: Paths, check: bool = True, disk: pd.DataFrame | None = None) -> str:
     """The budget as text for the run's log; raises BudgetError when the disk estimate is over the budget (with
     check; without, the text says so). `disk`: estimate_disk's table when the caller has it already."""
@@ -310,6 +324,7 @@ def say_budget(cfg, paths: Paths, check: bool = True, disk: pd.DataFrame | None 
     lines += [f"  {r.what}: {r.training_images} training images, {r.pflop} PFLOP, about {r.hours} h on {r.on} "
               f"({r.basis})" for r in compute.itertuples()]
     lines += [f"  {t4_memory_answer(cfg)}"]
+    lines += [sessions_needed(cfg, cpu, compute)]
     try:
         check_disk(cfg, disk)
     except BudgetError as err:
