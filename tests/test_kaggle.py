@@ -88,6 +88,17 @@ def test_the_tree_walk_stops_below_what_the_image_holds(tmp_path):
         wheels.missing_from_image(resolved, "3.12", reqs, image)
 
 
+def test_an_exact_pin_is_carried_even_where_the_image_has_it(tmp_path):
+    """A release of the image that drops or moves beta would stop the first cell offline: beta==2.5 travels, with the
+    part of its tree the image does not hold; a range the image satisfies (gamma) does not."""
+    reqs, image = tmp_path / "requirements.txt", tmp_path / "image.txt"
+    reqs.write_text("beta==2.5\ngamma>=3\n")
+    image.write_text("beta==2.5\ngamma==3.2\ntheta==1.0\n")
+    resolved = {"beta": ("2.5", ["eta>=1", "theta==1.0"]), "gamma": ("3.2", ["iota"]), "eta": ("1.4", []),
+                "theta": ("1.0", []), "iota": ("1", [])}
+    assert wheels.missing_from_image(resolved, "3.12", reqs, image) == {"beta": "2.5", "eta": "1.4"}
+
+
 def test_a_source_only_package_taken_at_an_old_wheel_is_refused_by_name(tmp_path):
     reqs, image, folder = tmp_path / "requirements.txt", tmp_path / "image.txt", tmp_path / "wheels"
     reqs.write_text("grad-cam>=1.5.4,<2\ntorch>=2.1\n")

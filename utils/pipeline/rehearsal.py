@@ -25,8 +25,11 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+from packaging.version import Version
 
 from utils.core.cli import add_debug, run_cli
 from utils.core.paths import REPO_ROOT
@@ -35,6 +38,7 @@ from utils.synth.dataset import generate_dataset
 from utils.synth.generate import SynthSettings
 
 USER = "rehearsal"
+PROFILE = "smoke"  # the runner's profile here; the README's paths name the kaggle profile
 COMPETITION = "bhf-data-science-centre-ecg-challenge"
 OVERRIDES = "target=competition synth_photo_train=0 synth_photo_test=0 disk_budget_gb=20"
 
@@ -68,33 +72,90 @@ def _run(cmd, log: Path, **kw) -> str:
     return done.stdout
 
 
-def follow_readme(commands: list[str], inputs: Path, log: Path) -> Path:
-    """Run the README's make commands and lay out what `kaggle datasets create` / `kernels push` would upload;
-    returns the runner notebook."""
-    runner = None
+MIN_CLI = "1.8.4"  # the first kaggle CLI that reads machine_shape (the two T4s) from kernel-metadata.json
+
+
+def install_cli(args: list[str], venv: Path, log: Path) -> Path:
+    """`pip install "kaggle>=..." ...` as the README says it, into an environment of the rehearsal's own."""
+    from packaging.requirements import Requirement
+
+    wanted = [Requirement(a) for a in args if not a.startswith("-")]
+    cli = next((r for r in wanted if r.name == "kaggle"), None)
+    if cli is None or not any(s.operator == ">=" and Version(s.version) >= Version(MIN_CLI) for s in cli.specifier):
+        raise RehearsalFailed(f"the README installs the kaggle CLI as {args}: it must ask for kaggle>={MIN_CLI}, the "
+                              f"first that reads machine_shape (an older one silently gives the default accelerator)")
+    _run([sys.executable, "-m", "venv", str(venv)], log)
+    _run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *args], log, env=pip_env())
+    return venv / "bin" / "kaggle"
+
+
+def upload(folder: Path, inputs: Path, zip_dirs: bool) -> str:
+    """`kaggle datasets create -p DIR [--dir-mode zip]` as Kaggle serves it: the CLI uploads the folder's files and,
+    with --dir-mode zip, each sub-folder as a zip archive that Kaggle unpacks into a folder of that name; without it
+    the sub-folders are skipped. Laid out where a session mounts it (input/datasets/<owner>/<slug>)."""
+    meta = json.loads((folder / "dataset-metadata.json").read_text())
+    owner, slug = meta["id"].split("/", 1)
+    dest = inputs / "datasets" / owner / slug
+    dest.mkdir(parents=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for item in sorted(folder.iterdir()):
+            if item.name == "dataset-metadata.json":
+                continue
+            if item.is_file():
+                shutil.copy2(item, dest / item.name)
+            elif zip_dirs:  # packed as the CLI packs it, unpacked as Kaggle does: what the round trip keeps
+                archive = shutil.make_archive(str(Path(tmp) / item.name), "zip", root_dir=item)
+                shutil.unpack_archive(archive, dest / item.name, "zip")
+    return meta["id"]
+
+
+def follow_readme(commands: list[str], root: Path, log: Path, run_kernel) -> dict:
+    """Every command of the README's Kaggle block in its order: pip and make run here; the kaggle CLI's version is
+    asked of the CLI installed; `datasets create` lays the upload out as Kaggle serves it, `datasets status` marks it
+    ready, `kernels push` (only once each dataset it attaches is ready) runs the runner through `run_kernel(runner)`
+    (which returns the session's working folder), `kernels output` fetches that folder's files, `competitions submit`
+    checks the file it is given. Returns what was done."""
+    inputs, done = root / "input", {"created": set(), "ready": set(), "cli": None, "working": None, "submitted": None}
     for cmd in commands:
         args = shlex.split(cmd.replace("alice", USER))
-        if args[:1] == ["make"]:
-            if "kaggle-weights" in args:
-                continue  # needs the model hubs (see the module's doc)
-            _run(args, log, cwd=REPO_ROOT)
+        if args[:2] == ["pip", "install"]:
+            done["cli"] = install_cli(args[2:], root / "cli", log)
+        elif args == ["kaggle", "--version"]:
+            said = _run([str(done["cli"] or "kaggle"), "--version"], log)
+            found = re.search(r"(\d+\.\d+(?:\.\d+)?)", said)
+            if found is None or Version(found.group(1)) < Version(MIN_CLI):
+                raise RehearsalFailed(f"kaggle --version said {said.strip()!r}: {MIN_CLI} or newer is needed")
+            done["cli_version"] = found.group(1)
+        elif args[:1] == ["make"]:
+            if "kaggle-weights" not in args:  # the weights need the model hubs (see the module's doc)
+                _run(args, log, cwd=REPO_ROOT)
         elif args[:3] == ["kaggle", "datasets", "create"]:
             folder = REPO_ROOT / args[args.index("-p") + 1]
-            if "kaggle-weights" in folder.parts:
-                continue  # the weights folders (not made here)
-            meta = json.loads((folder / "dataset-metadata.json").read_text())
-            owner, slug = meta["id"].split("/", 1)
-            dest = inputs / "datasets" / owner / slug
-            shutil.copytree(folder, dest, ignore=shutil.ignore_patterns("dataset-metadata.json"))
+            if "kaggle-weights" not in folder.parts:
+                zipped = "--dir-mode" in args and args[args.index("--dir-mode") + 1] == "zip"
+                done["created"].add(upload(folder, inputs, zipped))
+        elif args[:3] == ["kaggle", "datasets", "status"]:
+            if args[3] not in done["created"]:
+                raise RehearsalFailed(f"{cmd}: no such dataset was created before")
+            done["ready"].add(args[3])
         elif args[:3] == ["kaggle", "kernels", "push"]:
             folder = REPO_ROOT / args[args.index("-p") + 1]
             meta = json.loads((folder / "kernel-metadata.json").read_text())
-            runner = folder / meta["code_file"]
+            waiting = sorted(set(meta["dataset_sources"]) & done["created"] - done["ready"])
+            if waiting:
+                raise RehearsalFailed(f"the README pushes the runner before {waiting} is ready (kaggle datasets status)")
+            done["working"] = run_kernel(folder / meta["code_file"])
+        elif args[:3] == ["kaggle", "kernels", "output"]:
+            if done["working"] is None:
+                raise RehearsalFailed(f"{cmd}: the runner was not pushed before")
+            shutil.copytree(done["working"], root / args[args.index("-p") + 1])
+        elif args[:3] == ["kaggle", "competitions", "submit"]:
+            done["submitted"] = root / args[args.index("-f") + 1]
         else:
             raise RehearsalFailed(f"README command not understood by the rehearsal: {cmd}")
-    if runner is None:
-        raise RehearsalFailed("the README's Kaggle commands push no runner (kaggle kernels push -p ...)")
-    return runner
+    if done["working"] is None or done["submitted"] is None:
+        raise RehearsalFailed("the README's Kaggle commands must push the runner and submit its CSV")
+    return done
 
 
 def make_competition(folder: Path) -> None:
@@ -106,12 +167,18 @@ def make_competition(folder: Path) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
-def make_image(venv: Path, python: str, log: Path) -> Path:
-    """The stand-in for Kaggle's image: a new environment of `python` with the image's versions, from PyPI."""
+# The second stand-in: Kaggle's next image as it may come, one package we pin exactly gone and another moved
+MOVED_IMAGE = {"segment-anything": None, "albumentations": "2.0.7"}
+
+
+def make_image(venv: Path, python: str, log: Path, changes: dict | None = None) -> Path:
+    """The stand-in for Kaggle's image: a new environment of `python` with the image's versions, from PyPI; `changes`
+    removes a package (None) or moves it to another version."""
     _run([python, "-m", "venv", str(venv)], log)
     py = venv / "bin" / "python"
-    pins = [f"{n}=={v}" for n, v in read_pins(IMAGE_FILE).items()]
-    _run([str(py), "-m", "pip", "install", "-q", "--only-binary=:all:", *pins], log, env=pip_env())
+    pins = {**read_pins(IMAGE_FILE), **(changes or {})}
+    _run([str(py), "-m", "pip", "install", "-q", "--only-binary=:all:",
+          *(f"{n}=={v}" for n, v in pins.items() if v is not None)], log, env=pip_env())
     return py
 
 
@@ -130,43 +197,41 @@ def _offline_prefix() -> list[str]:
     return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "offline"] if probe.returncode == 0 else []
 
 
-def run_runner(py: Path, runner: Path, root: Path, log: Path) -> tuple[Path, bool]:
-    """The runner notebook, executed as Kaggle's Run All would, offline; returns the executed copy and whether the
-    internet was really cut."""
+def run_runner(py: Path, runner: Path, root: Path, working: Path, log: Path) -> tuple[Path, bool]:
+    """The runner notebook, executed as Kaggle's Run All would, offline, with its defaults but the profile (smoke)
+    and the overrides; returns the executed copy and whether the internet was really cut."""
     env = pip_env()
-    env.update(ECG_KAGGLE_INPUT=str(root / "input"), ECG_KAGGLE_WORKING=str(root / "working"),
+    env.update(ECG_KAGGLE_INPUT=str(root / "input"), ECG_KAGGLE_WORKING=str(working),
                KAGGLE_KERNEL_RUN_TYPE="Batch", PIP_NO_INDEX="1", PATH=f"{py.parent}{os.pathsep}{env['PATH']}")
     env.pop("PYTHONPATH", None)
     env.pop("VIRTUAL_ENV", None)
-    out = root / "working" / "runner.ipynb"
+    out = working / "runner.ipynb"
     prefix = _offline_prefix()
-    _run([*prefix, str(py), "-m", "papermill", str(runner), str(out), "-k", "python3", "--cwd", str(root / "working"),
-          "-p", "profile", "smoke", "-p", "run_name", USER, "-p", "overrides", OVERRIDES], log, env=env)
+    _run([*prefix, str(py), "-m", "papermill", str(runner), str(out), "-k", "python3", "--cwd", str(working),
+          "-p", "profile", PROFILE, "-p", "overrides", OVERRIDES], log, env=env)
     return out, bool(prefix)
 
 
-def check_outputs(root: Path, competition: Path) -> dict:
-    """The submission in the sample's layout and the Grad-CAM report, where the runner said it would put them."""
+def check_outputs(submitted: Path, competition: Path, working: Path) -> dict:
+    """The submission the README submits, in the sample's layout, and the Grad-CAM report beside it."""
     import pandas as pd
 
-    run = root / "working" / "outputs" / "smoke" / USER
-    sub_path = run / "05_ensemble" / "submission.csv"
-    if not sub_path.is_file():
-        raise RehearsalFailed(f"no submission at {sub_path}")
-    sub, sample = pd.read_csv(sub_path, dtype=str), pd.read_csv(competition / "sample_submission.csv", dtype=str)
+    if not submitted.is_file():
+        raise RehearsalFailed(f"no submission at {submitted}")
+    sub, sample = pd.read_csv(submitted, dtype=str), pd.read_csv(competition / "sample_submission.csv", dtype=str)
     if list(sub.columns) != list(sample.columns) or list(sub.iloc[:, 0]) != list(sample.iloc[:, 0]):
-        raise RehearsalFailed(f"{sub_path}: columns or ids differ from the sample submission's")
-    reports = sorted((run / "06_gradcam").glob("*.html"))
+        raise RehearsalFailed(f"{submitted}: columns or ids differ from the sample submission's")
+    reports = sorted(working.glob(f"outputs/{PROFILE}/*/06_gradcam/*.html"))
     if not reports:
-        raise RehearsalFailed(f"no Grad-CAM report (*.html) in {run / '06_gradcam'}")
-    return {"run": str(run), "submission_rows": len(sub), "report": str(reports[0])}
+        raise RehearsalFailed(f"no Grad-CAM report (*.html) under {working / 'outputs' / PROFILE}")
+    return {"submission_rows": len(sub), "report": str(reports[0])}
 
 
-def rehearse(root: Path, python: str) -> dict:
+def rehearse(root: Path, python: str, changes: dict | None = None) -> dict:
+    """The README's Kaggle block on a stand-in of Kaggle's image (changed by `changes` for the second stand-in)."""
     root.mkdir(parents=True)
-    log, timings = root / "rehearsal.log", {}
-    inputs = root / "input"
-    (root / "working").mkdir()
+    log, timings, inputs, found = root / "rehearsal.log", {}, root / "input", {}
+    competition = inputs / "competitions" / COMPETITION
 
     def timed(name, fn, *a):
         started = time.time()
@@ -175,22 +240,28 @@ def rehearse(root: Path, python: str) -> dict:
         print(f"rehearsal: {name} done in {timings[name]} s", flush=True)
         return out
 
-    runner = timed("README's Kaggle commands", follow_readme, readme_commands(), inputs, log)
-    competition = inputs / "competitions" / COMPETITION
-    timed("competition folder", make_competition, competition)
-    py = timed(f"stand-in image ({python})", make_image, root / "image", python, log)
-    version = subprocess.run([str(py), "-c", "import sys; print(sys.version.split()[0])"], capture_output=True,
-                             text=True).stdout.strip()
-    for p in inputs.rglob("*"):  # read-only as Kaggle mounts it (root ignores modes: the digest below checks)
-        p.chmod(p.stat().st_mode & ~0o222)
-    before = tree_state(inputs)
-    executed, offline = timed("runner notebook, smoke profile", run_runner, py, runner, root, log)
-    if tree_state(inputs) != before:
-        raise RehearsalFailed(f"something under {inputs} changed: Kaggle's input is read-only")
-    found = check_outputs(root, competition)
-    text = executed.read_text()
-    installed = re.search(r"installed \[[^\]]*\] from [^\"\\]+", text)
-    return {"python": version, "offline": offline, "timings_s": timings, **found,
+    def run_kernel(runner: Path) -> Path:
+        timed("competition folder", make_competition, competition)
+        py = timed(f"stand-in image ({python}{', changed' if changes else ''})", make_image, root / "image", python,
+                   log, changes)
+        found["python"] = subprocess.run([str(py), "-c", "import sys; print(sys.version.split()[0])"],
+                                         capture_output=True, text=True).stdout.strip()
+        for p in inputs.rglob("*"):  # read-only as Kaggle mounts it (root ignores modes: the digest below checks)
+            p.chmod(p.stat().st_mode & ~0o222)
+        before, working = tree_state(inputs), root / "working"
+        working.mkdir()
+        found["executed"], found["offline"] = timed("runner notebook, smoke profile", run_runner, py, runner, root,
+                                                    working, log)
+        if tree_state(inputs) != before:
+            raise RehearsalFailed(f"something under {inputs} changed: Kaggle's input is read-only")
+        return working
+
+    done = timed("README's Kaggle commands (the runner among them)", follow_readme, readme_commands(), root, log,
+                 run_kernel)
+    submitted = Path(str(done["submitted"]).replace("/outputs/kaggle/", f"/outputs/{PROFILE}/"))
+    found.update(check_outputs(submitted, competition, root / "working"))
+    installed = re.search(r"installed \[[^\]]*\] from [^\"\\]+", found.pop("executed").read_text())
+    return {**found, "timings_s": timings, "cli": done.get("cli_version"), "changes": changes or {},
             "install": installed.group(0) if installed else "(nothing installed: the image had every package)"}
 
 
@@ -200,6 +271,8 @@ def main(argv=None) -> int:
     ap.add_argument("--root", type=Path, default=REPO_ROOT / "outputs" / "kaggle-rehearsal",
                     help="where each rehearsal gets a new folder")
     ap.add_argument("--python", default="3.12", help="Kaggle's Python version for the stand-in image")
+    ap.add_argument("--no-moved", dest="moved", action="store_false",
+                    help="leave out the second stand-in (the image with a pinned package gone and one moved)")
     return run_cli(_main, add_debug(ap).parse_args(argv))
 
 
@@ -223,13 +296,19 @@ def _main(a) -> int:
     python = find_python(a.python)
     a.root.mkdir(parents=True, exist_ok=True)
     root = a.root / time.strftime("%Y-%m-%d-%H%M%S")
-    result = rehearse(root, python)
-    lines = [f"# Kaggle rehearsal {root.name}", "", f"- Python {result['python']} (stand-in image: "
-             f"{IMAGE_FILE.name}), internet {'cut (network namespace)' if result['offline'] else 'not cut: no index'}",
-             f"- {result['install']}", f"- submission: {result['submission_rows']} rows, ids and columns of the sample",
-             f"- Grad-CAM report: {result['report']}", "", "| part | seconds |", "| --- | --- |"]
-    lines += [f"| {k} | {v} |" for k, v in result["timings_s"].items()]
-    (root / "results.md").write_text("\n".join(lines) + "\n")
+    stands = [("Kaggle's image as listed", None)] + ([("the image moved on", MOVED_IMAGE)] if a.moved else [])
+    lines = [f"# Kaggle rehearsal {root.name}", ""]
+    for k, (title, changes) in enumerate(stands):
+        result = rehearse(root / f"stand-in-{k + 1}", python, changes)
+        lines += [f"## Stand-in {k + 1}: {title}", "",
+                  f"- Python {result['python']} ({IMAGE_FILE.name}"
+                  + (f", changed: {', '.join(f'{n} ' + (f'at {v}' if v else 'removed') for n, v in changes.items())}"
+                     if changes else "") + f"), internet {'cut (network namespace)' if result['offline'] else 'not cut: no index'}",
+                  f"- kaggle CLI {result['cli']} (the README's install and version check)", f"- {result['install']}",
+                  f"- submission: {result['submission_rows']} rows, ids and columns of the sample",
+                  f"- Grad-CAM report: {result['report']}", "", "| part | seconds |", "| --- | --- |"]
+        lines += [f"| {name} | {v} |" for name, v in result["timings_s"].items()] + [""]
+    (root / "results.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
 

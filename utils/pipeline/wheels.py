@@ -153,19 +153,23 @@ def resolve_for_kaggle(python: str, out: Path, requirements: Path = REQUIREMENTS
 def missing_from_image(resolved: dict, python: str, requirements: Path = REQUIREMENTS,
                        image: Path = IMAGE_FILE) -> dict[str, str]:
     """name -> version of what the image lacks: the requirements' tree walked from the top, not below a package the
-    image already holds (its own dependencies are the image's)."""
+    image already holds (its own dependencies are the image's); and every package requirements.txt pins exactly, with
+    the part of its tree the image does not satisfy, so that a release of the image that drops or moves one of them
+    still installs offline."""
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
     pins, env, need = read_pins(image), marker_env(python), {}
-    todo = list(read_requirements(requirements))
+    top = read_requirements(requirements)
+    todo = list(top)
     while todo:
         req = todo.pop()
         name = canonicalize_name(req.name)
         if req.marker is not None and not req.marker.evaluate(env):
             continue
-        if name in need or (name in pins and req.specifier.contains(pins[name], prereleases=True)):
-            continue
+        exact = any(s.operator == "==" for s in req.specifier) and any(req is t for t in top)
+        if name in need or (name in pins and req.specifier.contains(pins[name], prereleases=True) and not exact):
+            continue  # an exact pin of ours is carried even where the image has it: the image may move on
         if name not in resolved:
             raise WheelsError(f"{req.name}: required ({req}) but not in pip's resolution for Python {python}")
         version, requires = resolved[name]
