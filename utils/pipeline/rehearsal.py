@@ -145,10 +145,11 @@ def follow_readme(commands: list[str], root: Path, log: Path, run_kernel) -> dic
             if waiting:
                 raise RehearsalFailed(f"the README pushes the runner before {waiting} is ready (kaggle datasets status)")
             done["working"] = run_kernel(folder / meta["code_file"])
-        elif args[:3] == ["kaggle", "kernels", "output"]:
+        elif args[:3] in (["kaggle", "kernels", "status"], ["kaggle", "kernels", "output"]):
             if done["working"] is None:
                 raise RehearsalFailed(f"{cmd}: the runner was not pushed before")
-            shutil.copytree(done["working"], root / args[args.index("-p") + 1])
+            if args[2] == "output":  # the session has ended (the runner ran to its end above): its files
+                shutil.copytree(done["working"], root / args[args.index("-p") + 1])
         elif args[:3] == ["kaggle", "competitions", "submit"]:
             done["submitted"] = root / args[args.index("-f") + 1]
         else:
