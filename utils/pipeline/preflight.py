@@ -23,6 +23,7 @@ from utils.core.imageio import IMAGE_EXTS
 from utils.core.paths import Paths, dataset_slug, on_kaggle, resolve_input_path
 from utils.data.sources import find_labels_csv
 from utils.pipeline import wheels
+from utils.pipeline.kaggle import is_online
 from utils.train import pretrained
 from utils.train.models import SCRATCH
 
@@ -111,8 +112,6 @@ def check_disk(peak: float | None, root: Path) -> list[str]:
 def preflight(cfg, paths: Paths, chain: list[str], peak: float | None = None, online: bool | None = None,
               requirements: Path | None = None) -> str:
     """One line saying what was checked, or PreflightError with one line per missing or wrong input."""
-    from utils.pipeline.kaggle import is_online
-
     problems = []
     if cfg["target"] == "competition" and "01" in chain:
         problems += check_competition(cfg, paths)
