@@ -163,3 +163,20 @@ def test_the_budget_says_the_sessions_and_counts_the_competition_it_has_not_seen
     cpu, compute = pd.DataFrame({"hours": [0.5, 1.0]}), pd.DataFrame({"hours": [3.0, 8.0]})
     assert sessions_needed(cfg, cpu, compute).startswith("sessions of 5 h: at least 3 (12.5 h of CPU steps and training")
     assert "not counted" in sessions_needed(cfg, cpu, pd.DataFrame({"hours": [None, None]}))
+
+
+def test_what_is_drawn_outside_the_output_is_said_apart_from_what_a_session_saves(tmp_path):
+    """Kaggle's layout: data_root under /kaggle/temp, so the sets drawn there are not in the saved output's peak."""
+    from utils.pipeline.budget import disk_needs, drawn_bytes
+
+    outside = _cfg(tmp_path, working_root=str(tmp_path / "working"), data_root=str(tmp_path / "temp" / "data"))
+    paths = resolve_paths(outside)
+    disk = estimate_disk(outside, paths)
+    drawn = disk[~disk["saved"]]
+    assert {"synthetic scans", "synthetic photos"} <= set(drawn["what"]) and drawn_bytes(disk) > 0
+    assert "cache roi_clahe" not in set(drawn["what"])  # what training reads stays with the run
+    inside = _cfg(tmp_path)
+    whole = estimate_disk(inside, resolve_paths(inside))
+    assert whole["saved"].all() and drawn_bytes(whole) == 0
+    assert peak_bytes(disk) == pytest.approx(peak_bytes(whole) - drawn_bytes(disk), rel=1e-6)
+    assert disk_needs(disk, paths) == {paths.working_root: peak_bytes(disk), paths.data_root: drawn_bytes(disk)}

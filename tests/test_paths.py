@@ -21,6 +21,7 @@ def test_auto_roots_on_kaggle(monkeypatch):
     p = P.resolve_paths(resolve_config("kaggle"))
     assert p.input_root == Path("/kaggle/input")
     assert p.output_root == Path("/kaggle/working/outputs")
+    assert p.data_root == Path("/kaggle/temp/data") and not p.data_saved  # drawn again, never saved
 
 
 def test_every_root_can_be_overridden(tmp_path):

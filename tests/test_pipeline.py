@@ -12,13 +12,16 @@ from utils.core.runs import RunError, is_step_complete
 PARAMS = 'profile: str = "kaggle"  # configuration profile\nrun_dir: str = ""  # run folder\nseed: int = 42  # seed\n'
 
 
-def _ok_notebook(folder: Path, name: str) -> Path:
+def _ok_notebook(folder: Path, name: str, draws: bool = False) -> Path:
+    """A step that records one output; `draws`: it also draws a folder under data_root, as step 00 draws its sets."""
     body = (f'import utils\nstep = utils.start_step("{name}", globals())\n'
             '(step.dir / "value.txt").write_text(str(step.cfg.seed))\n'
             '(step.dir / "root.txt").write_text(str(step.paths.working_root))\n'
             'counter = step.run_dir / "executions.txt"\n'
             f'counter.write_text(counter.read_text() + "{name}\\n" if counter.exists() else "{name}\\n")\n'
-            'utils.finish_step(step, ["value.txt"])')
+            'drawn = step.paths.data_root / "set"\n'
+            + ('drawn.mkdir(parents=True, exist_ok=True)\n(drawn / "picture.txt").write_text("drawn")\n' if draws else '')
+            + f'utils.finish_step(step, ["value.txt"], drawn=[drawn] if {draws} else [])')
     return make_notebook(folder / f"{name}.ipynb", [("markdown", f"# {name}", []),
                                                     ("code", PARAMS, ["parameters"]), ("code", body, [])])
 
@@ -114,6 +117,34 @@ def test_rerun_resumes_skipping_complete_steps(tmp_path, chain):
     run = _run(tmp_path, chain)
     assert run.name == "run-001"
     assert (run / "executions.txt").read_text() == "00_first\n01_second\n"  # 00 did not run twice
+
+
+def test_a_new_session_draws_again_only_what_a_step_still_to_run_reads(tmp_path, caplog):
+    """Kaggle keeps /kaggle/working, not /kaggle/temp: the sets step 00 drew there are gone in the next session, and
+    step 00 runs again only when a step still to run opens its pictures (Stage II alone does not)."""
+    import shutil
+
+    nbs = tmp_path / "nbs"
+    _ok_notebook(nbs, "00_synthesize", draws=True)
+    _ok_notebook(nbs, "02_preprocess")  # reads step 00's pictures (utils.core.runs.READS_PICTURES)
+    _ok_notebook(nbs, "04_stage2")  # reads only the cache
+    over = {"data_root": str(tmp_path / "temp" / "data")}
+    run = _run(tmp_path, nbs, overrides=over)
+    drawn, executions = tmp_path / "temp" / "data" / "set", run / "executions.txt"
+    assert json.loads((run / "00_synthesize" / "step.json").read_text())["drawn"] == [str(drawn)]
+    shutil.rmtree(tmp_path / "temp")  # a new session
+    (run / "04_stage2" / "step.json").unlink()  # Stage II still to run
+    with caplog.at_level("INFO", logger="utils.pipeline"):
+        _run(tmp_path, nbs, overrides=over)
+    assert executions.read_text() == "00_synthesize\n02_preprocess\n04_stage2\n04_stage2\n" and not drawn.exists()
+    assert "no step still to run reads them" in caplog.text
+    (run / "02_preprocess" / "step.json").unlink()  # killed mid-step 02: it reads the pictures
+    caplog.clear()
+    with caplog.at_level("INFO", logger="utils.pipeline"):
+        _run(tmp_path, nbs, overrides=over, steps="02")  # step 00 not named: it runs all the same, before 02
+    assert executions.read_text().endswith("04_stage2\n00_synthesize\n02_preprocess\n")
+    assert (drawn / "picture.txt").is_file() and (run / "00_synthesize.prev-1" / "step.json").is_file()
+    assert f"1 folder(s) it drew are gone ({drawn}) and 02_preprocess will read them: drawing them again" in caplog.text
 
 
 def test_force_reruns_and_keeps_previous_outputs(tmp_path, chain):

@@ -76,6 +76,18 @@ def test_a_run_with_its_inputs_passes_and_says_what_it_checked(tmp_path):
     _competition(tmp_path / "input" / "datasets" / "u" / "bhf")
     cfg = resolve_config("smoke", {"input_root": str(tmp_path / "input"), "output_root": str(tmp_path / "out"),
                                    **KAGGLE_LIKE, "backbone_weights": "none"})
-    said = preflight(cfg, resolve_paths(cfg), ["00", "01", "03"], peak=1e6)
+    said = preflight(cfg, resolve_paths(cfg), ["00", "01", "03"], {tmp_path / "out": 6e8, tmp_path / "data": 4e8})
     assert said.startswith("pre-flight: inputs for steps 00 01 03 present; packages as required; no GPU")
+    assert said.endswith("; 1.0 GB of disk needed at the peak, free")  # the output's and data_root's added up
+
+
+def test_two_roots_on_one_disk_are_held_together_against_its_free_space(tmp_path):
+    import shutil
+
+    from utils.pipeline.preflight import check_disk
+
+    free = shutil.disk_usage(tmp_path).free
+    assert check_disk({tmp_path / "out": 0.4 * free, tmp_path / "data": 0.4 * free}) == []
+    lines = check_disk({tmp_path / "out": 0.6 * free, tmp_path / "data" / "deeper": 0.6 * free})
+    assert len(lines) == 1 and lines[0].startswith(f"disk: the run needs about {1.2 * free / 1e9:.1f} GB at its peak")
     assert not (tmp_path / "out").exists()

@@ -48,7 +48,8 @@ OPTIONS: tuple[Option, ...] = (
     _o("input_root", str, "auto", "attached datasets; auto: /kaggle/input on Kaggle, none elsewhere"),
     _o("working_root", str, "auto", "writable root; auto: /kaggle/working on Kaggle, the repository elsewhere"),
     _o("output_root", str, "auto", "run products; auto: <working_root>/outputs"),
-    _o("data_root", str, "auto", "generated datasets shared by runs; auto: <output_root>/data"),
+    _o("data_root", str, "auto", "generated datasets shared by runs, drawn again from their settings when gone; auto: "
+       "/kaggle/temp/data on Kaggle (outside the saved output), else <output_root>/data"),
     # --- 00 synthesize: the project's own ECG photos and scans ---
     _o("synth_scan_train", int, 20000, "scan-like synthetic images for Stage I (0: none)"),
     _o("synth_photo_train", int, 0, "photo-like, competition-shaped training images (the demo's target; 0: none)"),

@@ -13,6 +13,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Kaggle's folders; the variables stand in for them where a Kaggle session is rehearsed (utils.pipeline.rehearsal)
 KAGGLE_INPUT = Path(os.environ.get("ECG_KAGGLE_INPUT", "/kaggle/input"))
 KAGGLE_WORKING = Path(os.environ.get("ECG_KAGGLE_WORKING", "/kaggle/working"))
+# the session's disk beyond /kaggle/working (about 73 GB in all, 20 GB of it saved): what can be drawn again from its
+# settings goes here, so that the saved output holds only what a resume cannot make again
+KAGGLE_SCRATCH = Path(os.environ.get("ECG_KAGGLE_SCRATCH", "/kaggle/temp"))
 # Kaggle mounts a dataset at /kaggle/input/<slug> (older sessions) or /kaggle/input/datasets/<owner>/<slug>, a
 # competition at /kaggle/input/<slug> or /kaggle/input/competitions/<slug>: markers are looked for this deep
 INPUT_DEPTH = 4
@@ -28,7 +31,12 @@ class Paths:
     input_root: Path | None  # attached datasets (read-only); None when there are none
     working_root: Path
     output_root: Path
-    data_root: Path
+    data_root: Path  # generated datasets, drawn again from their settings when gone: never part of a resume
+
+    @property
+    def data_saved(self) -> bool:
+        """Whether the generated datasets sit inside the output a Kaggle session saves."""
+        return self.data_root.is_relative_to(self.output_root) or self.data_root.is_relative_to(self.working_root)
 
     def input(self, *parts: str) -> Path:
         if self.input_root is None:
@@ -52,7 +60,10 @@ def resolve_paths(cfg: Mapping[str, str]) -> Paths:
     else:
         working = KAGGLE_WORKING if kaggle else REPO_ROOT
     output = Path(cfg["output_root"]).expanduser() if _given(cfg["output_root"]) else working / "outputs"
-    data = Path(cfg["data_root"]).expanduser() if _given(cfg["data_root"]) else output / "data"
+    if _given(cfg["data_root"]):
+        data = Path(cfg["data_root"]).expanduser()
+    else:
+        data = KAGGLE_SCRATCH / "data" if kaggle else output / "data"
     return Paths(input_root, working.resolve(), output.resolve(), data.resolve())
 
 

@@ -36,6 +36,9 @@ STEP_OUTPUTS: dict[str, tuple[str, ...]] = {
     "07_ablations": ("runs.csv", "voting.csv", "style.csv", "tables.md", "recorded_vs_simulated.csv", "table_*.csv?",
                      "tables.png?", "robustness.csv?", "robustness.png?", "robustness_examples.png?"),
 }
+# the steps that open step 00's pictures themselves (not only tables made of them): a session whose data_root no
+# longer holds them (Kaggle keeps /kaggle/temp for one session) draws them again before one of these runs
+READS_PICTURES = ("01_assemble", "02_preprocess", "05_ensemble", "06_gradcam", "07_ablations")
 VERSIONS_FILE = "versions.json"  # what made the run's data beyond its settings: the simulator's version
 RUN_PATTERN = re.compile(r"^run-(\d{3,})$")
 log = logging.getLogger("utils.runs")
@@ -199,6 +202,16 @@ def is_step_complete(step_dir: Path) -> bool:
     return True
 
 
+def drawn_missing(step_dir: Path) -> list[str]:
+    """The folders a complete step drew under data_root that are gone (a new session's scratch starts empty)."""
+    record = Path(step_dir) / STEP_RECORD
+    try:
+        drawn = read_json(record).get("drawn", []) if record.is_file() else []
+    except ValueError:
+        return []
+    return [d for d in drawn if not Path(d).is_dir()]
+
+
 def move_aside(step_dir: Path) -> Path:
     """Keep a previous attempt of a step as <step>.prev-K instead of overwriting it."""
     k = 1
@@ -272,9 +285,10 @@ def declared_outputs(step: Step) -> list[Path]:
 
 
 def finish_step(step: Step, outputs: Iterable[Path | str] | None = None,
-                summary: Mapping[str, Any] | None = None) -> Path:
-    """Record the step's outputs (its declared ones when `outputs` is None; paths relative to its folder); written
-    last, so a killed step stays incomplete."""
+                summary: Mapping[str, Any] | None = None, drawn: Iterable[Path | str] = ()) -> Path:
+    """Record the step's outputs (its declared ones when `outputs` is None; paths relative to its folder) and the
+    folders it drew under data_root (`drawn`: made again from their settings, so not part of what a resume needs);
+    written last, so a killed step stays incomplete."""
     outputs = declared_outputs(step) if outputs is None else outputs
     items = []
     for out in outputs:
@@ -286,6 +300,6 @@ def finish_step(step: Step, outputs: Iterable[Path | str] | None = None,
         items.append({"path": str(path.relative_to(step.dir)) if path.is_relative_to(step.dir) else str(path),
                       "bytes": size})
     record = {"step": step.name, "status": "complete", "seconds": round(time.time() - step.started, 1),
-              "outputs": items, "summary": dict(summary or {})}
+              "outputs": items, "drawn": [str(Path(d).resolve()) for d in drawn], "summary": dict(summary or {})}
     atomic_write_json(step.dir / STEP_RECORD, record)
     return step.dir / STEP_RECORD

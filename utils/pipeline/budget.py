@@ -1,7 +1,8 @@
 """The run's budget, said before the work starts: what it will write to disk and what it will compute.
 
 Disk: images x bytes per artefact, the bytes measured on the first few of each kind (synthetic scans and photos, their
-cached versions per strategy, the detector's pictures), checkpoints from the backbone's parameter count. Compute:
+cached versions per strategy, the detector's pictures), checkpoints from the backbone's parameter count; what is drawn
+under data_root (outside the saved output on Kaggle: made again from its settings) apart from what the run keeps. Compute:
 FLOPs per image from torch's FlopCounterMode x images x epochs, turned into hours on the detected GPU from its
 datasheet peak and an achieved fraction (the GPU check's measurement when there is one). The runner prints both and
 refuses a run whose disk estimate exceeds disk_budget_gb, naming the settings that would fit.
@@ -104,16 +105,17 @@ def estimate_disk(cfg, paths: Paths) -> pd.DataFrame:
     rows = []
     SECONDS.clear()  # the seconds per picture are measured again with the bytes
 
-    def add(step, what, count, each, basis, kept=True):
+    def add(step, what, count, each, basis, kept=True, drawn=False):
         rows.append({"step": step, "what": what, "count": int(count), "bytes_each": float(each),
-                     "bytes": float(count * each), "kept": kept, "basis": basis})
+                     "bytes": float(count * each), "kept": kept, "basis": basis,
+                     "saved": not drawn or paths.data_saved})  # data_root's sets sit outside Kaggle's saved output
 
     scan_b, scans = _picture_bytes(SynthSettings.from_config(cfg, "scan"), timed=True)
     photo_b, photos = _picture_bytes(SynthSettings.from_config(cfg, "photo"), timed=True)
     n_scan = cfg["synth_scan_train"]
     n_photo = cfg["synth_photo_train"] + cfg["synth_photo_test"]
-    add("00", "synthetic scans", n_scan, scan_b, f"mean of {SAMPLES} rendered")
-    add("00", "synthetic photos", n_photo, photo_b, f"mean of {SAMPLES} rendered")
+    add("00", "synthetic scans", n_scan, scan_b, f"mean of {SAMPLES} rendered", drawn=True)
+    add("00", "synthetic photos", n_photo, photo_b, f"mean of {SAMPLES} rendered", drawn=True)
     n_ext = external_images(cfg, paths)
     if cfg["detector"] == "yolo" and cfg["yolo_epochs"] > 0:
         n = cfg["yolo_train_images"]
@@ -122,9 +124,10 @@ def estimate_disk(cfg, paths: Paths) -> pd.DataFrame:
                for style in ("photo", "scan")}
         n_det = {s: max(1, int(n * share)) + max(4, int(n * share * 0.2)) for s, share in (("photo", .7), ("scan", .3))}
         add("02", "detector pictures", sum(n_det.values()), sum(det[s] * n_det[s] for s in det) / sum(n_det.values()),
-            f"mean of {SAMPLES} rendered per style")
+            f"mean of {SAMPLES} rendered per style", drawn=True)
         side = cfg["yolo_imgsz"] / 1100
-        add("02", "YOLO dataset", n * 1.08, det["photo"] * side * side * 1.5, "pictures at yolo_imgsz (scaled)")
+        add("02", "YOLO dataset", n * 1.08, det["photo"] * side * side * 1.5, "pictures at yolo_imgsz (scaled)",
+            drawn=True)
         add("02", "YOLO training run", 1, YOLO_RUN_BYTES, "two YOLOv8n checkpoints, plots and CSVs")
     for strategy in parse_strategies(cfg["strategies"]):
         each = (_cached_bytes(cfg, strategy, scans) * n_scan + _cached_bytes(cfg, strategy, photos) * (n_photo + n_ext))
@@ -142,7 +145,7 @@ def estimate_disk(cfg, paths: Paths) -> pd.DataFrame:
             f"{(reader - 1e5) / 4e6:.1f} M parameters and buffers x 4 bytes")
     if cfg["real_check_dirs"]:
         n_real = sum(len(list(Path(f).rglob("*.hea"))) for f in present_folders(cfg["real_check_dirs"])[0])
-        add("05", "real-ECG check renders", n_real, photo_b, "photo-style renders of the real records")
+        add("05", "real-ECG check renders", n_real, photo_b, "photo-style renders of the real records", drawn=True)
     if cfg["signal_reader"]:
         for img in photos:  # the digitiser's time per picture, for the CPU estimate
             started = time.perf_counter()
@@ -155,9 +158,23 @@ def estimate_disk(cfg, paths: Paths) -> pd.DataFrame:
 
 
 def peak_bytes(table: pd.DataFrame) -> float:
-    """The most the run holds at once: everything kept, plus one transient checkpoint."""
-    transient = table.loc[~table["kept"], "bytes"]
-    return float(table.loc[table["kept"], "bytes"].sum() + (transient.max() if len(transient) else 0.0))
+    """The most the run's saved output holds at once: everything kept there, plus one transient checkpoint."""
+    saved = table[table["saved"]]
+    transient = saved.loc[~saved["kept"], "bytes"]
+    return float(saved.loc[saved["kept"], "bytes"].sum() + (transient.max() if len(transient) else 0.0))
+
+
+def drawn_bytes(table: pd.DataFrame) -> float:
+    """What the run draws under data_root outside its saved output (Kaggle's /kaggle/temp): not kept by a session."""
+    return float(table.loc[~table["saved"], "bytes"].sum())
+
+
+def disk_needs(table: pd.DataFrame, paths: Paths) -> dict[Path, float]:
+    """Bytes needed at the peak under each root the run writes to (the pre-flight holds each against its free disk)."""
+    needs = {paths.working_root: peak_bytes(table)}
+    if drawn_bytes(table):
+        needs[paths.data_root] = drawn_bytes(table)
+    return needs
 
 
 # this machine's measurements before the shipped ones; make gpu-train's (every speed change) before make gpu-check's
@@ -257,7 +274,7 @@ def check_disk(cfg, table: pd.DataFrame) -> None:
     need = peak_bytes(table)
     if not budget or need <= budget:
         return
-    per_scan = table.loc[table["what"].isin(["synthetic scans"]), "bytes_each"].sum() + sum(
+    per_scan = table.loc[(table["what"] == "synthetic scans") & table["saved"], "bytes_each"].sum() + sum(
         r["bytes_each"] for r in table.to_dict("records") if r["what"].startswith("cache "))
     fixed = need - cfg["synth_scan_train"] * per_scan
     fits = int(max(0, (budget - fixed) / per_scan)) if per_scan else 0
@@ -312,10 +329,14 @@ def say_budget(cfg, paths: Paths, check: bool = True, disk: pd.DataFrame | None 
     compute = estimate_compute(cfg, gpu or "T4", torch.cuda.device_count() or 2, n_target)
     cores = usable_cores()
     cpu = estimate_cpu_steps(disk, cores)
-    lines = [f"disk (estimate): about {peak_bytes(disk) / 1e9:.2f} GB at most, {disk.loc[disk['kept'], 'bytes'].sum() / 1e9:.2f} "
-             f"GB kept" + (f", budget {cfg['disk_budget_gb']:g} GB" if cfg["disk_budget_gb"] else "")]
+    saved = disk[disk["saved"]]
+    lines = [f"disk (estimate): about {peak_bytes(disk) / 1e9:.2f} GB at most in the output, "
+             f"{saved.loc[saved['kept'], 'bytes'].sum() / 1e9:.2f} GB kept"
+             + (f", budget {cfg['disk_budget_gb']:g} GB" if cfg["disk_budget_gb"] else "")
+             + (f"; {drawn_bytes(disk) / 1e9:.2f} GB drawn under {paths.data_root} (not saved: a new session draws "
+                f"what a step still to run reads)" if drawn_bytes(disk) else "")]
     lines += [f"  {r.step} {r.what}: {r.count} x {r.bytes_each / 1e6:.2f} MB = {r.bytes / 1e9:.2f} GB ({r.basis})"
-              for r in disk.itertuples()]
+              + ("" if r.saved else " [drawn, not saved]") for r in disk.itertuples()]
     lines += [f"CPU steps (estimate, {cores} cores here, seconds per picture measured on {SAMPLES} of each kind):"]
     lines += [f"  {r.step} {r.what}: {r.count} x {r.seconds_each:.2f} s = about {r.hours:.2f} h"
               for r in cpu.itertuples()]

@@ -9,7 +9,8 @@ attach or set; nothing is created. What is checked depends on the steps the run 
   the hub when online, or 'none' asked for;
 - the packages: every requirement installed at a version it accepts (the wheels dataset installs them on Kaggle);
 - the GPU: what the run's device asks for is there (on Kaggle the training steps need one: the accelerator);
-- the disk: the budget's peak against what is free where the run writes.
+- the disk: the budget's peak under each root the run writes to (the output, data_root) against what is free on the
+  disk that holds it (two roots on one disk added up).
 
 It sits beside the runner that calls it, above the steps whose inputs it checks.
 """
@@ -98,20 +99,26 @@ def check_gpu(cfg, found: list[str], trains: bool) -> list[str]:
     return []
 
 
-def check_disk(peak: float | None, root: Path) -> list[str]:
-    if not peak:
-        return []
-    where = next(p for p in [Path(root), *Path(root).parents] if p.exists())
-    free = shutil.disk_usage(where).free
-    if peak <= free:
-        return []
-    return [f"disk: the run needs about {peak / 1e9:.1f} GB at its peak and {where} has {free / 1e9:.1f} GB free: "
-            f"free some, or fewer synth_scan_train"]
+def check_disk(needs: dict[Path, float] | None) -> list[str]:
+    """Each disk's free space against the bytes the run needs at its peak on the roots it holds."""
+    on_disk: dict[int, tuple[Path, float]] = {}
+    for root, need in (needs or {}).items():
+        where = next(p for p in [Path(root), *Path(root).parents] if p.exists())
+        first, total = on_disk.get(where.stat().st_dev, (where, 0.0))
+        on_disk[where.stat().st_dev] = (first, total + need)
+    problems = []
+    for where, need in on_disk.values():
+        free = shutil.disk_usage(where).free
+        if need > free:
+            problems.append(f"disk: the run needs about {need / 1e9:.1f} GB at its peak and {where} has "
+                            f"{free / 1e9:.1f} GB free: free some, or fewer synth_scan_train")
+    return problems
 
 
-def preflight(cfg, paths: Paths, chain: list[str], peak: float | None = None, online: bool | None = None,
+def preflight(cfg, paths: Paths, chain: list[str], needs: dict[Path, float] | None = None, online: bool | None = None,
               requirements: Path | None = None) -> str:
-    """One line saying what was checked, or PreflightError with one line per missing or wrong input."""
+    """One line saying what was checked, or PreflightError with one line per missing or wrong input. `needs`: the
+    budget's bytes at the peak per root (utils.pipeline.budget.disk_needs)."""
     problems = []
     if cfg["target"] == "competition" and "01" in chain:
         problems += check_competition(cfg, paths)
@@ -122,9 +129,9 @@ def preflight(cfg, paths: Paths, chain: list[str], peak: float | None = None, on
     problems += check_packages(requirements)
     found = gpus()
     problems += check_gpu(cfg, found, trains)
-    problems += check_disk(peak, paths.working_root)
+    problems += check_disk(needs)
     if problems:
         raise PreflightError("the run cannot start; fix each of these first:\n  " + "\n  ".join(problems))
     gpu = f"{len(found)} x {found[0]}" if found else "no GPU"
     return (f"pre-flight: inputs for steps {' '.join(chain)} present; packages as required; {gpu}"
-            + (f"; {peak / 1e9:.1f} GB of disk needed at the peak, free" if peak else ""))
+            + (f"; {sum(needs.values()) / 1e9:.1f} GB of disk needed at the peak, free" if needs else ""))

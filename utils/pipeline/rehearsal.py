@@ -203,6 +203,7 @@ def run_runner(py: Path, runner: Path, root: Path, working: Path, log: Path) -> 
     and the overrides; returns the executed copy and whether the internet was really cut."""
     env = pip_env()
     env.update(ECG_KAGGLE_INPUT=str(root / "input"), ECG_KAGGLE_WORKING=str(working),
+               ECG_KAGGLE_SCRATCH=str(root / "temp"),
                KAGGLE_KERNEL_RUN_TYPE="Batch", PIP_NO_INDEX="1", PATH=f"{py.parent}{os.pathsep}{env['PATH']}")
     env.pop("PYTHONPATH", None)
     env.pop("VIRTUAL_ENV", None)
@@ -225,7 +226,13 @@ def check_outputs(submitted: Path, competition: Path, working: Path) -> dict:
     reports = sorted(working.glob(f"outputs/{PROFILE}/*/06_gradcam/*.html"))
     if not reports:
         raise RehearsalFailed(f"no Grad-CAM report (*.html) under {working / 'outputs' / PROFILE}")
-    return {"submission_rows": len(sub), "report": str(reports[0])}
+    files = [p for p in working.rglob("*") if p.is_file() and not p.is_symlink()]
+    drawn = sorted({p.name for p in working.glob(f"outputs/**/synth-*")})
+    if drawn:
+        raise RehearsalFailed(f"the synthetic sets {drawn} are in the saved output {working}: they belong under "
+                              f"data_root (/kaggle/temp), drawn again by a session that needs them")
+    return {"submission_rows": len(sub), "report": str(reports[0]),
+            "saved": f"{sum(p.stat().st_size for p in files) / 1e6:.1f} MB in {len(files)} files"}
 
 
 def rehearse(root: Path, python: str, changes: dict | None = None) -> dict:
@@ -307,7 +314,9 @@ def _main(a) -> int:
                      if changes else "") + f"), internet {'cut (network namespace)' if result['offline'] else 'not cut: no index'}",
                   f"- kaggle CLI {result['cli']} (the README's install and version check)", f"- {result['install']}",
                   f"- submission: {result['submission_rows']} rows, ids and columns of the sample",
-                  f"- Grad-CAM report: {result['report']}", "", "| part | seconds |", "| --- | --- |"]
+                  f"- Grad-CAM report: {result['report']}",
+                  f"- the session's saved output (/kaggle/working): {result['saved']}; the synthetic sets drawn "
+                  f"under /kaggle/temp, not saved", "", "| part | seconds |", "| --- | --- |"]
         lines += [f"| {name} | {v} |" for name, v in result["timings_s"].items()] + [""]
     (root / "results.md").write_text("\n".join(lines))
     print("\n".join(lines))

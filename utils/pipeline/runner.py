@@ -14,9 +14,10 @@ from utils.core.cli import fail
 from utils.core.config import ConfigError, describe_options, parse_overrides, resolve_config
 from utils.core.paths import REPO_ROOT, Paths, find_attached_weights, resolve_paths
 from utils.core.pool import RunStopped, stop_with_descendants
-from utils.core.runs import RunError, is_step_complete, move_aside, open_run, restore_from_input
+from utils.core.runs import (READS_PICTURES, RunError, drawn_missing, is_step_complete, move_aside, open_run,
+    restore_from_input)
 from utils.core.session import SessionPaused, session_start
-from utils.pipeline.budget import estimate_disk, peak_bytes, say_budget
+from utils.pipeline.budget import disk_needs, estimate_disk, say_budget
 from utils.pipeline.preflight import preflight
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d{2})_([A-Za-z0-9_]+)\.ipynb$")
@@ -120,12 +121,29 @@ def _failure_message(step: NotebookStep, err: Exception, out_nb: Path, log_file:
             f"  executed notebook: {out_nb}\n  log: {log_file}")
 
 
-def run_step(step: NotebookStep, cfg: dict, run_dir: Path, force: bool) -> str:
-    """Execute one notebook into its step folder; returns 'skipped' or 'done'."""
+def redraw_reason(step: NotebookStep, later: list[NotebookStep], run_dir: Path) -> str:
+    """Why a complete step runs again: the folders it drew under data_root are gone (a new Kaggle session's scratch)
+    and a step after it that opens those pictures is still to run; '' when nothing needs them."""
+    gone = drawn_missing(run_dir / step.name) if is_step_complete(run_dir / step.name) else []
+    readers = [s.name for s in later if s.name in READS_PICTURES and not is_step_complete(run_dir / s.name)]
+    if gone and readers:
+        return (f"{len(gone)} folder(s) it drew are gone ({gone[0]}{', ...' if len(gone) > 1 else ''}) and "
+                f"{', '.join(readers)} will read them: drawing them again from their settings")
+    if gone:
+        log.info("step %s: %d folder(s) it drew are gone (%s); no step still to run reads them", step.name, len(gone),
+                 gone[0])
+    return ""
+
+
+def run_step(step: NotebookStep, cfg: dict, run_dir: Path, force: bool, redraw: str = "") -> str:
+    """Execute one notebook into its step folder; returns 'skipped' or 'done'. `redraw`: why a complete step runs
+    again (its previous record is kept aside, as with force)."""
     import papermill as pm
 
     step_dir = run_dir / step.name
-    if is_step_complete(step_dir):
+    if redraw:
+        log.info("step %s: %s; previous record kept in %s", step.name, redraw, move_aside(step_dir))
+    elif is_step_complete(step_dir):
         if not force:
             log.info("step %s: complete, skipped (outputs in %s; --force re-runs it)", step.name, step_dir)
             return "skipped"
@@ -181,7 +199,8 @@ def run_pipeline(profile: str, steps: str | None = None, overrides: dict | None 
     # the kernels papermill starts must import utils whatever their working directory
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
     os.environ["ECG_BATCH"] = "1"  # nobody at these kernels: pictures, not menus (utils.gradcam.explorer)
-    chain = select_steps(discover_steps(notebook_dir or REPO_ROOT / "notebooks"), steps)
+    every = discover_steps(notebook_dir or REPO_ROOT / "notebooks")
+    chain = select_steps(every, steps)
     paths = resolve_paths(cfg)
     if budget_only:  # said, nothing created: no run folder, no restore
         print(f"budget of profile {profile}, steps {' '.join(s.id for s in chain)} (creates nothing):\n"
@@ -189,7 +208,7 @@ def run_pipeline(profile: str, steps: str | None = None, overrides: dict | None 
         return None
     # the disk is measured once: the pre-flight holds its peak against the free disk, the budget says it
     disk = estimate_disk(cfg, paths) if cfg["disk_budget_gb"] > 0 else None
-    log.info("%s", preflight(cfg, paths, [s.id for s in chain], None if disk is None else peak_bytes(disk)))
+    log.info("%s", preflight(cfg, paths, [s.id for s in chain], None if disk is None else disk_needs(disk, paths)))
     session_start()  # the session's clock starts here for every notebook and torchrun process below
     if run_name:
         restored = restore_from_input(paths, profile, run_name)
@@ -207,8 +226,10 @@ def run_pipeline(profile: str, steps: str | None = None, overrides: dict | None 
         if budget:
             log.info("budget of this configuration, before any work:\n%s", budget)
         log.info("run %s, profile %s, steps: %s", run_dir, profile, " ".join(s.id for s in chain) or "(none yet)")
-        for step in chain:
-            run_step(step, cfg, run_dir, force)
+        todo = {s.id: ("" if force else redraw_reason(s, [c for c in chain if c.id > s.id], run_dir))
+                for s in every if s in chain or not s.optional}
+        for step in (s for s in every if s in chain or todo.get(s.id)):  # a step left out runs to draw again
+            run_step(step, cfg, run_dir, force, todo[step.id])
         log.info("run %s: %d step(s) complete", run_dir, len(chain))
         said = figures(run_dir)
         if said:

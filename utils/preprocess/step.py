@@ -63,8 +63,12 @@ def get_detector_weights(cfg, paths, step_dir: Path, data: dict[str, Path]) -> s
     if best.is_file():  # a resumed step keeps the detector it trained
         return str(best)
 
-    yaml = export_dataset(list(data.values()), step_dir / "yolo" / "dataset", n=10 ** 9, imgsz=cfg["yolo_imgsz"],
-                          seed=cfg["seed"])
+    # exported beside the pictures it is made of (data_root: drawn again, not kept with the run); reused when whole
+    folder = paths.data_root / ("yolo-" + settings_key({"from": sorted(Path(f).name for f in data.values()),
+                                                        "imgsz": cfg["yolo_imgsz"], "seed": cfg["seed"]}, 8))
+    yaml = folder / "data.yaml"
+    if not yaml.is_file():  # written last by export_dataset
+        yaml = export_dataset(list(data.values()), folder, n=10 ** 9, imgsz=cfg["yolo_imgsz"], seed=cfg["seed"])
     device = "cpu" if cfg["device"] in ("cpu", "auto") and not _cuda() else "0"
     return str(train_detector(yaml, step_dir / "yolo", cfg["yolo_model"], cfg["yolo_weights"], cfg["yolo_epochs"],
                               cfg["yolo_imgsz"], device=device, seed=cfg["seed"],
