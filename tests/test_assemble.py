@@ -94,6 +94,20 @@ def test_competition_without_labels_csv_is_a_clear_error(tmp_path):
         load_competition(tmp_path)
 
 
+@pytest.mark.parametrize("table", ["train.csv", "sample_submission.csv"])
+def test_a_byte_that_is_not_utf8_is_named_with_its_file_and_line(competition, table):
+    """A table saved in Latin-1 or cp1252 (a patient's name, a degree sign): the file, the byte and its line, never a
+    bare UnicodeDecodeError."""
+    csv = competition / table
+    lines = csv.read_bytes().split(b"\n")
+    lines[2] = lines[2].replace(b"_hr_1R", b"_hr_1\xe9")  # a Latin-1 e-acute on line 3
+    csv.write_bytes(b"\n".join(lines))
+    offset = len(b"\n".join(lines[:2])) + 1 + lines[2].index(b"\xe9")
+    with pytest.raises((FileNotFoundError, ValueError), match=rf"{table}: byte 0xe9 at offset {offset} \(line 3\) is "
+                                                              r"not UTF-8; save the table as UTF-8"):
+        load_competition(competition)
+
+
 def test_class_folders_loader(khan):
     rows, problems = load_class_folders(khan, "khan")
     assert len(rows) == 15 and problems[0][0] == "unknown_class" and problems[0][1].endswith("Misc")

@@ -44,16 +44,32 @@ def label_value(value, where: str) -> int | None:
     raise LabelTableError(f"{where}: {value!r} is not a label value (0, 1 or empty)")
 
 
+def read_table(path: Path, **kwargs) -> pd.DataFrame:
+    """A CSV as pandas reads it, or LabelTableError naming the file and what is wrong (a byte that is not UTF-8 with
+    its offset and the line it falls on, a malformed row, an empty or unreadable file)."""
+    path = Path(path)
+    try:
+        return pd.read_csv(path, **kwargs)
+    except UnicodeDecodeError:  # pandas counts from the chunk it decoded: the file's own offset is found here
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8")
+            where = "somewhere"
+        except UnicodeDecodeError as err:
+            line = data[:err.start].count(b"\n") + 1
+            where = f"byte 0x{data[err.start]:02x} at offset {err.start} (line {line}) is"
+        raise LabelTableError(f"{path}: {where} not UTF-8; save the table as UTF-8") from None
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise LabelTableError(f"{path}: cannot be read as a CSV table ({type(err).__name__}: {err})") from None
+
+
 def read_label_table(path: Path) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
     """Rows of id (a string, as written: '00001' stays '00001'), the five labels (1, 0 or None), `line` (as a
     spreadsheet numbers it) and the table's other columns; and its problems: each repeated id (the first row kept,
     saying whether the labels agree). A value other than 0, 1 or empty, or a missing column, raises
     LabelTableError naming the file, line and column."""
     path = Path(path)
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise LabelTableError(f"{path}: cannot be read as a CSV table ({type(err).__name__}: {err})") from None
+    df = read_table(path, dtype=str, keep_default_na=False)
     id_col, cols = find_columns(df, str(path))
     rows, problems, first = [], [], {}
     for n, rec in enumerate(df.to_dict("records"), start=2):

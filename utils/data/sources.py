@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from utils.core.imageio import IMAGE_EXTS
-from utils.core.labels import LABELS, LabelTableError, find_columns, read_label_table
+from utils.core.labels import LABELS, LabelTableError, find_columns, read_label_table, read_table
 
 # Class folders of the Kaggle scan sets (Khan et al. 2021 "ECG Images dataset of Cardiac and COVID-19 Patients",
 # the COVID-19 ECG set built from it, and the National Heart Foundation 2023 set), matched by keywords.
@@ -104,9 +104,9 @@ def find_labels_csv(root: Path) -> Path:
         if "sample_submission" in path.name.lower():
             continue
         try:
-            find_columns(pd.read_csv(path, nrows=5), str(path))
+            find_columns(read_table(path, nrows=5), str(path))
             return path
-        except (LabelTableError, pd.errors.ParserError) as exc:
+        except LabelTableError as exc:
             tried.append(f"{path.name}: {exc}")
     raise FileNotFoundError(f"no labels CSV with an id column and {list(LABELS)} in {root}"
                             + (f" (tried {'; '.join(tried)})" if tried else ""))
@@ -175,7 +175,7 @@ def load_competition(root: Path) -> tuple[list[dict], list[tuple]]:
     sub = root / "sample_submission.csv"
     test_ids = []
     if sub.is_file():
-        sdf = pd.read_csv(sub, dtype=str, keep_default_na=False)
+        sdf = read_table(sub, dtype=str, keep_default_na=False)
         sid = find_columns(sdf, str(sub))[0]
         for n, rid in enumerate(sdf[sid].astype(str), start=2):
             image, why = index.resolve(rid, folders=("test", "test_images", "images", ""))
