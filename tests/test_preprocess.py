@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from utils.core.config import resolve_config
-from utils.preprocess.cache import PrepSettings, build_cache, prepare, safe_name
+from utils.core.labels import LABELS
+from utils.preprocess.cache import PrepSettings, build_cache, prepare, read_cached, safe_name
 from utils.preprocess.roi import (
     apply_clahe,
     box_iou,
@@ -118,6 +119,36 @@ def test_sam_needs_a_checkpoint(tmp_path):
     assert np.abs(np.array(mask_to_quad(mask)) - [[10, 10], [90, 15], [85, 80], [12, 85]]).max() <= 2
 
 
+def test_the_cache_is_packed_into_shards_and_a_kill_before_the_records_loses_nothing(tmp_path, monkeypatch):
+    """Loose pictures go into shards of PACK_SIZE once prepared; a shard written but not yet in the records (a kill
+    between the two) is removed and its pictures packed again; training reads packed pictures as loose ones."""
+    import shutil
+
+    from utils.preprocess import cache as cache_module
+    from utils.train.dataset import CachedImages, ModelInput
+
+    monkeypatch.setattr(cache_module, "PACK_SIZE", 2)
+    rng = np.random.default_rng(0)
+    paths = []
+    for k in range(7):
+        paths.append(tmp_path / f"p{k}.png")
+        cv2.imwrite(str(paths[-1]), rng.integers(0, 255, (40 + k, 60, 3), dtype=np.uint8))
+    items = pd.DataFrame({"id": [f"x:{k}" for k in range(5)], "image": [str(p) for p in paths[:5]]})
+    s, out = PrepSettings(strategy="raw", long_side=64), tmp_path / "cache"
+    table = build_cache(items, s, out, workers=1, progress=False)
+    assert sorted(p.name for p in out.glob("pack-*")) == ["pack-000.zip", "pack-001.zip", "pack-002.zip"]
+    assert not list(out.rglob("*.jpg")) and table["cached"].str.contains("::").all()
+    heights = [read_cached(ref).shape[0] for ref in table["cached"]]
+    assert heights == [round((40 + k) * 64 / 60) for k in range(5)]
+    shutil.copy(out / "pack-000.zip", out / "pack-009.zip")  # a shard no record points at
+    more = pd.DataFrame({"id": [f"x:{k}" for k in range(7)], "image": [str(p) for p in paths]})
+    table = build_cache(more, s, out, workers=1, progress=False)
+    assert sorted(p.name for p in out.glob("pack-*")) == [f"pack-00{k}.zip" for k in range(4)]  # the orphan gone
+    assert table["cached"].iloc[5].startswith(str(out / "pack-003.zip"))
+    data = CachedImages(table.assign(**{k: 0.0 for k in LABELS}), ModelInput((32, 32), [0.5] * 3, [0.5] * 3))
+    assert [tuple(data[i][0].shape) for i in (0, 6)] == [(3, 32, 32), (3, 32, 32)]
+
+
 def test_cache_records_corrupt_pictures_and_resumes(tmp_path):
     img, _ = _photo()
     good = tmp_path / "good.png"
@@ -129,11 +160,14 @@ def test_cache_records_corrupt_pictures_and_resumes(tmp_path):
     table = build_cache(items, s, tmp_path / "cache", workers=1, progress=False)
     assert table.set_index("id").loc["competition:good", "ok"]
     assert "cannot decode" in table.set_index("id").loc["competition:bad", "error"]
-    cached = tmp_path / "cache" / "images" / f"{safe_name('competition:good')}.jpg"
-    assert cached.is_file() and max(cv2.imread(str(cached)).shape[:2]) == 256
-    mtime = cached.stat().st_mtime_ns
+    ref = table.set_index("id").loc["competition:good", "cached"]
+    assert ref == f"{tmp_path / 'cache' / 'pack-000.zip'}::{safe_name('competition:good')}.jpg"
+    assert max(read_cached(ref).shape[:2]) == 256 and not list((tmp_path / "cache").rglob("*.jpg"))  # packed
+    shard = tmp_path / "cache" / "pack-000.zip"
+    mtime = shard.stat().st_mtime_ns
     again = build_cache(items, s, tmp_path / "cache", workers=1, progress=False)
-    assert cached.stat().st_mtime_ns == mtime and len(again) == 2  # done once, the failure tried again
+    assert shard.stat().st_mtime_ns == mtime and len(again) == 2  # done once, the failure tried again
+    assert sorted(p.name for p in (tmp_path / "cache").glob("pack-*")) == ["pack-000.zip"]
     with pytest.raises(ValueError, match="other preprocessing settings"):
         build_cache(items, PrepSettings(strategy="roi_clahe", long_side=300), tmp_path / "cache", workers=1)
 

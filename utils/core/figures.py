@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from utils.core import packs
 from utils.core.labels import LABELS
 from utils.core.metrics import label_aurocs
 
@@ -40,7 +41,11 @@ def plot_prevalence(summary: pd.DataFrame, path: Path) -> Path:
 
 
 def thumbnail(path: str, width: int = 320) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """A picture (a file, or a packed cache reference) at `width`, white where it cannot be read."""
+    try:
+        img = cv2.imdecode(np.frombuffer(packs.read_bytes(str(path)), np.uint8), cv2.IMREAD_COLOR)
+    except OSError:
+        img = None
     if img is None:
         return np.full((int(width * 0.75), width, 3), 255, np.uint8)
     small = cv2.resize(img, (width, max(1, int(img.shape[0] * width / img.shape[1]))), interpolation=cv2.INTER_AREA)

@@ -1,5 +1,9 @@
 """Each picture prepared once (raw, roi_clahe or seg_rect) and stored at training size, with a record of what
-was done: box, corners, method, fallback and reason. Training reads only this cache."""
+was done: box, corners, method, fallback and reason. Training reads only this cache.
+
+Pictures are written one file each as they are prepared (a killed build resumes picture by picture), then packed
+into shards of PACK_SIZE (utils.core.packs), so that a run's saved output is a few hundred files, not tens of
+thousands; `read_cached` reads either."""
 from __future__ import annotations
 
 import hashlib
@@ -12,6 +16,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from utils.core import packs
 from utils.core.atomic import atomic_write_bytes, atomic_write_text
 from utils.core.imageio import ImageReadError, read_image
 from utils.core.pool import pool_map
@@ -220,6 +225,37 @@ def _work(args) -> dict:
     return rec
 
 
+PACK_SIZE = 2000  # cached pictures per shard: about 0.4 GB at the kaggle profile's 0.19 MB each
+
+
+def read_cached(ref: str) -> np.ndarray | None:
+    """A cached picture (BGR) by its record's `cached` reference, packed or loose; None when it cannot be decoded."""
+    return cv2.imdecode(np.frombuffer(packs.read_bytes(ref), np.uint8), cv2.IMREAD_COLOR)
+
+
+def pack_cache(out_dir: Path, done: dict[str, dict], log: Path, size: int = PACK_SIZE) -> None:
+    """The loose pictures of `done` packed into new shards of `size`, the records (records.jsonl, `done`) pointing at
+    them, then the loose files removed. A shard no record points at (a kill between writing it and the records) is
+    removed first: its pictures are still loose and go into a shard again."""
+    out_dir = Path(out_dir)
+    pointed = {str(packs.split(r["cached"])[0]) for r in done.values() if r.get("ok") and packs.is_ref(r["cached"])}
+    for shard in out_dir.glob("pack-*.zip"):
+        if str(shard) not in pointed:
+            shard.unlink()
+    loose = [r for r in done.values() if r.get("ok") and not packs.is_ref(r["cached"])]
+    k = max((int(p.stem.split("-")[1]) + 1 for p in out_dir.glob("pack-*.zip")), default=0)
+    for start in range(0, len(loose), size):
+        group = loose[start:start + size]
+        refs = packs.write(out_dir / f"pack-{k:03d}.zip", [Path(r["cached"]) for r in group])
+        files = [r["cached"] for r in group]
+        for r in group:
+            r["cached"] = refs[r["cached"]]
+        atomic_write_text(log, "".join(json.dumps(r) + "\n" for r in done.values()))  # the records, then the files
+        for f in files:
+            Path(f).unlink()
+        k += 1
+
+
 def uses_models(s: PrepSettings) -> bool:
     return s.strategy != "raw" and bool(s.yolo_weights or (s.strategy == "seg_rect" and s.seg_method == "sam"))
 
@@ -245,7 +281,7 @@ def build_cache(items: pd.DataFrame, s: PrepSettings, out_dir: Path, workers: in
                 r = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a kill
-            if r.get("ok") and Path(r["cached"]).is_file():
+            if r.get("ok") and packs.exists(r["cached"]):
                 done[r["id"]] = r
     todo = [(s, i, p, str(out_dir), None) for i, p in zip(items["id"], items["image"]) if i not in done]
     if model_device != "cpu" and uses_models(s) and todo:
@@ -256,6 +292,7 @@ def build_cache(items: pd.DataFrame, s: PrepSettings, out_dir: Path, workers: in
             fh.write(json.dumps(r) + "\n")
             fh.flush()
             done[r["id"]] = r
+    pack_cache(out_dir, done, log, PACK_SIZE)
     table = pd.DataFrame([done[i] for i in items["id"] if i in done])
     atomic_write_text(out_dir / "cache.csv", table.to_csv(index=False))
     return table

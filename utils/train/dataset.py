@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from utils.core.labels import LABELS
+from utils.preprocess.cache import read_cached
 
 INPUT_CHANNELS = ("rgb", "gray", "max")
 
@@ -92,7 +93,10 @@ class CachedImages(Dataset):
         return len(self.paths)
 
     def load(self, i: int) -> np.ndarray:
-        img = cv2.imread(self.paths[i], cv2.IMREAD_COLOR)
+        try:
+            img = read_cached(self.paths[i])
+        except OSError:
+            img = None
         if img is None:
             raise ValueError(f"cached image {self.paths[i]} cannot be read; rebuild the cache (step 02)")
         return self.input.rgb(img)
