@@ -50,7 +50,7 @@ def awkward_folder(root: Path) -> dict[str, str]:
     cv2.imwrite(str(root / "tiny.png"), good[:9, :12])
     _png_header_only(root / "huge.png", 40000, 40000)
     Image.fromarray(good[..., ::-1]).save(root / "anim.gif")
-    os.symlink("/etc/hostname", root / "outside.jpg")
+    os.symlink("/etc/hostname", root / "outside.jpg")  # followed wherever it leads: there, a text file
     (root / "junk.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(400))
     (root / "notes.jpg").write_text("this is a text file with an image extension\n")
     (root / "empty.png").write_bytes(b"")
@@ -70,7 +70,7 @@ def awkward_folder(root: Path) -> dict[str, str]:
     return {"truncated": "truncated or corrupt image data", "tiny": "image too small: 12x9 px",
             "huge": "image too large: 40000x40000 (1600.0 Mpx); the limit is 80 Mpx",
             "anim": "not an image file type (.gif); accepted: .png, .jpg",
-            "outside": "is a link that leads outside", "junk": "cannot decode: not an image",
+            "outside": "cannot decode: not an image", "junk": "cannot decode: not an image",
             "notes": "cannot decode: not an image", "empty": "empty file (0 bytes)"}
 
 
@@ -78,7 +78,7 @@ def test_reader_normalises_what_it_can_read(tmp_path):
     awkward_folder(tmp_path)
     good = read_image(tmp_path / "good.jpg").image
     for name in ("rgba.png", "deep16.png", "gray.png", "exif_rotated.jpg", "as_webp.webp", "as_tiff.tiff", "as_bmp.bmp"):
-        pic = read_image(tmp_path / name, root=tmp_path, min_side=64)
+        pic = read_image(tmp_path / name, min_side=64)
         assert pic.image.dtype == np.uint8 and pic.image.shape == good.shape, name
         diff = np.abs(pic.image[:, 30:].astype(int) - good[:, 30:].astype(int))  # (rgba.png: a transparent margin)
         assert diff.mean() < 6, (name, diff.mean())  # the same picture
@@ -93,7 +93,7 @@ def test_reader_refuses_with_the_numbers(tmp_path):
     for stem, message in expected.items():
         path = next(tmp_path.glob(f"{stem}.*"))
         with pytest.raises(ImageReadError) as err:
-            read_image(path, root=tmp_path, min_side=64)
+            read_image(path, min_side=64)
         assert message in str(err.value), (stem, str(err.value))
     with pytest.raises(ImageReadError, match=r"image too large: 40000x40000"):  # step 01's header-only reading
         read_image(tmp_path / "huge.png", decode=False)
@@ -101,12 +101,41 @@ def test_reader_refuses_with_the_numbers(tmp_path):
         read_image(tmp_path / "missing.png")
 
 
+def test_a_folder_walk_follows_links_and_lists_what_it_skips(tmp_path):
+    """Links to folders and files are followed wherever they lead; a loop is walked once and said; side files are
+    listed once by kind; a dangling link named like a picture stays, for its reading to say so."""
+    from utils.core.imageio import is_picture_name, walk_pictures
+
+    dataset, pics = tmp_path / "dataset", tmp_path / "pics"
+    (dataset / "deep").mkdir(parents=True)
+    cv2.imwrite(str(dataset / "deep" / "a.png"), _page())
+    pics.mkdir()
+    cv2.imwrite(str(pics / "b.jpg"), _page())
+    os.symlink(dataset, pics / "linked")  # a folder of links to a dataset
+    os.symlink(pics, dataset / "deep" / "back")  # ... and a loop back
+    os.symlink(tmp_path / "gone.jpg", pics / "dangling.jpg")
+    for name in ("meta.json", "labels.csv", "record.hea", ".hidden.jpg"):
+        (pics / name).write_text("x")
+    found, skipped = walk_pictures(pics)
+    assert [p.relative_to(pics).as_posix() for p in found] == ["b.jpg", "dangling.jpg", "linked/deep/a.png"]
+    assert len(skipped) == 2 and "linked/deep/back: leads to" in skipped[0] and "already walked" in skipped[0]
+    assert skipped[1] == "3 file(s) that are not pictures (.csv, .hea, .json): labels.csv, meta.json, record.hea"
+    assert [is_picture_name(n) for n in ("x.GIF", "x.heic", "x.webp", "x.json", "x", "x.dat")] == [True, True, True,
+                                                                                                  False, False, False]
+    with pytest.raises(ImageReadError, match=r"dangling.jpg is a link to .*gone.jpg, which does not exist"):
+        read_image(found[1])
+
+
 def test_predict_marks_every_bad_file_and_keeps_the_rest(tmp_path, package, capsys):
     expected = awkward_folder(tmp_path / "pics")
+    (tmp_path / "pics" / "meta.json").write_text("{}")  # side files: listed once, not rows
+    (tmp_path / "pics" / "labels.csv").write_text("id\n")
     out = tmp_path / "preds.csv"
     assert predict_main(["--model", str(package), "--images", str(tmp_path / "pics"), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.count("skipped 2 file(s) that are not pictures (.csv, .json): labels.csv, "
+                                         "meta.json") == 1
     table = pd.read_csv(out, keep_default_na=False).set_index("id")
-    assert len(table) == 17  # every file, nested ones too
+    assert len(table) == 17  # every picture, nested ones too
     for stem, message in expected.items():
         assert message in table.loc[stem, "error"], stem
         assert table.loc[stem, "MI"] == ""  # no probability for a refused file

@@ -2,11 +2,12 @@
 
 Pillow reads the header first, so the size limits are checked before a pixel is decoded; the decoder's warnings are
 captured and truncated data is an error, never a silently grey half-picture; EXIF orientation is applied; any
-depth and channel layout (16-bit, grey, palette, RGBA on white paper, CMYK) becomes 8-bit BGR for OpenCV; a link
-that leaves the given root is not followed.
+depth and channel layout (16-bit, grey, palette, RGBA on white paper, CMYK) becomes 8-bit BGR for OpenCV; a link is
+followed wherever it leads, a dangling one said plainly.
 """
 from __future__ import annotations
 
+import mimetypes
 import os
 import threading
 import warnings
@@ -36,13 +37,17 @@ class Picture:
     warnings: list[str] = field(default_factory=list)
 
 
-def _check_place(path: Path, root: Path | None) -> None:
-    if root is None:
-        return
-    real, base = path.resolve(), Path(root).resolve()
-    if not real.is_relative_to(base):
-        raise ImageReadError(f"{path.name} is a link that leads outside {base} (to {real}); links out of the "
-                             f"input folder are not followed")
+# picture formats this reader refuses by name, beyond those mimetypes knows: a file of one is a picture with an error,
+# not a side file
+OTHER_PICTURES = (".heic", ".heif", ".avif", ".jxl", ".jp2", ".dng", ".cr2", ".nef", ".arw", ".psd")
+
+
+def is_picture_name(path) -> bool:
+    """Whether a file's name says it is a picture, one this reader takes or not (a GIF, a HEIC); a folder's other
+    files (JSON, CSV, WFDB records, notes) are side files."""
+    suffix = Path(path).suffix.lower()
+    kind = mimetypes.guess_type(f"x{suffix}")[0] or ""
+    return suffix in IMAGE_EXTS or suffix in OTHER_PICTURES or kind.startswith("image/")
 
 
 def _check_type(path: Path) -> None:
@@ -113,10 +118,10 @@ def _open(path: Path, min_side: int, max_pixels: int) -> Image.Image:
     return im
 
 
-def read_image(path, root=None, min_side: int = 0, max_pixels: int = MAX_PIXELS, decode: bool = True) -> Picture:
-    """The picture as BGR uint8 (or only its size with decode=False); ImageReadError names what is wrong."""
+def read_image(path, min_side: int = 0, max_pixels: int = MAX_PIXELS, decode: bool = True) -> Picture:
+    """The picture as BGR uint8 (or only its size with decode=False); ImageReadError names what is wrong. A link is
+    followed wherever it leads."""
     path = Path(path)
-    _check_place(path, root)
     _check_type(path)
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -139,3 +144,29 @@ def read_image(path, root=None, min_side: int = 0, max_pixels: int = MAX_PIXELS,
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:  # truncated or corrupt data
         raise ImageReadError(f"truncated or corrupt image data ({type(exc).__name__}: {exc})") from None
+
+
+def walk_pictures(folder: Path) -> tuple[list[Path], list[str]]:
+    """Every picture under a folder, links to files and folders followed wherever they lead (a folder of links to a
+    dataset is common), in a stable order; and what was skipped, each with why: side files (is_picture_name) and
+    links that lead back into a folder already walked (a loop, or the same folder linked twice). Hidden files and
+    folders are left out; a dangling link named like a picture stays in, for its reading to say so."""
+    pictures, side, skipped, seen = [], [], [], {}
+    for where, dirs, files in os.walk(folder, followlinks=True):
+        info = os.stat(where)
+        key = (info.st_dev, info.st_ino)
+        if key in seen:
+            skipped.append(f"{where}: leads to {seen[key]}, already walked (a link loop or a second link); not "
+                           f"walked again")
+            dirs[:] = []
+            continue
+        seen[key] = where
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(f for f in files if not f.startswith(".")):
+            path = Path(where) / name
+            (pictures if is_picture_name(path) else side).append(path)
+    if side:
+        kinds = sorted({p.suffix.lower() or "no extension" for p in side})
+        skipped.append(f"{len(side)} file(s) that are not pictures ({', '.join(kinds)}): "
+                       + ", ".join(str(p.relative_to(folder)) for p in side))
+    return pictures, skipped

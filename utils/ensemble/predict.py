@@ -22,18 +22,21 @@ import pandas as pd
 from utils.core.atomic import atomic_write_text
 from utils.core.cam import CAM_METHODS, save_overlay
 from utils.core.cli import add_debug, run_cli
+from utils.core.imageio import walk_pictures
 from utils.core.labels import LABELS
 from utils.ensemble.predictor import Predictor, Reading
 
-def list_images(target: Path) -> list[Path]:
-    """The files to predict; none is an error that says where it looked."""
+def list_images(target: Path) -> tuple[list[Path], list[str]]:
+    """The pictures to predict and what was skipped with why (utils.core.imageio.walk_pictures); none is an error
+    that says where it looked."""
     if target.is_file():
-        return [target]
+        return [target], []
     if target.is_dir():
-        found = sorted(p for p in target.rglob("*") if (p.is_file() or p.is_symlink()) and not p.name.startswith("."))
+        found, skipped = walk_pictures(target)
         if not found:
-            raise FileNotFoundError(f"--images {target}: a folder with no files in it (nothing to predict)")
-        return found
+            raise FileNotFoundError(f"--images {target}: a folder with no pictures in it (nothing to predict)"
+                                    + (f"; skipped {'; '.join(skipped)}" if skipped else ""))
+        return found, skipped
     if target.is_symlink():
         raise FileNotFoundError(f"--images {target}: a link to {target.readlink()}, which does not exist")
     raise FileNotFoundError(f"--images {target}: no such file or folder")
@@ -164,8 +167,10 @@ def run(model: Path, images: Path, out: Path, detector: str = "", gradcam: Path 
         sam_checkpoint: str = "", device: str = "auto") -> pd.DataFrame:
     if gradcam is not None and not isinstance(gradcam, CamRequest):
         gradcam = cam_request(gradcam)
-    paths = list_images(images)  # before anything is opened or written
+    paths, skipped = list_images(images)  # before anything is opened or written
     lock = open_output(out)
+    for line in skipped:
+        print(f"skipped {line}")
     try:
         return _run(model, images, paths, out, detector, gradcam, sam_checkpoint, device)
     finally:
@@ -178,7 +183,7 @@ def _run(model, images, paths, out, detector, gradcam, sam_checkpoint, device) -
     ids, notes = picture_ids(paths, root)
     rows, t0 = [], time.perf_counter()
     # one picture at a time: originals can be large, and each row's latency is its own
-    for path, pid, reading in zip(paths, ids, pred.read(paths, batch_size=1, keep=gradcam is not None, root=root)):
+    for path, pid, reading in zip(paths, ids, pred.read(paths, batch_size=1, keep=gradcam is not None)):
         row = prediction_row(pred, reading, path, pid, notes.get(pid, ""))
         if gradcam is not None and not reading.error:
             try:

@@ -212,7 +212,7 @@ class Predictor:
         scores, decisions = self.ensemble(reading.fold_probs[:, None], signal)
         return scores[0], decisions[0]
 
-    def read(self, pictures: Iterable, tta: bool = False, batch_size: int = 32, keep: bool = False, root=None,
+    def read(self, pictures: Iterable, tta: bool = False, batch_size: int = 32, keep: bool = False,
              desc: str | None = None) -> Iterator["Reading"]:
         """Every picture (a file, or a BGR array already in memory) read, prepared, and scored by each fold model, in
         batches of about `batch_size` model inputs; one Reading per picture, in order. `tta` averages meaning-keeping
@@ -241,7 +241,7 @@ class Predictor:
                 if isinstance(item, np.ndarray):
                     img = item
                 else:
-                    pic = read_image(item, root=root, min_side=min_side)
+                    pic = read_image(item, min_side=min_side)
                     img, reading.warnings = pic.image, list(pic.warnings)
                 prepared, reading.rec = self.prepare(img)
                 if self.signal is not None:
