@@ -33,6 +33,22 @@ def _photo(quad=((300, 200), (900, 240), (880, 700), (320, 660)), size=(900, 120
     return img, np.array(quad, float)
 
 
+def test_every_strategy_records_the_region_it_reads():
+    """`window` is what the model reads (predict's roi_box): the whole picture raw, the sheet with its margin, the
+    rectified sheet's bounding box, the traces' region; the sheet's box stays apart."""
+    img, quad = _photo()
+    h, w = img.shape[:2]
+    raw = prepare(img, PrepSettings(strategy="raw", long_side=256))[1]
+    assert raw["window"] == [0, 0, w, h]
+    sheet = prepare(img, PrepSettings(strategy="roi_clahe", long_side=256))[1]
+    x0, y0, x1, y1 = sheet["box"]
+    assert sheet["window"][0] < x0 and sheet["window"][2] > x1  # the margin around the sheet
+    rect = prepare(img, PrepSettings(strategy="seg_rect", long_side=256))[1]
+    assert rect["homography"] and np.abs(np.array(rect["window"]) - [*quad.min(0), *quad.max(0)]).max() <= 8
+    traces = prepare(img, PrepSettings(strategy="roi_clahe", crop_to="traces", long_side=256))[1]
+    assert traces["window"][1] > traces["box"][1] + 50 and traces["window"][3] < traces["box"][3] - 30  # tighter
+
+
 def test_crop_with_margin_is_clipped_and_sized():
     img = np.zeros((100, 200, 3), np.uint8)
     crop, win = crop_with_margin(img, [10, 10, 110, 60], 0.1)

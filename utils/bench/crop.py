@@ -67,14 +67,9 @@ def part_box(row, part: str, size: tuple[int, int]) -> list[float] | None:
 
 
 def kept_region(rec: dict, size: tuple[int, int]) -> list[float]:
-    """The region of the picture a preparation keeps: the crop's window, the rectified sheet's bounding box, or the
-    whole picture (raw, or a fallback to it)."""
-    if rec.get("window"):
-        return [float(v) for v in rec["window"]]
-    if rec.get("corners"):
-        c = np.asarray(rec["corners"], float)
-        return [float(c[:, 0].min()), float(c[:, 1].min()), float(c[:, 0].max()), float(c[:, 1].max())]
-    return [0.0, 0.0, float(size[0]), float(size[1])]
+    """The region of the picture a preparation keeps: its record's window (the crop, the rectified sheet's bounding
+    box, or the whole picture)."""
+    return [float(v) for v in rec["window"]]
 
 
 def overlap(a, b) -> float:

@@ -138,7 +138,8 @@ def page_columns(rec: dict) -> tuple[dict, list[str]]:
 def prediction_row(pred: Predictor, reading: Reading, path: Path, pid: str, note: str = "") -> dict:
     """One picture's row: the ensemble's scores, yes/no decisions (withheld when the page reader finds no ECG), the
     page's columns (ECG score, turn), with a signal reader each reader's scores (image_*, signal_*) and the digitiser's
-    note (layout read, or why not), the crop, warnings and the error."""
+    note (layout read, or why not), the region the model read (`roi_box`, on the page as it was stood upright) beside
+    the sheet's box, warnings and the error."""
     row = {"id": pid, "file": str(path), "warning": ""}
     if reading.error:  # one bad file is a row with its error, never the end of the run
         return row | {k: np.nan for k in LABELS} | {"error": reading.error, "warning": note}
@@ -158,7 +159,8 @@ def prediction_row(pred: Predictor, reading: Reading, path: Path, pid: str, note
             said.append(f"{digitised.note()}: the image model alone")
         elif digitised.flags:
             said.append(f"digitised leads flagged: {', '.join(digitised.flags)}")
-    row.update(roi_box=rec["box"], roi_method=rec["method"], fallback=rec["fallback"], reason=rec["reason"],
+    row.update(roi_box=rec["window"], sheet_box=rec["box"], roi_method=rec["method"], fallback=rec["fallback"],
+               reason=rec["reason"],
                error="", warning="; ".join(filter(None, [note, *said, *reading.warnings])))
     return row
 

@@ -100,8 +100,9 @@ def find_sheet(img: np.ndarray, s: PrepSettings, detector=None) -> dict:
 
 def prepare(img: np.ndarray, s: PrepSettings, detector=None, segmenter=None) -> tuple[np.ndarray, dict]:
     """Apply a strategy; a step that would lose the sheet falls back to the safer strategy and says so."""
+    whole = [0, 0, int(img.shape[1]), int(img.shape[0])]
     rec = {"strategy": s.strategy, "applied": s.strategy, "method": "none", "confidence": None, "box": None,
-           "corners": None, "window": None, "homography": None, "fallback": "", "reason": ""}
+           "corners": None, "window": whole, "homography": None, "fallback": "", "reason": ""}  # window: what is read
     if s.strategy == "raw":
         return resize_long_side(img, s.long_side), rec
     found = find_sheet(img, s, detector)
@@ -119,8 +120,12 @@ def prepare(img: np.ndarray, s: PrepSettings, detector=None, segmenter=None) -> 
         ok, why = quad_is_plausible(corners, found["box"], s.min_quad_cover) if corners else (False, "no corners")
         if ok:
             out, hom = rectify(img, corners)
+            quad = np.asarray(corners, float)
             rec.update(corners=np.round(corners, 1).tolist(), homography=np.round(hom, 6).tolist(),
-                       method=f"{found['method']}+{how}")
+                       method=f"{found['method']}+{how}",
+                       window=[int(max(0, np.floor(quad[:, 0].min()))), int(max(0, np.floor(quad[:, 1].min()))),
+                               int(min(whole[2], np.ceil(quad[:, 0].max()))),
+                               int(min(whole[3], np.ceil(quad[:, 1].max())))])
             return resize_long_side(apply_clahe(out, s.clahe_clip, s.clahe_tiles), s.long_side), rec
         rec.update(applied="roi_clahe", fallback="roi_clahe", reason="; ".join(filter(None, [rec["reason"], why])))
     crop, window = crop_with_margin(img, found["box"], s.margin)
