@@ -346,3 +346,20 @@ def test_every_notebook_finds_the_code_as_the_runner_does(tmp_path, layout):
         assert ("utils.zip is there unextracted" in done.stderr) == (layout == "zip")
     else:
         assert done.returncode == 0 and done.stdout.strip() == str(inputs / layout)
+
+
+def test_the_rehearsal_fetches_only_what_the_file_pattern_names(tmp_path):
+    """`kaggle kernels output --file-pattern`, as the README fetches the submission: a regular expression searched in
+    each file's path in the output; nothing matching is a failure, not an empty folder."""
+    from utils.pipeline.rehearsal import RehearsalFailed, fetch
+
+    working = tmp_path / "working"
+    for rel in ("outputs/kaggle/run/05_ensemble/submission.csv", "outputs/kaggle/run/05_ensemble/model.pt",
+                "outputs/kaggle/run/02_preprocess/cache/roi_clahe/pack-000.zip"):
+        (working / rel).parent.mkdir(parents=True, exist_ok=True)
+        (working / rel).write_text(rel)
+    fetch(working, tmp_path / "out", r"05_ensemble/submission\.csv$")
+    assert [p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file()] == [
+        "outputs/kaggle/run/05_ensemble/submission.csv"]
+    with pytest.raises(RehearsalFailed, match="no file of the output matches"):
+        fetch(working, tmp_path / "none", r"nothing\.csv$")

@@ -148,8 +148,9 @@ def follow_readme(commands: list[str], root: Path, log: Path, run_kernel) -> dic
         elif args[:3] in (["kaggle", "kernels", "status"], ["kaggle", "kernels", "output"]):
             if done["working"] is None:
                 raise RehearsalFailed(f"{cmd}: the runner was not pushed before")
-            if args[2] == "output":  # the session has ended (the runner ran to its end above): its files
-                shutil.copytree(done["working"], root / args[args.index("-p") + 1])
+            if args[2] == "output":  # the session has ended (the runner ran to its end above): its files, those
+                fetch(done["working"], root / args[args.index("-p") + 1],  # the pattern names where one is given
+                      args[args.index("--file-pattern") + 1] if "--file-pattern" in args else "")
         elif args[:3] == ["kaggle", "competitions", "submit"]:
             done["submitted"] = root / args[args.index("-f") + 1]
         else:
@@ -157,6 +158,17 @@ def follow_readme(commands: list[str], root: Path, log: Path, run_kernel) -> dic
     if done["working"] is None or done["submitted"] is None:
         raise RehearsalFailed("the README's Kaggle commands must push the runner and submit its CSV")
     return done
+
+
+def fetch(working: Path, dest: Path, pattern: str = "") -> None:
+    """`kaggle kernels output`: the session's files, those whose path in the output matches `pattern` (a regular
+    expression searched in it, as the CLI does) where one is given; none matching is a failure."""
+    files = [p for p in working.rglob("*") if p.is_file() and re.search(pattern, p.relative_to(working).as_posix())]
+    if not files:
+        raise RehearsalFailed(f"kaggle kernels output --file-pattern {pattern!r}: no file of the output matches")
+    for p in files:
+        (dest / p.relative_to(working)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, dest / p.relative_to(working))
 
 
 def make_competition(folder: Path) -> None:
