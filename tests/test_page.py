@@ -121,18 +121,24 @@ def test_a_damaged_page_reader_is_refused_on_load(package, reader_state, tmp_pat
         assert "a damaged ensemble package" in err and message in err, err
 
 
-@pytest.mark.slow
-def test_the_reader_learns_which_way_up_and_what_is_an_ecg(tmp_path):
-    """Trained for a minute on drawn pages (spikes point up, as R waves do), its second head finds each quarter turn
-    of pages it never saw, and its first tells them from pictures without an ECG."""
+@pytest.fixture(scope="module")
+def learned_state(tmp_path_factory):
+    """A page reader trained for a minute on drawn pages (spikes point up, as R waves do), at the configuration's
+    ECG threshold."""
+    folder = tmp_path_factory.mktemp("learned")
     paths = []
     for i in range(48):
-        paths.append(tmp_path / f"p{i}.png")
+        paths.append(folder / f"p{i}.png")
         cv2.imwrite(str(paths[-1]), ecg_page(i))
-    state = train_reader(paths, PageSettings.from_config(DEFAULTS, size=96, epochs=8, negatives=32, batch_size=16, lr=1e-3,
-                                                   seed=0),
-                         progress=False)
-    reader = PageReader(state)
+    return train_reader(paths, PageSettings.from_config(DEFAULTS, size=96, epochs=8, negatives=32, batch_size=16,
+                                                        lr=1e-3, seed=0), progress=False)
+
+
+@pytest.mark.slow
+def test_the_reader_learns_which_way_up_and_what_is_an_ecg(learned_state):
+    """Its second head finds each quarter turn of pages it never saw, and its first tells them from pictures without
+    an ECG."""
+    reader = PageReader(learned_state)
     right, total = 0, 0
     for i in range(100, 106):
         page = ecg_page(i)
@@ -147,6 +153,32 @@ def test_the_reader_learns_which_way_up_and_what_is_an_ecg(tmp_path):
     other = [reader.read(non_ecg_picture(rng, k))["ecg_score"] for k in NON_ECG_KINDS]
     pages = [reader.read(ecg_page(i))["ecg_score"] for i in range(100, 106)]
     assert min(pages) > max(other), (pages, other)
+
+
+@pytest.mark.slow
+def test_blank_black_and_noise_pages_get_no_decisions_at_the_packages_own_threshold(package, learned_state, tmp_path):
+    """Through predict, with the reader as trained (its threshold the configuration's, not one set for the test):
+    a white, a black and a noise page are read, their scores given, their yes/no decisions withheld and said;
+    ECG pages keep theirs."""
+    assert learned_state["ecg_threshold"] == DEFAULTS["ecg_threshold"]
+    model = with_reader(package, learned_state)
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    rng = np.random.default_rng(3)
+    pages = {"white": np.full((700, 900, 3), 255, np.uint8), "black": np.zeros((700, 900, 3), np.uint8),
+             "noise": rng.integers(0, 256, (700, 900, 3), dtype=np.uint8)}
+    for name, img in pages.items():
+        cv2.imwrite(str(pics / f"{name}.png"), img)
+    for i in range(200, 203):
+        cv2.imwrite(str(pics / f"ecg{i}.png"), ecg_page(i))
+    out = tmp_path / "preds.csv"
+    assert predict_main(["--model", str(model), "--images", str(pics), "--out", str(out)]) == 0
+    table = pd.read_csv(out).set_index("id")
+    for name in pages:
+        row = table.loc[name]
+        assert row["is_ecg"] == 0 and "not an ECG (page reader's score" in row["warning"], (name, row["ecg_score"])
+        assert all(row[f"{k}_positive"] != row[f"{k}_positive"] for k in LABELS) and 0 <= row["MI"] <= 1
+    assert (table.loc[[f"ecg{i}" for i in range(200, 203)], "is_ecg"] == 1).all()
 
 
 def test_step05_reuses_its_reader_unless_a_training_setting_changed(tmp_path, capsys):
