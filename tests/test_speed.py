@@ -75,3 +75,21 @@ def test_a_compile_that_fails_warns_once_and_trains_without(tmp_path, monkeypatc
     fit(_settings(compile="off", **s), df, df, tmp_path / "eager")
     fell, eager = (pd.read_csv(tmp_path / d / "history.csv").iloc[0] for d in ("fallback", "eager"))
     assert fell["train_loss"] == pytest.approx(eager["train_loss"], rel=1e-5)
+
+
+def test_the_stage_benchmark_times_each_stage_of_a_prediction(tmp_path):
+    """Every stage of predict's pass timed on its own, on real pictures through the real code (untrained weights:
+    speed only); the summary's shares add up to the whole."""
+    from utils.bench.stages import pictures, summary, time_stages
+    from utils.core.config import resolve_config
+
+    cfg = resolve_config("smoke")
+    paths = pictures(cfg, 2, None, tmp_path)
+    table = time_stages(cfg, paths)
+    stages = ["decode", "gate (page reader)", "turn (traces)", "crop (step 02's preparation)", "digitise",
+              f"image model ({cfg['n_folds']} folds)"]
+    assert list(table.columns) == ["picture", "pixels", *stages] and len(table) == 2
+    assert (table[stages] > 0).all().all()
+    said = summary(table).set_index("stage")
+    assert said.loc["all stages", "mean_s"] == pytest.approx(table[stages].sum(axis=1).mean(), abs=1e-3)
+    assert sum(float(v.rstrip("%")) for v in said["share"].iloc[:-1]) == pytest.approx(100, abs=3)

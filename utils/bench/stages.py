@@ -1,0 +1,121 @@
+"""Seconds per picture for each stage of predict's pass: `python -m utils.bench.stages [--profile demo] [--n 20]
+[--images FOLDER]`.
+
+Each picture goes through the stages a prediction runs, one after the other and each timed on its own: decode
+(utils.core.imageio), the page reader's gate (a network on a letterboxed square), the traces' turn
+(utils.preprocess.orient), the crop (step 02's preparation at the profile's settings), the digitiser
+(utils.digitise.trace) and the image model (every fold's forward pass at the profile's input size). The page reader
+and the fold models are the profile's architectures with untrained weights: their time does not depend on the
+weights; nothing here is a prediction. The stages that look for the ink (the turn, the crop's traces box, the
+digitiser) each search the picture again, which is what they cost. Torch uses as many threads as there are usable
+cores. Pictures: synthetic photos at the profile's size, or a folder's (real ECG photos). Prints the table and
+writes it under outputs/bench/stages/.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from utils.core.config import resolve_config
+from utils.core.imageio import read_image, walk_pictures
+from utils.core.paths import REPO_ROOT
+from utils.core.pool import usable_cores
+from utils.digitise.trace import digitise_turned
+from utils.ensemble.page import HEADS, PageSettings, page_square, to_input
+from utils.preprocess.cache import prepare
+from utils.preprocess.orient import find_turn, upright
+from utils.preprocess.step import parse_strategies, prep_settings
+from utils.synth.dataset import generate_dataset
+from utils.synth.generate import SynthSettings
+from utils.train.dataset import ModelInput
+from utils.train.models import build_untrained
+
+
+def pictures(cfg, n: int, folder: Path | None, tmp: Path) -> list[Path]:
+    if folder is not None:
+        return walk_pictures(folder)[0][:n]
+    out = tmp / "photos"
+    generate_dataset(out, SynthSettings.from_config(cfg, "photo"), n_train=n, workers=usable_cores(), progress=False)
+    return sorted((out / "train").glob("*.jpg"))[:n] or sorted(out.rglob("*.jpg"))[:n]
+
+
+@torch.no_grad()
+def time_stages(cfg, paths: list[Path]) -> pd.DataFrame:
+    page = PageSettings.from_config(cfg)
+    reader = build_untrained(page.backbone, HEADS).eval()
+    size = (cfg["image_height"], cfg["image_width"])
+    folds = [build_untrained(cfg["backbone"], 5, size).eval() for _ in range(cfg["n_folds"])]
+    model_input = ModelInput(size, [0.5] * 3, [0.5] * 3, cfg["input_channels"])
+    prep = prep_settings(cfg, parse_strategies(cfg["strategies"])[0], "", Path("."))
+    rows = []
+    for path in paths:
+        t = {}
+
+        def timed(stage, fn, *args):
+            started = time.perf_counter()
+            out = fn(*args)
+            t[stage] = time.perf_counter() - started
+            return out
+
+        img = timed("decode", lambda p: read_image(p).image, path)
+        timed("gate (page reader)", lambda im: reader(to_input(page_square(im, page.size)[None])), img)
+        orient = timed("turn (traces)", find_turn, img, cfg["turn_evidence"])
+        turn = orient["turn_found"] if orient["sure"] and cfg["turn_pages"] else 0
+        prepared, _ = timed("crop (step 02's preparation)", prepare, upright(img, turn) if turn else img, prep)
+        timed("digitise", digitise_turned, img, orient)
+        x = model_input(prepared)[None]
+        timed(f"image model ({len(folds)} folds)", lambda: [m(x) for m in folds])
+        rows.append({"picture": path.name, "pixels": img.shape[0] * img.shape[1], **t})
+    return pd.DataFrame(rows)
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    stages = [c for c in table.columns if c not in ("picture", "pixels")]
+    total = table[stages].sum(axis=1)
+    rows = [{"stage": s, "median_s": table[s].median(), "mean_s": table[s].mean(),
+             "share": table[s].sum() / total.sum()} for s in stages]
+    rows.append({"stage": "all stages", "median_s": total.median(), "mean_s": total.mean(), "share": 1.0})
+    out = pd.DataFrame(rows)
+    out[["median_s", "mean_s"]] = out[["median_s", "mean_s"]].round(3)
+    out["share"] = out["share"].map(lambda v: f"{v:.0%}")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m utils.bench.stages", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="demo")
+    ap.add_argument("--n", type=int, default=20, help="pictures timed")
+    ap.add_argument("--images", type=Path, help="a folder of pictures instead of synthetic photos")
+    ap.add_argument("--out", type=Path, default=REPO_ROOT / "outputs" / "bench" / "stages")
+    a = ap.parse_args(argv)
+    cfg = resolve_config(a.profile)
+    torch.set_num_threads(usable_cores())
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = pictures(cfg, a.n, a.images, Path(tmp))
+        if not paths:
+            raise SystemExit(f"no pictures to time (--images {a.images})")
+        time_stages(cfg, paths[:1])  # warm-up: first calls allocate and load
+        table = time_stages(cfg, paths)
+    said = summary(table)
+    head = (f"profile {a.profile}, {len(table)} pictures ({'synthetic photos' if a.images is None else a.images}, "
+            f"median {np.median(table['pixels']) / 1e6:.1f} Mpx), {usable_cores()} cores, torch "
+            f"{torch.get_num_threads()} threads, untrained weights (speed only)")
+    text = head + "\n" + said.to_string(index=False)
+    a.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y-%m-%d-%H%M%S")
+    table.to_csv(a.out / f"{stamp}-pictures.csv", index=False)
+    (a.out / f"{stamp}.txt").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
