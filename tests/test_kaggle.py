@@ -1,6 +1,7 @@
 """Kaggle readiness: upload-ready folders, offline installs, and the chain on a /kaggle/input-shaped folder."""
 import json
 import subprocess
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -228,7 +229,8 @@ def test_the_runner_renews_its_copy_of_the_code_when_the_version_changes(tmp_pat
 def test_a_run_split_over_sessions_resumes_from_the_attached_output(tmp_path):
     """Session 1 trains one fold and pauses; its output, attached read-only as Kaggle attaches a notebook's output,
     is restored by session 2, which trains the other folds and submits; folds, OOF ids and submission ids are those
-    of the whole run."""
+    of the whole run. The synthetic sets lie outside the saved output (data_root: Kaggle's /kaggle/temp) and are
+    gone in session 2, whose step 05 reads pictures: step 00 draws them again first, the same pictures."""
     import os
     import shutil
     import stat
@@ -237,9 +239,13 @@ def test_a_run_split_over_sessions_resumes_from_the_attached_output(tmp_path):
 
     work = tmp_path / "working"
     attached = tmp_path / "input" / "notebooks" / "alice" / "ecg-photo-reader-runner"  # Kaggle's newer mounts
-    base = {"working_root": str(work), "input_root": str(tmp_path / "input")}
+    scratch = tmp_path / "temp" / "data"
+    base = {"working_root": str(work), "input_root": str(tmp_path / "input"), "data_root": str(scratch)}
     (tmp_path / "input").mkdir()
     run_pipeline("smoke", "00-03", base, run_name="kaggle")
+    drawn = json.loads((work / "outputs" / "smoke" / "kaggle" / "00_synthesize" / "step.json").read_text())["drawn"]
+    assert drawn and all(Path(d).parent == scratch for d in drawn) and not (work / "outputs" / "data").exists()
+    before = {p.relative_to(scratch): p.read_bytes() for p in scratch.glob("synth-*/**/*.jpg")}
     with pytest.raises(SessionPaused, match=r"paused: continue in a new session.*folds \[1, 2\] remain"):
         run_pipeline("smoke", "04", {**base, "folds_to_run": "0"}, run_name="kaggle")
     run = work / "outputs" / "smoke" / "kaggle"
@@ -250,7 +256,11 @@ def test_a_run_split_over_sessions_resumes_from_the_attached_output(tmp_path):
     for root, dirs, files in os.walk(attached):
         for name in files:
             os.chmod(os.path.join(root, name), stat.S_IREAD)
+    shutil.rmtree(tmp_path / "temp")  # a new session: /kaggle/temp starts empty
     run_pipeline("smoke", "04-05", base, run_name="kaggle")  # a new session, all folds
+    assert {p.relative_to(scratch): p.read_bytes() for p in scratch.glob("synth-*/**/*.jpg")} == before  # the same
+    assert not list(scratch.glob("detector-*"))  # step 02 is done: its detector's pictures are not drawn again
+    assert (run / "00_synthesize.prev-1" / "step.json").is_file()  # the first session's record kept
     assert (run / "04_stage2" / "folds" / "fold0" / "result.json").read_text() == first  # not trained again
     manifest = pd.read_csv(run / "01_assemble" / "manifest.csv", dtype={"id": str})
     train = manifest[(manifest["stage"] == "II") & (manifest["split"] == "train")]
