@@ -8,7 +8,8 @@ import pytest
 
 from utils.core.config import resolve_config
 from utils.core.labels import LABELS
-from utils.preprocess.cache import PrepSettings, build_cache, prepare, read_cached, safe_name
+from utils.core.packs import read_picture
+from utils.preprocess.cache import PrepSettings, build_cache, prepare, safe_name
 from utils.preprocess.roi import (
     apply_clahe,
     box_iou,
@@ -154,7 +155,7 @@ def test_the_cache_is_packed_into_shards_and_a_kill_before_the_records_loses_not
     table = build_cache(items, s, out, workers=1, progress=False)
     assert sorted(p.name for p in out.glob("pack-*")) == ["pack-000.zip", "pack-001.zip", "pack-002.zip"]
     assert not list(out.rglob("*.jpg")) and table["cached"].str.contains("::").all()
-    heights = [read_cached(ref).shape[0] for ref in table["cached"]]
+    heights = [read_picture(ref).shape[0] for ref in table["cached"]]
     assert heights == [round((40 + k) * 64 / 60) for k in range(5)]
     shutil.copy(out / "pack-000.zip", out / "pack-009.zip")  # a shard no record points at
     more = pd.DataFrame({"id": [f"x:{k}" for k in range(7)], "image": [str(p) for p in paths]})
@@ -163,6 +164,14 @@ def test_the_cache_is_packed_into_shards_and_a_kill_before_the_records_loses_not
     assert table["cached"].iloc[5].startswith(str(out / "pack-003.zip"))
     data = CachedImages(table.assign(**{k: 0.0 for k in LABELS}), ModelInput((32, 32), [0.5] * 3, [0.5] * 3))
     assert [tuple(data[i][0].shape) for i in (0, 6)] == [(3, 32, 32), (3, 32, 32)]
+    (out / "pack-001.zip").write_bytes(b"PK\x03\x04 damaged")  # a damaged shard: named, then prepared again
+    with pytest.raises(ValueError, match=r"cached image .*pack-001\.zip::.* cannot be read; rebuild the cache"):
+        CachedImages(table.assign(**{k: 0.0 for k in LABELS}), ModelInput((32, 32), [0.5] * 3, [0.5] * 3))[2]
+    with pytest.raises(OSError, match=r"pack-001\.zip is not a readable shard"):
+        read_picture(table["cached"].iloc[2])
+    again = build_cache(more, s, out, workers=1, progress=False)
+    assert again["ok"].all() and not (out / "pack-001.zip").exists()  # its two pictures prepared and packed anew
+    assert [read_picture(ref).shape[0] for ref in again["cached"].iloc[:5]] == heights
 
 
 def test_cache_records_corrupt_pictures_and_resumes(tmp_path):
@@ -178,7 +187,7 @@ def test_cache_records_corrupt_pictures_and_resumes(tmp_path):
     assert "cannot decode" in table.set_index("id").loc["competition:bad", "error"]
     ref = table.set_index("id").loc["competition:good", "cached"]
     assert ref == f"{tmp_path / 'cache' / 'pack-000.zip'}::{safe_name('competition:good')}.jpg"
-    assert max(read_cached(ref).shape[:2]) == 256 and not list((tmp_path / "cache").rglob("*.jpg"))  # packed
+    assert max(read_picture(ref).shape[:2]) == 256 and not list((tmp_path / "cache").rglob("*.jpg"))  # packed
     shard = tmp_path / "cache" / "pack-000.zip"
     mtime = shard.stat().st_mtime_ns
     again = build_cache(items, s, tmp_path / "cache", workers=1, progress=False)

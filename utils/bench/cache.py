@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from utils.preprocess.cache import PrepSettings, build_cache, prepare, read_cached
+from utils.core.packs import read_picture
+from utils.preprocess.cache import PrepSettings, build_cache, prepare
 from utils.synth.dataset import generate_dataset
 from utils.synth.generate import SynthSettings
 
@@ -32,7 +33,7 @@ class _Pictures:
     def __getitem__(self, i):
         import torch
 
-        img = cv2.imread(self.paths[i], cv2.IMREAD_COLOR) if self.on_the_fly else read_cached(self.paths[i])
+        img = cv2.imread(self.paths[i], cv2.IMREAD_COLOR) if self.on_the_fly else read_picture(self.paths[i])
         if self.on_the_fly:
             img, _ = prepare(img, PrepSettings(strategy="roi_clahe", long_side=max(self.size)))
         img = cv2.resize(img, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)

@@ -43,7 +43,7 @@ def plot_prevalence(summary: pd.DataFrame, path: Path) -> Path:
 def thumbnail(path: str, width: int = 320) -> np.ndarray:
     """A picture (a file, or a packed cache reference) at `width`, white where it cannot be read."""
     try:
-        img = cv2.imdecode(np.frombuffer(packs.read_bytes(str(path)), np.uint8), cv2.IMREAD_COLOR)
+        img = packs.read_picture(str(path))
     except OSError:
         img = None
     if img is None:

@@ -12,8 +12,11 @@ import os
 import zipfile
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 SEP = "::"
-_OPEN: dict[tuple[int, str], zipfile.ZipFile] = {}
+_OPEN: dict[tuple[int, str], tuple[tuple, zipfile.ZipFile]] = {}
 
 
 def is_ref(ref: str) -> bool:
@@ -27,17 +30,21 @@ def split(ref: str) -> tuple[Path, str]:
 
 
 def _shard(path: Path) -> zipfile.ZipFile:
-    key = (os.getpid(), str(path))
-    if key not in _OPEN:
-        _OPEN[key] = zipfile.ZipFile(path)
-    return _OPEN[key]
+    """This process's handle on a shard, opened again when the file on disk is no longer the one it opened."""
+    st = os.stat(path)
+    key, stamp = (os.getpid(), str(path)), (st.st_ino, st.st_size, st.st_mtime_ns)
+    held = _OPEN.get(key)
+    if held is None or held[0] != stamp:
+        forget(path)
+        _OPEN[key] = (stamp, zipfile.ZipFile(path))
+    return _OPEN[key][1]
 
 
 def forget(shard: Path) -> None:
     """Close this process's handle on a shard (it is about to be replaced or removed)."""
-    zf = _OPEN.pop((os.getpid(), str(shard)), None)
-    if zf is not None:
-        zf.close()
+    held = _OPEN.pop((os.getpid(), str(shard)), None)
+    if held is not None:
+        held[1].close()
 
 
 def exists(ref: str) -> bool:
@@ -64,6 +71,14 @@ def read_bytes(ref: str) -> bytes:
         return _shard(shard).read(member)
     except KeyError:
         raise FileNotFoundError(f"{member} is not in {shard}") from None
+    except zipfile.BadZipFile as err:
+        raise OSError(f"{shard} is not a readable shard ({err})") from None
+
+
+def read_picture(ref: str) -> np.ndarray | None:
+    """A picture (BGR) by reference, packed or loose; None when its bytes do not decode, OSError when they cannot be
+    read (a missing file or member, a damaged shard)."""
+    return cv2.imdecode(np.frombuffer(read_bytes(ref), np.uint8), cv2.IMREAD_COLOR)
 
 
 def write(shard: Path, files: list[Path]) -> dict[str, str]:

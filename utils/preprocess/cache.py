@@ -3,7 +3,7 @@ was done: box, corners, method, fallback and reason. Training reads only this ca
 
 Pictures are written one file each as they are prepared (a killed build resumes picture by picture), then packed
 into shards of PACK_SIZE (utils.core.packs), so that a run's saved output is a few hundred files, not tens of
-thousands; `read_cached` reads either."""
+thousands; `utils.core.packs.read_picture` reads either."""
 from __future__ import annotations
 
 import hashlib
@@ -231,11 +231,6 @@ def _work(args) -> dict:
 
 
 PACK_SIZE = 2000  # cached pictures per shard: about 0.4 GB at the kaggle profile's 0.19 MB each
-
-
-def read_cached(ref: str) -> np.ndarray | None:
-    """A cached picture (BGR) by its record's `cached` reference, packed or loose; None when it cannot be decoded."""
-    return cv2.imdecode(np.frombuffer(packs.read_bytes(ref), np.uint8), cv2.IMREAD_COLOR)
 
 
 def pack_cache(out_dir: Path, done: dict[str, dict], log: Path, size: int = PACK_SIZE) -> None:

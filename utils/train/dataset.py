@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from utils.core.labels import LABELS
-from utils.preprocess.cache import read_cached
+from utils.core.packs import read_picture
 
 INPUT_CHANNELS = ("rgb", "gray", "max")
 
@@ -94,7 +94,7 @@ class CachedImages(Dataset):
 
     def load(self, i: int) -> np.ndarray:
         try:
-            img = read_cached(self.paths[i])
+            img = read_picture(self.paths[i])
         except OSError:
             img = None
         if img is None:
