@@ -373,3 +373,22 @@ def test_the_rehearsal_fetches_only_what_the_file_pattern_names(tmp_path):
         "outputs/kaggle/run/05_ensemble/submission.csv"]
     with pytest.raises(RehearsalFailed, match="no file of the output matches"):
         fetch(working, tmp_path / "none", r"nothing\.csv$")
+
+
+def test_the_rehearsal_names_a_disk_too_small_for_its_image_and_what_earlier_images_hold(tmp_path):
+    """The stand-in image is 8 GB: a shortfall is said before pip starts, with the images earlier rehearsals left."""
+    import shutil
+
+    from utils.pipeline.rehearsal import RehearsalFailed, check_free
+
+    old = tmp_path / "2026-01-01-000000" / "stand-in-1" / "image" / "lib"
+    old.mkdir(parents=True)
+    (old / "libtorch.so").write_bytes(b"\0" * 3_000_000)
+    new = tmp_path / "2026-01-02-000000" / "stand-in-1"
+    new.mkdir(parents=True)
+    free = shutil.disk_usage(new).free / 1e9
+    assert abs(check_free(new, need_gb=0.0) - free) < 1.0
+    with pytest.raises(RehearsalFailed) as err:
+        check_free(new, need_gb=free + 1e6)
+    msg = str(err.value)
+    assert str(new) in msg and "1 image(s) of earlier rehearsals hold 0.0 GB" in msg and str(old.parent) in msg

@@ -12,7 +12,10 @@
    (checked: nothing under it changes), /kaggle/working writable: it installs from the attached wheels, runs steps
    00-06 on the smoke profile and writes the submission and the Grad-CAM report.
 
-Writes `results.md` in the rehearsal's folder (a new folder each run) and exits non-zero naming what failed.
+Writes `results.md` in the rehearsal's folder (a new folder each run) and exits non-zero naming what failed. Each
+stand-in image (about 8 GB: Kaggle's torch with its CUDA libraries) is removed once its stand-in is done, passed or
+failed; a new rehearsal builds it again from the pins. Before building one, the free space is checked against
+`IMAGE_NEED_GB`, and a shortfall is named with what earlier rehearsals' images still hold.
 """
 from __future__ import annotations
 
@@ -41,6 +44,9 @@ USER = "rehearsal"
 PROFILE = "smoke"  # the runner's profile here; the README's paths name the kaggle profile
 COMPETITION = "bhf-data-science-centre-ecg-challenge"
 OVERRIDES = "target=competition synth_photo_train=0 synth_photo_test=0 disk_budget_gb=20"
+# The disk a stand-in needs at its peak (13.0 GB measured on 2026-12-07): the image (8.0 GB installed, 4.3 GB of it
+# nvidia's CUDA libraries), pip's unpacked downloads while it installs, and the smoke run's data
+IMAGE_NEED_GB = 14.0
 
 
 class RehearsalFailed(RuntimeError):
@@ -195,6 +201,18 @@ def make_image(venv: Path, python: str, log: Path, changes: dict | None = None) 
     return py
 
 
+def check_free(root: Path, need_gb: float = IMAGE_NEED_GB) -> float:
+    """The free space under root, in GB; a shortfall raises, naming earlier rehearsals' images that still hold some."""
+    free = shutil.disk_usage(root).free / 1e9
+    if free >= need_gb:
+        return free
+    left = sorted(root.parent.parent.glob("*/stand-in-*/image"))  # root: <rehearsals>/<run>/stand-in-K
+    held = sum(f.stat().st_size for d in left for f in d.rglob("*") if f.is_file() and not f.is_symlink()) / 1e9
+    raise RehearsalFailed(f"{free:.1f} GB free under {root}; a stand-in of Kaggle's image needs about {need_gb:.0f} GB"
+                          + (f". {len(left)} image(s) of earlier rehearsals hold {held:.1f} GB: "
+                             f"{', '.join(map(str, left))}" if left else ""))
+
+
 def tree_state(root: Path) -> str:
     """A digest of every path, size and modification time under root: equal before and after = nothing written."""
     h = hashlib.sha256()
@@ -262,6 +280,7 @@ def rehearse(root: Path, python: str, changes: dict | None = None) -> dict:
 
     def run_kernel(runner: Path) -> Path:
         timed("competition folder", make_competition, competition)
+        found["free_gb"] = check_free(root)
         py = timed(f"stand-in image ({python}{', changed' if changes else ''})", make_image, root / "image", python,
                    log, changes)
         found["python"] = subprocess.run([str(py), "-c", "import sys; print(sys.version.split()[0])"],
@@ -276,8 +295,11 @@ def rehearse(root: Path, python: str, changes: dict | None = None) -> dict:
             raise RehearsalFailed(f"something under {inputs} changed: Kaggle's input is read-only")
         return working
 
-    done = timed("README's Kaggle commands (the runner among them)", follow_readme, readme_commands(), root, log,
-                 run_kernel)
+    try:
+        done = timed("README's Kaggle commands (the runner among them)", follow_readme, readme_commands(), root, log,
+                     run_kernel)
+    finally:  # the image is 8 GB and is built again from the pins by the next rehearsal
+        shutil.rmtree(root / "image", ignore_errors=True)
     submitted = Path(str(done["submitted"]).replace("/outputs/kaggle/", f"/outputs/{PROFILE}/"))
     found.update(check_outputs(submitted, competition, root / "working"))
     installed = re.search(r"installed \[[^\]]*\] from [^\"\\]+", found.pop("executed").read_text())
@@ -321,7 +343,8 @@ def _main(a) -> int:
     for k, (title, changes) in enumerate(stands):
         result = rehearse(root / f"stand-in-{k + 1}", python, changes)
         lines += [f"## Stand-in {k + 1}: {title}", "",
-                  f"- Python {result['python']} ({IMAGE_FILE.name}"
+                  f"- Python {result['python']} ({IMAGE_FILE.name}; {result['free_gb']:.0f} GB free before it was "
+                  f"built, removed after)"
                   + (f", changed: {', '.join(f'{n} ' + (f'at {v}' if v else 'removed') for n, v in changes.items())}"
                      if changes else "") + f"), internet {'cut (network namespace)' if result['offline'] else 'not cut: no index'}",
                   f"- kaggle CLI {result['cli']} (the README's install and version check)", f"- {result['install']}",
