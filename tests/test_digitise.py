@@ -4,6 +4,7 @@ picture without a layout is not read, and writes WFDB records that read back; th
 benchmark's command line."""
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.signal import resample_poly
 
@@ -26,7 +27,7 @@ def at_fs(signals, fs=500):
 
 
 def page(signals, **style):
-    img, boxes = render_page(signals, 500, LEADS, PageStyle(width=1100, height=850, **style),
+    img, boxes, _ = render_page(signals, 500, LEADS, PageStyle(width=1100, height=850, **style),
                              np.random.default_rng(0))
     return img
 
@@ -121,3 +122,9 @@ def test_the_benchmark_refuses_bad_levels_and_writes_its_tables(tmp_path, capsys
     assert {"leads.csv", "pictures.csv", "digitise.md"} <= {p.name for p in out.iterdir()}
     text = (out / "digitise.md").read_text()
     assert "synthetic scan" in text and "synthetic photo" in text
+    pics = pd.read_csv(out / "pictures.csv")
+    assert "true mask, levelled, dB 0.2 s" in text and "mean SNR dB, 0.2 s" in text
+    # the ceiling (the true mask read back) stands well above the classical reading of the same pictures
+    leads = pd.read_csv(out / "leads.csv")
+    assert (pics["ceiling levelled dB"] > 10).all() and pics["ceiling levelled dB"].mean() > leads["snr_db"].mean() + 5
+    assert (leads["snr_db_02"] >= leads["snr_db"] - 1e-9).all()  # a wider shift forgives more, never less

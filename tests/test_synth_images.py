@@ -21,7 +21,7 @@ def _page(layout="3x4", seed=0):
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_page_has_every_lead_inside_it(layout):
-    page, boxes = _page(layout)
+    page, boxes, _ = _page(layout)
     assert page.shape == (850, 1100, 3) and page.dtype == np.uint8
     assert set(LEADS) <= set(boxes)
     if layout != "12x1":
@@ -31,7 +31,7 @@ def test_page_has_every_lead_inside_it(layout):
 
 
 def test_trace_pixels_are_dark_inside_lead_boxes():
-    page, boxes = _page()
+    page, boxes, _ = _page()
     grey = cv2.cvtColor(page, cv2.COLOR_BGR2GRAY)
     x0, y0, x1, y1 = (int(v) for v in boxes["V2"])
     assert grey[y0:y1, x0:x1].min() < 90  # the ink of the trace

@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--labels-csv", type=Path, help="labels (id + MI, AF, HYP, CD, STTC) for --from-wfdb")
     ap.add_argument("--limit", type=int, default=0, help="with --from-wfdb or --from-code15: at most this many")
     ap.add_argument("--save-waveforms", action="store_true", help="also write the plotted signals (.npy)")
+    ap.add_argument("--save-traces", action="store_true",
+                    help="also write where each lead's trace lies in the picture (traces/<id>.npz)")
     ap.add_argument("--force", action="store_true", help="accept an output folder made with other settings")
     return ap
 
@@ -78,7 +80,8 @@ def _make(args, layouts: tuple[str, ...]) -> int:
         if args.from_code15:
             print(label_counts(refs).to_string(index=False), file=sys.stderr)
     summary = generate_dataset(args.out, settings, args.n_train, args.n_test, refs=refs, workers=args.workers,
-                               shard=args.shard, save_waveform=args.save_waveforms)
+                               shard=args.shard, save_waveform=args.save_waveforms,
+                               save_traces=args.save_traces)
     print(json.dumps(summary, indent=2))
     if summary["failed"]:
         print(f"{summary['failed']} record(s) could not be rendered: see {args.out / 'failures.csv'}", file=sys.stderr)

@@ -4,6 +4,7 @@
     <out>/test/<id>.jpg   sample_submission.csv, test_labels.csv (held-out truth, for evaluation only)
     <out>/annotations/<id>.json   boxes, corners, lead boxes, style and artefact parameters, findings
     <out>/waveforms/<id>.npy      the plotted signals (optional)
+    <out>/traces/<id>.npz         where each lead's trace lies in the picture (optional; utils/synth/traces.py)
     <out>/synth.json              the settings; <out>/failures.csv  records that could not be rendered
 """
 from __future__ import annotations
@@ -19,7 +20,8 @@ from utils.core.atomic import atomic_write_bytes, atomic_write_json, atomic_writ
 from utils.core.labels import LABELS
 from utils.core.pool import pool_map
 from utils.synth.code15_source import SOURCE as CODE15, load_code15
-from utils.synth.generate import SynthSettings, make_sample
+from utils.synth.generate import SynthSettings, make_picture
+from utils.synth.traces import TraceError, save as save_traces_file
 from utils.synth.wfdb_source import RecordError, RecordRef, load_signals
 
 
@@ -39,19 +41,25 @@ def _ann_path(out: Path, sample_id: str) -> Path:
     return out / "annotations" / f"{sample_id}.json"
 
 
-def _work(args: tuple[Path, SynthSettings, Job, bool]) -> tuple[str, str | None]:
+def _work(args: tuple[Path, SynthSettings, Job, bool, bool]) -> tuple[str, str | None]:
     """Make and write one sample; the annotation is written last, so it marks the sample complete."""
-    out, settings, job, save_waveform = args
+    out, settings, job, save_waveform, save_traces = args
     try:
         signals = labels = None
         if job.ref is not None:
             load = load_code15 if job.ref.source == CODE15 else load_signals
             signals = load(job.ref, fs=settings.fs)
             labels = job.ref.labels
-        data, ann, signals = make_sample(settings, job.index, signals=signals, labels=labels)
+        sample = make_picture(settings, job.index, signals=signals, labels=labels)
     except RecordError as exc:
         return job.id, str(exc)
+    data, ann, signals = sample.jpeg, sample.ann, sample.signals
     atomic_write_bytes(out / job.split / f"{job.id}.jpg", data)
+    if save_traces:
+        try:
+            save_traces_file(sample.traces, out / "traces" / f"{job.id}.npz")
+        except TraceError as exc:  # listed in failures.csv; the picture has no annotation, so it is made again
+            return job.id, str(exc)
     if save_waveform:
         buf = io.BytesIO()
         np.save(buf, signals.astype(np.float32))
@@ -85,7 +93,8 @@ def plan_jobs(n_train: int, n_test: int, refs: list[RecordRef] | None = None) ->
 
 def generate_dataset(out: Path, settings: SynthSettings, n_train: int = 0, n_test: int = 0,
                      refs: list[RecordRef] | None = None, workers: int = 0, shard: tuple[int, int] = (0, 1),
-                     save_waveform: bool = False, force: bool = False, progress: bool = True) -> dict:
+                     save_waveform: bool = False, force: bool = False, progress: bool = True,
+                     save_traces: bool = False) -> dict:
     """Make every missing sample of this shard, then (for a whole set) write the CSVs. Returns a summary."""
     out = Path(out)
     i, n = shard
@@ -97,7 +106,7 @@ def generate_dataset(out: Path, settings: SynthSettings, n_train: int = 0, n_tes
     jobs = [j for j in plan_jobs(n_train, n_test, refs) if j.index % n == i]
     todo = [j for j in jobs if not _ann_path(out, j.id).is_file()]
     failures = []
-    args = [(out, settings, j, save_waveform) for j in todo]
+    args = [(out, settings, j, save_waveform, save_traces) for j in todo]
     for sample_id, err in pool_map(_work, args, workers, f"synth {settings.style} {out.name}", progress=progress):
         failures += [(sample_id, err)] if err else []
     _write_failures(out, failures)

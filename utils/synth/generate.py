@@ -15,9 +15,10 @@ from utils.core.versions import SYNTH_VERSION
 from utils.synth.crumple import crumple_page
 from utils.synth.labels import sample_labels
 from utils.synth.photo import Picture, make_photo, page_outline
-from utils.synth.render import draw_page_style, render_page
+from utils.synth.render import PAGE_MM, draw_page_style, render_page, stroke_px
 from utils.synth.report import REPORT_PARTS, report_style
 from utils.synth.scan import make_scan
+from utils.synth.traces import Traces, placed
 from utils.synth.waveform import LEADS, simulate
 
 STYLES = ("photo", "scan")
@@ -126,12 +127,28 @@ def annotate(pic: Picture, page_shape, lead_boxes: dict, report_boxes: dict | No
             **({"report_boxes": placed(report_boxes)} if report_boxes else {})}
 
 
+@dataclass
+class Sample:
+    """One synthesized picture: its JPEG bytes, annotation, the plotted signals (12, n) and where their traces lie in
+    the picture (utils/synth/traces.py)."""
+    jpeg: bytes
+    ann: dict
+    signals: np.ndarray
+    traces: Traces
+
+
 def make_sample(settings: SynthSettings, index: int, signals: np.ndarray | None = None,
                 labels: dict | None = None) -> tuple[bytes, dict, np.ndarray]:
-    """JPEG bytes, the annotation dict and the plotted signals (12, n) for one index.
+    """JPEG bytes, the annotation dict and the plotted signals (12, n) for one index (`make_picture` without the
+    traces)."""
+    sample = make_picture(settings, index, signals, labels)
+    return sample.jpeg, sample.ann, sample.signals
 
-    With `signals` (a real record) the waveform stream is unused; with `labels` the label stream is overridden.
-    """
+
+def make_picture(settings: SynthSettings, index: int, signals: np.ndarray | None = None,
+                 labels: dict | None = None) -> Sample:
+    """One index drawn. With `signals` (a real record) the waveform stream is unused; with `labels` the label stream
+    is overridden."""
     rng_labels, rng_wave, rng_style = streams(settings.seed, index, settings.style)
     drawn = sample_labels(rng_labels)
     labels = dict(labels) if labels is not None else drawn
@@ -143,7 +160,7 @@ def make_sample(settings: SynthSettings, index: int, signals: np.ndarray | None 
     rng_report = np.random.default_rng([settings.seed, index, STYLES.index(settings.style), 4])  # its own stream
     if settings.report_share > 0 and rng_report.random() < settings.report_share:
         page_style = report_style(page_style, rng_report)
-    page, boxes = render_page(signals, settings.fs, LEADS, page_style, rng_style)
+    page, boxes, drawn = render_page(signals, settings.fs, LEADS, page_style, rng_style)
     report_boxes = {k: boxes.pop(k) for k in REPORT_PARTS if k in boxes}
     crumple, relief = None, None
     rng_crumple = np.random.default_rng([settings.seed, index, STYLES.index(settings.style), 3])  # its own stream
@@ -166,4 +183,5 @@ def make_sample(settings: SynthSettings, index: int, signals: np.ndarray | None 
            "artefacts": {**pic.params, "severity": settings.severity, "jpeg_quality": quality,
                          **({"crumple": crumple} if crumple else {})},
            "waveform": meta}
-    return buf.tobytes(), ann, signals
+    traces = placed(drawn, pic.forward, settings.fs, stroke_px(page_style, settings.page_width / PAGE_MM[0]))
+    return Sample(buf.tobytes(), ann, signals, traces)

@@ -112,20 +112,28 @@ def _header(img, s: PageStyle, px_mm, rng: np.random.Generator) -> None:
         _text(img, line, 12 * px_mm, (7 + 5 * i) * px_mm, px_mm, s, size_mm=rng.uniform(2.4, 3.4))
 
 
+def stroke_px(s: PageStyle, px_mm: float) -> int:
+    """The traces' line width in page pixels."""
+    return max(1, int(round(s.trace_mm * px_mm)))
+
+
 def _trace(img, x_px: np.ndarray, y_px: np.ndarray, s: PageStyle, px_mm: float) -> None:
     ok = np.isfinite(y_px)
     if ok.sum() < 2:
         return
     pts = np.round(np.stack([x_px[ok], y_px[ok]], 1) * 16).astype(np.int32)
-    cv2.polylines(img, [pts], False, _bgr(s.trace_rgb), max(1, int(round(s.trace_mm * px_mm))), cv2.LINE_AA, 4)
+    cv2.polylines(img, [pts], False, _bgr(s.trace_rgb), stroke_px(s, px_mm), cv2.LINE_AA, 4)
 
 
 def render_page(signals: np.ndarray, fs: int, leads, style: PageStyle, rng: np.random.Generator):
-    """Draw a 10 s 12-lead record; returns the page (H, W, 3 BGR) and the boxes {name: [x0, y0, x1, y1]} of its
-    leads (the rhythm strip as '<lead>_rhythm') and, on a report page, of its header and footer."""
+    """Draw a 10 s 12-lead record; returns the page (H, W, 3 BGR), the boxes {name: [x0, y0, x1, y1]} of its
+    leads (the rhythm strip as '<lead>_rhythm') and, on a report page, of its header and footer, and the panels as
+    drawn: per panel its key (as the boxes'), row, first sample, the polyline's x and y in page pixels (one point
+    per sample), its baseline's y (0 mV) and pixels per mV (utils/synth/traces.py carries them into the picture)."""
     s = style
     px_mm = s.width / PAGE_MM[0]
     img = np.empty((s.height, s.width, 3), np.uint8)
+    drawn = []
     _fill_with_grid(img, s, px_mm)
     boxes = draw_report(img, s, px_mm, FONTS[s.font]) if s.report else {}
     if not s.report:
@@ -162,10 +170,12 @@ def render_page(signals: np.ndarray, fs: int, leads, style: PageStyle, rng: np.r
             elif c > 0:
                 bar = x[0]
                 cv2.line(img, (int(bar), int((base_mm - 2) * px_mm)), (int(bar), int((base_mm + 2) * px_mm)),
-                         _bgr(s.trace_rgb), max(1, int(round(s.trace_mm * px_mm))))
+                         _bgr(s.trace_rgb), stroke_px(s, px_mm))
             finite = y[np.isfinite(y)]
             lo, hi = (finite.min(), finite.max()) if finite.size else (base_mm * px_mm, base_mm * px_mm)
             key = f"{name}_rhythm" if (len(row) == 1 and r == len(rows) - 1 and s.rhythm_strip
                                        and s.layout != "12x1") else name
             boxes[key] = [float(x[0]), float(lo - px_mm), float(x[-1]), float(hi + px_mm)]
-    return img, boxes
+            drawn.append({"key": key, "row": r, "start": i0, "x": x, "y": y, "base_y": base_mm * px_mm,
+                          "px_per_mv": MM_PER_MV * px_mm})
+    return img, boxes, drawn
