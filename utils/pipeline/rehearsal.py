@@ -343,10 +343,10 @@ def _main(a) -> int:
     for k, (title, changes) in enumerate(stands):
         result = rehearse(root / f"stand-in-{k + 1}", python, changes)
         lines += [f"## Stand-in {k + 1}: {title}", "",
-                  f"- Python {result['python']} ({IMAGE_FILE.name}; {result['free_gb']:.0f} GB free before it was "
-                  f"built, removed after)"
+                  f"- Python {result['python']} ({IMAGE_FILE.name}"
                   + (f", changed: {', '.join(f'{n} ' + (f'at {v}' if v else 'removed') for n, v in changes.items())}"
                      if changes else "") + f"), internet {'cut (network namespace)' if result['offline'] else 'not cut: no index'}",
+                  f"- the image: built with {result['free_gb']:.0f} GB free, removed once the stand-in was done",
                   f"- kaggle CLI {result['cli']} (the README's install and version check)", f"- {result['install']}",
                   f"- submission: {result['submission_rows']} rows, ids and columns of the sample",
                   f"- Grad-CAM report: {result['report']}",
