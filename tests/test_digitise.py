@@ -128,3 +128,24 @@ def test_the_benchmark_refuses_bad_levels_and_writes_its_tables(tmp_path, capsys
     leads = pd.read_csv(out / "leads.csv")
     assert (pics["ceiling levelled dB"] > 10).all() and pics["ceiling levelled dB"].mean() > leads["snr_db"].mean() + 5
     assert (leads["snr_db_02"] >= leads["snr_db"] - 1e-9).all()  # a wider shift forgives more, never less
+
+
+def test_benchmark_reads_real_pictures_without_signals_and_names_a_bad_one(tmp_path, capsys):
+    """--pictures: each picture read (or why not), and the limb leads' agreement, no truth needed."""
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for i in range(2):
+        jpeg, _, _ = make_sample(SynthSettings(style="scan", seed=5, page_width=1100, page_height=850, severity=0.5), i)
+        (folder / f"scan{i}.jpg").write_bytes(jpeg)
+    (folder / "bad.jpg").write_bytes(b"\xff\xd8 not really")
+    (folder / "notes.txt").write_text("side file")
+    assert bench_main(["--synthetic", "0", "--pictures", str(folder), "--workers", "1",
+                       "--out", str(tmp_path / "out")]) == 0
+    assert "1 file(s) that are not pictures (.txt): notes.txt" in capsys.readouterr().out
+    out = next((tmp_path / "out").iterdir())
+    rows = pd.read_csv(out / "real-pictures.csv").set_index("picture")
+    assert sorted(rows.index) == ["bad.jpg", "scan0.jpg", "scan1.jpg"]
+    assert rows.loc["bad.jpg", "problem"].startswith("not read:")
+    assert rows.loc[["scan0.jpg", "scan1.jpg"], "classical read"].astype(bool).all()
+    assert (rows.loc[["scan0.jpg", "scan1.jpg"], "classical agreement"] > 0.6).all()  # a clean scan obeys the laws
+    assert "Real pictures without signals" in (out / "digitise.md").read_text()

@@ -7,8 +7,11 @@ photos (the real check's pictures). Each picture goes the predictor's way: stood
 is turned (or, when too few rows stand across it, by the turn they lean to), then digitised
 (utils/digitise/trace.py). Per lead, the PhysioNet Challenge 2024's SNR (dB) and Pearson
 correlation over the seconds the page shows it (utils/digitise/records.py), within 50 ms and within the Kaggle
-metric's 0.2 s. Beside it, the ceiling: each picture's true trace mask (utils/synth/traces.py) read back per column,
-in the picture as drawn and levelled (a perfect rectification), both at 0.2 s. Prints per set and level: pictures,
+metric's 0.2 s. Beside it, what a perfect mask allows: each picture's true traces (utils/synth/traces.py) as the
+segmenter's target, followed by the classical reading (the reading's own losses), and as a column mask read back per
+column, in the picture as drawn and levelled (a perfect rectification: the ceiling), all at 0.2 s. With --segmenter,
+the reading of the segmenter's mask beside the classical ink's; with --pictures, real pictures without signals: how
+many each reader reads and how well the leads read obey Einthoven's and Goldberger's laws. Prints per set and level: pictures,
 share digitised, the median r and mean SNR over leads read, the share of leads read with r >= 0.8; per lead; and
 why pictures were not read. Writes leads.csv, pictures.csv, digitise.md and a figure (a photo, the traces found over
 it, leads read back against the truth) to outputs/digitise/<date>/; with --wfdb, the records too.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -27,11 +31,13 @@ from scipy.signal import resample_poly
 
 from utils.core.atomic import atomic_write_text, new_folder
 from utils.core.cli import add_debug, fail, run_cli
+from utils.core.imageio import ImageReadError, read_image, walk_pictures
 from utils.core.figures import pyplot
 from utils.core.paths import REPO_ROOT, present_folders
 from utils.core.pool import pool_map
 from utils.digitise.records import lead_accuracy, write_record
-from utils.digitise.trace import FS, SECONDS, digitise_turned
+from utils.digitise.segment import load as load_segmenter, target, to_work
+from utils.digitise.trace import FS, SECONDS, digitise_turned, read_page
 from utils.preprocess.orient import find_turn, upright
 from utils.synth.generate import SynthSettings, make_picture
 from utils.synth.traces import Traces, column_mask, extent, levelled, read_back, read_columns
@@ -64,17 +70,66 @@ def measure(job: dict) -> dict:
     try:
         img, true, traces = picture(job)
     except RecordError as exc:
-        return {**job["key"], "problem": f"not rendered: {exc}", "leads": [], "digitised": None, "ceiling": {}}
+        return {**job["key"], "problem": f"not rendered: {exc}", "leads": [], "digitised": None, "ceiling": {},
+                "learned": {}}
     d, turn = digitise_turned(img, find_turn(img, TURN_EVIDENCE))
     leads = lead_accuracy(d.signals, true) if d.read else []
     wide = {row["lead"]: row["snr_db"] for row in lead_accuracy(d.signals, true, KAGGLE_SHIFT)} if d.read else {}
     leads = [{**row, "snr_db_02": wide[row["lead"]]} for row in leads]
-    ceiling = {}
+    learned = {}
+    if job.get("segmenter"):
+        dl, _ = digitise_turned(img, find_turn(img, TURN_EVIDENCE), segmenter=_segmenter(job["segmenter"]))
+        learned = {"problem": dl.problem, "leads": lead_accuracy(dl.signals, true, KAGGLE_SHIFT) if dl.read else []}
+    work = to_work(img)  # the classical reading on the true mask: what reading loses once the mask is perfect
+    true_mask = target(traces.scaled(work.shape[1] / img.shape[1]), work.shape) >= 128
+    dt_ = read_page(img, mask=true_mask)
+    ceiling = {"classical on true mask": _snr(dt_.signals, true, KAGGLE_SHIFT) if dt_.read else []}
     for name, t in (("columns", traces), ("levelled", levelled(traces))):
         shape = img.shape[:2] if name == "columns" else extent(t)
         ceiling[name] = _snr(read_back(t, read_columns(column_mask(t, shape))), true, KAGGLE_SHIFT)
     return {**job["key"], "problem": d.problem, "layout": d.note(), "turned": turn, "rectified": d.rectified,
-            "leads": leads, "digitised": d, "ceiling": ceiling}
+            "leads": leads, "digitised": d, "ceiling": ceiling, "learned": learned}
+
+
+def unlabelled(job: dict) -> dict:
+    """A real picture whose signals nobody knows: read as the predictor would, classically and (given one) through
+    the segmenter's mask; per reading, whether it was read and how well its leads obey Einthoven's and Goldberger's
+    laws (`Digitised.agreement`: 1 is perfect, no truth needed)."""
+    try:
+        img = read_image(job["path"]).image
+    except ImageReadError as exc:
+        return {"picture": job["name"], "problem": f"not read: {exc}"}
+    orient = find_turn(img, TURN_EVIDENCE)
+    row = {"picture": job["name"], "problem": ""}
+    readers = [("classical", None)] + ([("segmenter", _segmenter(job["segmenter"]))] if job.get("segmenter") else [])
+    for name, model in readers:
+        d, _ = digitise_turned(img, orient, segmenter=model)
+        row[f"{name} read"] = d.read
+        row[f"{name} agreement"] = round(d.agreement, 3) if d.read else np.nan
+        row[f"{name} note"] = d.note()
+    return row
+
+
+def unlabelled_table(rows: list[dict]) -> pd.DataFrame:
+    """Per reader: pictures read and the median agreement over those read."""
+    df = pd.DataFrame(rows)
+    out = []
+    for name in ("classical", "segmenter"):
+        if f"{name} read" in df:
+            read = df[f"{name} read"].fillna(False).astype(bool)
+            out.append({"reader": name, "pictures": len(df), "read": f"{read.mean():.0%}",
+                        "median agreement": round(float(df.loc[read, f"{name} agreement"].median()), 3),
+                        "agreement >= 0.8": f"{(df[f'{name} agreement'] >= 0.8).mean():.0%}"})
+    return pd.DataFrame(out)
+
+
+@lru_cache(maxsize=2)
+def _segmenter(path: str):
+    """The trace segmenter, loaded once per process."""
+    import torch
+
+    torch.set_num_threads(1)
+    return load_segmenter(Path(path))[0]
 
 
 def jobs(synthetic: int, levels: list[float], real: list[Path], real_limit: int, seed: int) -> list[dict]:
@@ -100,7 +155,8 @@ def jobs(synthetic: int, levels: list[float], real: list[Path], real_limit: int,
 
 def summarise(results: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(per set and level, per lead, per picture)."""
-    pics = pd.DataFrame([{**{k: v for k, v in r.items() if k not in ("leads", "digitised", "ceiling")},
+    pics = pd.DataFrame([{**{k: v for k, v in r.items() if k not in ("leads", "digitised", "ceiling", "learned")},
+                          **({"learned problem": r["learned"]["problem"]} if r["learned"] else {}),
                           **{f"ceiling {k} dB": round(float(np.nanmean(v)), 2) if v else np.nan
                              for k, v in r["ceiling"].items()}} for r in results])
     leads = pd.DataFrame([{**{k: r[k] for k in ("set", "level", "id")}, **lead} for r in results
@@ -115,14 +171,26 @@ def summarise(results: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
                      "mean SNR dB": round(float(shown["snr_db"].mean()), 2) if len(shown) else np.nan,
                      "mean SNR dB, 0.2 s": round(float(shown["snr_db_02"].mean()), 2) if len(shown) else np.nan,
                      **{f"true mask, {name}, dB 0.2 s": round(float(np.nanmean(values)), 2) if values else np.nan
-                        for name in ("columns", "levelled")
+                        for name in ("classical on true mask", "columns", "levelled")
                         for values in [[v for r in results if (r["set"], r["level"]) == (name_, level)
                                         for v in r["ceiling"].get(name, [])]]},
+                     **_learned_columns([r for r in results if (r["set"], r["level"]) == (name_, level)]),
                      "median SNR dB": round(float(shown["snr_db"].median()), 2) if len(shown) else np.nan,
                      "leads r>=0.8": f"{(shown['r'] >= 0.8).mean():.0%}" if len(shown) else ""})
     per_lead = leads.groupby(["set", "lead"], sort=False)["r"].median().unstack("lead")[list(LEADS)].round(2) \
         if len(leads) else pd.DataFrame()
     return pd.DataFrame(rows), per_lead.reset_index() if len(per_lead) else per_lead, pics
+
+
+def _learned_columns(results: list[dict]) -> dict:
+    """The segmenter's reading of the same pictures, where one was given: share digitised, median r, mean SNR."""
+    if not any(r["learned"] for r in results):
+        return {}
+    leads = [row for r in results for row in r["learned"].get("leads", []) if row["samples"]]
+    return {"segmenter digitised": f"{np.mean([r['learned'].get('problem', 'x') == '' for r in results]):.0%}",
+            "segmenter median r": round(float(np.nanmedian([row["r"] for row in leads])), 3) if leads else np.nan,
+            "segmenter mean SNR dB, 0.2 s": round(float(np.nanmean([row["snr_db"] for row in leads])), 2)
+            if leads else np.nan}
 
 
 def figure(result: dict, img: np.ndarray, true: np.ndarray, path: Path) -> None:
@@ -166,6 +234,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=2026, help="the synthetic pictures' seed (apart from training's)")
     ap.add_argument("--workers", type=int, default=0, help="processes (0: one per free core)")
     ap.add_argument("--wfdb", action="store_true", help="also write every digitised record (WFDB) under records/")
+    ap.add_argument("--pictures", type=Path, help="a folder of real ECG pictures without signals: how many each "
+                    "reader reads, and how well the leads read obey the limb leads' laws")
+    ap.add_argument("--segmenter", type=Path, help="a trace segmenter (utils/digitise/segment.py): its mask read too")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "outputs" / "digitise")
     a = add_debug(ap).parse_args(argv)
     try:
@@ -180,11 +251,26 @@ def main(argv=None) -> int:
         for note in notes:
             print(f"note: {note}")
         todo = jobs(a.synthetic, levels, folders, a.real_limit, a.seed)
-        if not todo:
-            return fail("nothing to measure: give --synthetic above 0 or a --real folder that exists")
+        if a.segmenter:
+            load_segmenter(a.segmenter)  # a damaged file is said before any picture is drawn
+            todo = [{**j, "segmenter": str(a.segmenter)} for j in todo]
+        if not todo and not a.pictures:
+            return fail("nothing to measure: give --synthetic above 0, a --real folder that exists or --pictures")
         results = list(pool_map(measure, todo, a.workers, desc="digitise", unit="img"))
-        table, per_lead, pics = summarise(results)
+        table, per_lead, pics = summarise(results) if results else \
+            (pd.DataFrame(), pd.DataFrame(), pd.DataFrame(columns=["set", "level", "id", "problem"]))
         out = new_folder(a.out / dt.date.today().isoformat())
+        real_text = ""
+        if a.pictures:
+            found, skipped = walk_pictures(a.pictures)
+            for note in skipped:
+                print(f"note: {note}")
+            rows = list(pool_map(unlabelled, [{"path": p, "name": str(p.relative_to(a.pictures)),
+                                               "segmenter": str(a.segmenter) if a.segmenter else ""}
+                                              for p in found], a.workers, desc="real pictures", unit="img"))
+            atomic_write_text(out / "real-pictures.csv", pd.DataFrame(rows).to_csv(index=False))
+            real_text = (f"\n\nReal pictures without signals ({a.pictures}): read, and the limb leads' agreement "
+                         f"(II = I + III, -aVR = aVL + aVF)\n\n{unlabelled_table(rows).to_markdown(index=False)}\n")
         lead_rows = pd.DataFrame([{**{k: r[k] for k in ("set", "level", "id")}, **lead} for r in results
                                   for lead in r["leads"]])
         atomic_write_text(out / "leads.csv", lead_rows.to_csv(index=False))
@@ -193,7 +279,8 @@ def main(argv=None) -> int:
         text = (f"# Digitiser accuracy\n\n{table.to_markdown(index=False)}\n\nMedian r per lead:\n\n"
                 f"{per_lead.to_markdown(index=False) if len(per_lead) else '(none read)'}\n\n"
                 f"Not digitised ({len(problems)}):\n\n" +
-                "".join(f"- {p['set']} {p['level']} {p['id']}: {p['problem']}\n" for _, p in problems.iterrows()))
+                "".join(f"- {p['set']} {p['level']} {p['id']}: {p['problem']}\n" for _, p in problems.iterrows())
+                + real_text)
         atomic_write_text(out / "digitise.md", text)
         if a.wfdb:
             for r in results:

@@ -1,11 +1,12 @@
 """The digitiser: a picture of a printed 12-lead ECG -> twelve leads in mV at 100 Hz, and where it read them.
 
-Classical, not a network, and why: the traces are the one thing on an ECG printout that is much darker than the paper
-around it, in long pieces, whatever the grid's colour (the ink mask of utils/preprocess/ink.py, the same that step 02
-crops to). The grid never needs removing: a coloured or grey grid is bright in the pixel's largest channel, and dots,
-letters and speckle are short pieces. What remains is geometry a printout fixes: 25 mm/s, 10 mm/mV, 10 s across, a
-layout of rows, and a calibration pulse (1 mV, 10 mm high, 5 mm wide) at the left of most rows. A network would
-learn the same from the synthesizer's pictures alone, and with them its quirks.
+It follows a mask of the traces. The classical one: the traces are the one thing on an ECG printout that is much
+darker than the paper around it, in long pieces, whatever the grid's colour (the ink mask of utils/preprocess/ink.py,
+the same that step 02 crops to); a coloured or grey grid is bright in the pixel's largest channel, and dots, letters
+and speckle are short pieces. Or the trace segmenter's (utils/digitise/segment.py, `segmenter=`), learned from the
+synthesizer's own trace points, which leaves grid lines, separators and text out where the ink mask keeps some. What
+remains is geometry a printout fixes: 25 mm/s, 10 mm/mV, 10 s across, a layout of rows, and a calibration pulse
+(1 mV, 10 mm high, 5 mm wide) at the left of most rows.
 
 The steps, on the picture at 1600 px on its long side, levelled (a photo's small tilt undone):
 1. **Rows**: the peaks of the ink's row profile (each band ends half way to the next); a band the ink runs through
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from utils.digitise.segment import mask_of
 from utils.preprocess.ink import ink_mask, is_trace_row, level, trace_rows
 from utils.preprocess.orient import upright
 from utils.preprocess.roi import classical_detect, quad_is_plausible, rectify
@@ -142,12 +144,13 @@ def _to_picture(x, y, tilt: float, shape, scale: float) -> tuple[np.ndarray, np.
     return (x / scale).astype(np.float32), (y / scale).astype(np.float32)
 
 
-def digitise(img: np.ndarray, rectify_sheet: bool = True, min_confidence: float = 0.8) -> Digitised:
+def digitise(img: np.ndarray, rectify_sheet: bool = True, min_confidence: float = 0.8, segmenter=None) -> Digitised:
     """Twelve leads read back from a picture of an ECG printout (BGR, any size, standing upright). A photo's sheet is
     first warped flat (the classical sheet finder's corners, as step 02's seg_rect, when it is sure and the
     quadrilateral plausible): a perspective squeezes time along a row. Over 16 synthetic photos the flat sheet read
     better (median r 0.52 against 0.44); choosing per picture by `agreement` read worse (0.45). The paths are in
-    the picture's pixels."""
+    the picture's pixels. With a `segmenter` (utils/digitise/segment.py) its trace mask is followed instead of the
+    classical ink mask."""
     if rectify_sheet:
         found = classical_detect(img)
         if found["corners"] is not None and found["confidence"] >= min_confidence and \
@@ -157,34 +160,42 @@ def digitise(img: np.ndarray, rectify_sheet: bool = True, min_confidence: float 
             except ValueError:
                 flat = None
             if flat is not None:
-                out = read_page(flat)
+                out = read_page(flat, segmenter)
                 back = np.linalg.inv(hom)
                 for k, (name, x, y, samples) in enumerate(out.paths):
                     pts = cv2.perspectiveTransform(np.stack([x, y], 1)[:, None].astype(np.float64), back)[:, 0]
                     out.paths[k] = (name, pts[:, 0].astype(np.float32), pts[:, 1].astype(np.float32), samples)
                 out.rectified = True
                 return out
-    return read_page(img)
+    return read_page(img, segmenter)
 
 
-def digitise_turned(img: np.ndarray, orient: dict) -> tuple[Digitised, int]:
+def digitise_turned(img: np.ndarray, orient: dict, segmenter=None) -> tuple[Digitised, int]:
     """The digitiser after the traces' turn (utils/preprocess/orient.py's find_turn): the sure turn undone first;
     when the page as it stands shows too few rows and the traces lean to a turn they are not sure of, that turn is
     tried too. Returns the reading and the turn undone (degrees)."""
     turn = orient["turn_found"] if orient["sure"] else 0
-    d = digitise(upright(img, turn) if turn else img)
+    d = digitise(upright(img, turn) if turn else img, segmenter=segmenter)
     if not d.read and "row(s) of traces" in d.problem and not orient["sure"] and orient["turn_found"]:
         guess = orient["turn_found"]
-        tried = digitise(upright(img, guess))
+        tried = digitise(upright(img, guess), segmenter=segmenter)
         if tried.read:
             return tried, guess
     return d, turn
 
 
-def read_page(img: np.ndarray) -> Digitised:
-    """Twelve leads read back from a picture of a flat, upright ECG printout."""
+def read_page(img: np.ndarray, segmenter=None, mask: np.ndarray | None = None) -> Digitised:
+    """Twelve leads read back from a picture of a flat, upright ECG printout: the classical ink mask followed, or the
+    `segmenter`'s trace mask (probability >= 0.5), or a given `mask` (bool, the picture at the working size: the
+    benchmark's true mask, which tells the reading's losses apart from the mask's)."""
     out = Digitised(blank())
-    mask, out.tilt = level(ink_mask(img, relative=True))
+    if mask is not None:
+        ink = mask
+    elif segmenter is None:
+        ink = ink_mask(img, relative=True)
+    else:
+        ink = mask_of(segmenter, img) >= 0.5
+    mask, out.tilt = level(ink)
     scale = mask.shape[1] / img.shape[1]
     columns = np.flatnonzero(mask.any(axis=0))
     if not len(columns):

@@ -46,6 +46,7 @@ class SynthSettings:
     creases: int | None = None        # long crease lines (None: 0-3 drawn per page when crumple > 0)
     crumple_rate: float = 0.0         # with crumple 0: this share of pictures crumpled, strength drawn in CRUMPLE_DRAWN
     report_share: float = 0.0         # this share of pages drawn as hospital report pages (utils/synth/report.py)
+    dark_grid_rate: float = 0.0       # this share of pages with their grid printed dark (strength drawn, 0.3-1)
     fs: int = 500
     layouts: tuple = ("3x4",)
     signal_noise: float = 1.0
@@ -65,6 +66,8 @@ class SynthSettings:
                              f"{self.creases}")
         if not 0 <= self.report_share <= 1:
             raise ValueError(f"report_share is a share of pages, between 0 and 1, got {self.report_share}")
+        if not 0 <= self.dark_grid_rate <= 1:
+            raise ValueError(f"dark_grid_rate is a share of pages, between 0 and 1, got {self.dark_grid_rate}")
         if not 0 <= self.crumple_rate <= 1:
             raise ValueError(f"crumple_rate is a share of pictures, between 0 and 1, got {self.crumple_rate}")
         if not 0 <= self.jpeg_quality <= 100:
@@ -82,8 +85,8 @@ class SynthSettings:
 
     def to_dict(self) -> dict:
         out = {**asdict(self), "layouts": list(self.layouts), "version": SYNTH_VERSION}
-        # a flat sheet, and no report pages, keep the keys of the sets made before them
-        drop = {"crumple": 0.0, "creases": None, "crumple_rate": 0.0, "report_share": 0.0}
+        # a flat sheet, no report pages and no dark grids keep the keys of the sets made before them
+        drop = {"crumple": 0.0, "creases": None, "crumple_rate": 0.0, "report_share": 0.0, "dark_grid_rate": 0.0}
         return {k: v for k, v in out.items()
                 if not (k in ARTEFACT_CONTROLS and v is None) and not (k in drop and v == drop[k])}
 
@@ -160,6 +163,9 @@ def make_picture(settings: SynthSettings, index: int, signals: np.ndarray | None
     rng_report = np.random.default_rng([settings.seed, index, STYLES.index(settings.style), 4])  # its own stream
     if settings.report_share > 0 and rng_report.random() < settings.report_share:
         page_style = report_style(page_style, rng_report)
+    rng_grid = np.random.default_rng([settings.seed, index, STYLES.index(settings.style), 5])  # its own stream
+    if settings.dark_grid_rate > 0 and rng_grid.random() < settings.dark_grid_rate:
+        page_style.grid_dark = float(rng_grid.uniform(0.3, 1.0))
     page, boxes, drawn = render_page(signals, settings.fs, LEADS, page_style, rng_style)
     report_boxes = {k: boxes.pop(k) for k in REPORT_PARTS if k in boxes}
     crumple, relief = None, None

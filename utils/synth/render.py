@@ -28,6 +28,7 @@ LAYOUTS = {
     "6x2": [["I", "V1"], ["II", "V2"], ["III", "V3"], ["aVR", "V4"], ["aVL", "V5"], ["aVF", "V6"]],
     "12x1": [[lead] for lead in ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")],
 }
+PULSE = "pulse"  # the drawn panels' key of a row's calibration pulse: "pulse0", "pulse1", ...
 FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_PLAIN, cv2.FONT_HERSHEY_COMPLEX)
 
 
@@ -51,9 +52,13 @@ class PageStyle:
     grid_dots: bool = False       # the minor grid printed as dots
     separators: bool = False      # bold bars between the lead columns
     report: dict | None = None    # a report page's header and footer (utils/synth/report.py)
+    grid_dark: float = 0.0        # 0: the grid's colours as GRIDS has them; 1: its lines nearly as dark as ink
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if not self.grid_dark:  # the pages drawn before it keep their keys
+            out.pop("grid_dark")
+        return out
 
 
 def draw_page_style(rng: np.random.Generator, width: int, height: int, layouts=("3x4",)) -> PageStyle:
@@ -74,6 +79,9 @@ def _bgr(rgb) -> tuple:
 def _fill_with_grid(img: np.ndarray, s: PageStyle, px_mm: float) -> None:
     """Paper colour and grid in two passes: one prepared row broadcast down the page, then the grid rows."""
     minor, major = GRIDS[s.grid]
+    if s.grid_dark:  # printed heavier, or photographed in dim light: some real grids are near the ink's darkness
+        minor = tuple(v * (1 - 0.45 * s.grid_dark) for v in minor)
+        major = tuple(v * (1 - 0.75 * s.grid_dark) for v in major)
     h, w = img.shape[:2]
     thick = max(1, int(round(px_mm * 0.18)))
     row = np.empty((w, 3), np.uint8)
@@ -129,7 +137,8 @@ def render_page(signals: np.ndarray, fs: int, leads, style: PageStyle, rng: np.r
     """Draw a 10 s 12-lead record; returns the page (H, W, 3 BGR), the boxes {name: [x0, y0, x1, y1]} of its
     leads (the rhythm strip as '<lead>_rhythm') and, on a report page, of its header and footer, and the panels as
     drawn: per panel its key (as the boxes'), row, first sample, the polyline's x and y in page pixels (one point
-    per sample), its baseline's y (0 mV) and pixels per mV (utils/synth/traces.py carries them into the picture)."""
+    per sample), its baseline's y (0 mV) and pixels per mV (utils/synth/traces.py carries them into the picture);
+    a row's calibration pulse is a panel too, keyed PULSE + row, its first sample -1."""
     s = style
     px_mm = s.width / PAGE_MM[0]
     img = np.empty((s.height, s.width, 3), np.uint8)
@@ -154,6 +163,8 @@ def render_page(signals: np.ndarray, fs: int, leads, style: PageStyle, rng: np.r
             pulse_x = cx + np.array([0, 1.5, 1.5, 6.5, 6.5, 8]) * px_mm
             pulse_y = base_mm * px_mm - np.array([0, 0, 10, 10, 0, 0]) * px_mm
             _trace(img, pulse_x, pulse_y, s, px_mm)
+            drawn.append({"key": f"{PULSE}{r}", "row": r, "start": -1, "x": pulse_x, "y": pulse_y,
+                          "base_y": base_mm * px_mm, "px_per_mv": MM_PER_MV * px_mm})
         span = 10.0 if len(row) == 1 else col_s
         for c, name in enumerate(row):
             t0 = c * span

@@ -41,8 +41,9 @@ class TraceError(ValueError):
 
 @dataclass
 class Traces:
-    """A picture's drawn traces: per panel (its key: a lead, or '<lead>_rhythm'), the points (n, 2) in picture px at
-    the signal's rate `fs`, the index of its first sample in the record, the row of the page it sits in, and its
+    """A picture's drawn traces: per panel (its key: a lead, '<lead>_rhythm', or a row's calibration pulse 'pulse<row>'),
+    the points (n, 2) in picture px at the signal's rate `fs` (a pulse: its six corners), the index of its first
+    sample in the record (a pulse: -1), the row of the page it sits in, and its
     frame: where 0 mV and 1 mV lie in the picture under every FRAME_EVERY-th sample (the paper's own vertical,
     carried through the same transforms), so heights read off the picture turn into mV as the page meant them."""
     panels: dict[str, np.ndarray]
@@ -142,7 +143,7 @@ def column_heights(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def column_mask(traces: Traces, shape: tuple[int, int]) -> np.ndarray:
     """(rows of the page, h, w) float32: per channel (a row of the page), each column's trace height split over the
     two pixel rows it lies between by its fraction; a column's weighted mean gives the height back."""
-    h, w = shape
+    h, w = shape[:2]
     mask = np.zeros((traces.n_rows, h, w), np.float32)
     for key, pts in traces.panels.items():
         cols, y = column_heights(pts)
@@ -171,7 +172,8 @@ def read_back(traces: Traces, heights: np.ndarray) -> np.ndarray:
     the picture): the reading a perfect segmenter and a perfect grid reading allow, NaN where the page shows nothing
     of a lead."""
     out = np.full((len(LEADS), int(FS_OUT * SECONDS)), np.nan)
-    order = sorted(traces.panels, key=lambda k: k.endswith("_rhythm"))  # a rhythm strip's 10 s over its panel
+    order = sorted((k for k in traces.panels if traces.starts[k] >= 0),  # calibration pulses have no samples
+                   key=lambda k: k.endswith("_rhythm"))  # a rhythm strip's 10 s over its panel
     for key in order:
         pts = traces.panels[key]
         lead = LEADS.index(key.removesuffix("_rhythm"))
