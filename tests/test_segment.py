@@ -71,3 +71,18 @@ def test_the_digitiser_follows_the_segmenters_mask(tiny):
     classical, learned = digitise(img), digitise(img, segmenter=model)
     assert classical.read and learned.read, (classical.problem, learned.problem)
     assert learned.layout == classical.layout == "3x4"
+
+
+def test_the_column_target_marks_each_columns_instant_and_an_unknown_kind_is_refused():
+    """The column target: per column at most two pixels per row of the page (a steep stroke is not smeared over its
+    neighbours' columns), lying inside the line target; an unknown kind is one clear error."""
+    img, _ = seg.drawn_pair((1, 0))
+    sample = make_picture(seg._settings(1, 0), 0)
+    shape = img.shape[:2]
+    traces = sample.traces.scaled(shape[1] / sample.ann["image_size"][0])
+    line, column = seg.target(traces, shape, "line") >= 128, seg.target(traces, shape, "column") >= 128
+    per_column = column.sum(0)
+    assert per_column.max() <= 2 * traces.n_rows + 2 and column.sum() < 0.5 * line.sum()
+    assert (line | ~column).mean() > 0.999 and (column & line).sum() >= 0.95 * column.sum()
+    with pytest.raises(ValueError, match="target kind 'blob'"):
+        seg.target(traces, shape, "blob")

@@ -1,20 +1,22 @@
 """How well the digitiser reads the leads back: `python -m utils.bench.digitise [--synthetic 30]
-[--levels 0.5,1,1.5] [--real ../shared/data/ptbxl-dev --real-limit 100] [--wfdb] [--workers 2]`.
+[--levels 0.5,1,1.5] [--real ../shared/data/ptbxl-dev --real-limit 100] [--pictures DIR] [--segmenter FILE] [--wfdb]
+[--workers 2]`.
 
-Pictures whose true signals are known: the synthesizer's scans and photos (new seeds, apart from any training set) at
-each artefact level (`severity`), and, with --real, recorded PTB-XL signals drawn by the project's renderer as
+Pictures whose true signals are known: the synthesizer's scans and photos (new seeds, apart from any training set)
+at each artefact level (`severity`), and, with --real, recorded PTB-XL signals drawn by the project's renderer as
 photos (the real check's pictures). Each picture goes the predictor's way: stood upright when its traces are sure it
 is turned (or, when too few rows stand across it, by the turn they lean to), then digitised
-(utils/digitise/trace.py). Per lead, the PhysioNet Challenge 2024's SNR (dB) and Pearson
-correlation over the seconds the page shows it (utils/digitise/records.py), within 50 ms and within the Kaggle
-metric's 0.2 s. Beside it, what a perfect mask allows: each picture's true traces (utils/synth/traces.py) as the
-segmenter's target, followed by the classical reading (the reading's own losses), and as a column mask read back per
-column, in the picture as drawn and levelled (a perfect rectification: the ceiling), all at 0.2 s. With --segmenter,
-the reading of the segmenter's mask beside the classical ink's; with --pictures, real pictures without signals: how
-many each reader reads and how well the leads read obey Einthoven's and Goldberger's laws. Prints per set and level: pictures,
-share digitised, the median r and mean SNR over leads read, the share of leads read with r >= 0.8; per lead; and
-why pictures were not read. Writes leads.csv, pictures.csv, digitise.md and a figure (a photo, the traces found over
-it, leads read back against the truth) to outputs/digitise/<date>/; with --wfdb, the records too.
+(utils/digitise/trace.py). Per lead, the PhysioNet Challenge 2024's SNR (dB) and Pearson correlation over the
+seconds the page shows it (utils/digitise/records.py), within 50 ms and within the Kaggle metric's 0.2 s. Beside it,
+what a perfect mask allows: each picture's true traces (utils/synth/traces.py) as the segmenter's targets (a line of
+the stroke's width; per column, where the trace was at that column's instant), followed by the classical reading
+(the reading's own losses), and as the column mask read back per column, in the picture as drawn and levelled (a
+perfect rectification: the ceiling), all at 0.2 s. With --segmenter, the reading of the segmenter's mask beside the
+classical ink's; with --pictures, real pictures without signals: how many each reader reads and how well the leads
+read obey Einthoven's and Goldberger's laws. Prints per set and level: pictures, share digitised, the median r and
+mean SNR over leads read, the share of leads read with r >= 0.8; per lead; and why pictures were not read. Writes
+leads.csv, pictures.csv, digitise.md and a figure (a photo, the traces found over it, leads read back against the
+truth) to outputs/digitise/<date>/; with --wfdb, the records too.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ from utils.core.figures import pyplot
 from utils.core.paths import REPO_ROOT, present_folders
 from utils.core.pool import pool_map
 from utils.digitise.records import lead_accuracy, write_record
-from utils.digitise.segment import load as load_segmenter, target, to_work
+from utils.digitise.segment import TARGETS, load as load_segmenter, target, to_work
 from utils.digitise.trace import FS, SECONDS, digitise_turned, read_page
 from utils.preprocess.orient import find_turn, upright
 from utils.synth.generate import SynthSettings, make_picture
@@ -80,10 +82,11 @@ def measure(job: dict) -> dict:
     if job.get("segmenter"):
         dl, _ = digitise_turned(img, find_turn(img, TURN_EVIDENCE), segmenter=_segmenter(job["segmenter"]))
         learned = {"problem": dl.problem, "leads": lead_accuracy(dl.signals, true, KAGGLE_SHIFT) if dl.read else []}
-    work = to_work(img)  # the classical reading on the true mask: what reading loses once the mask is perfect
-    true_mask = target(traces.scaled(work.shape[1] / img.shape[1]), work.shape) >= 128
-    dt_ = read_page(img, mask=true_mask)
-    ceiling = {"classical on true mask": _snr(dt_.signals, true, KAGGLE_SHIFT) if dt_.read else []}
+    work = to_work(img)  # the classical reading on the true masks: what reading loses once the mask is perfect
+    ceiling = {}
+    for kind in TARGETS:
+        on_true = read_page(img, mask=target(traces.scaled(work.shape[1] / img.shape[1]), work.shape, kind) >= 128)
+        ceiling[f"classical on true {kind} mask"] = _snr(on_true.signals, true, KAGGLE_SHIFT) if on_true.read else []
     for name, t in (("columns", traces), ("levelled", levelled(traces))):
         shape = img.shape[:2] if name == "columns" else extent(t)
         ceiling[name] = _snr(read_back(t, read_columns(column_mask(t, shape))), true, KAGGLE_SHIFT)
@@ -171,7 +174,8 @@ def summarise(results: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataF
                      "mean SNR dB": round(float(shown["snr_db"].mean()), 2) if len(shown) else np.nan,
                      "mean SNR dB, 0.2 s": round(float(shown["snr_db_02"].mean()), 2) if len(shown) else np.nan,
                      **{f"true mask, {name}, dB 0.2 s": round(float(np.nanmean(values)), 2) if values else np.nan
-                        for name in ("classical on true mask", "columns", "levelled")
+                        for name in ("classical on true line mask", "classical on true column mask", "columns",
+                                     "levelled")
                         for values in [[v for r in results if (r["set"], r["level"]) == (name_, level)
                                         for v in r["ceiling"].get(name, [])]]},
                      **_learned_columns([r for r in results if (r["set"], r["level"]) == (name_, level)]),

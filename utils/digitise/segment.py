@@ -1,12 +1,15 @@
 """The traces, learned: a small U-Net that marks the pixels of a picture's ECG traces, trained on the synthesizer's own
 trace points (utils/synth/traces.py), never on a real picture.
 
-    python -m utils.digitise.segment [--pictures 240] [--steps 1500] [--seed 0] [--out outputs/segmenter]
+    python -m utils.digitise.segment [--pictures 240] [--steps 1500] [--target line] [--seed 0] [--out outputs/segmenter]
 
 The picture is read at the digitiser's working size (WORK_SIDE on its long side), where a trace is one to three pixels
-wide. The target is each lead's line and each row's calibration pulse as drawn, as a soft line of the stroke's width
-(at least two pixels): the grid, the lead names, the separators between columns, handwriting, stamps and the
-report's text are all background. Training pictures mix scans and photos, flat and crumpled sheets, report pages and
+wide. The target (`target`) is each lead's line and each row's calibration pulse as drawn, as a soft line of the
+stroke's width (at least two pixels): the grid, the lead names, the separators between columns, handwriting, stamps
+and the report's text are all background. The other target, "column", marks per column only where the trace was at
+that column's instant (the column mask of the 2025-26 Kaggle digitisation entries): followed on the true masks it
+reads better than the line, but this network, in the same few CPU minutes, learns it worse than the line and reads
+worse through it (README, "The traces, learned"), so "line" is the default. Training pictures mix scans and photos, flat and crumpled sheets, report pages and
 all three layouts at artefact levels 0.5-1.5, from seeds of their own; crops of CROP px, most centred on a trace.
 
 The network (`TraceNet`): an encoder of four levels (8, 16, 32, 48 channels; a 3x3 convolution at full size, then
@@ -37,11 +40,13 @@ from utils.core.paths import REPO_ROOT
 from utils.core.pool import pool_map, usable_cores
 from utils.preprocess.ink import WORK_SIDE
 from utils.synth.generate import SynthSettings, make_picture
+from utils.synth.traces import column_mask
 
 CROP = 192
 WIDTHS = (8, 16, 32, 48)
 LEVELS = (0.5, 1.0, 1.5)
 FORMAT = "trace-segmenter/1"
+TARGETS = ("line", "column")
 
 
 class SegmenterError(RuntimeError):
@@ -107,8 +112,15 @@ def to_work(img: np.ndarray) -> np.ndarray:
                       interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
 
 
-def target(traces, shape) -> np.ndarray:
-    """(h, w) uint8 0-255: every panel and pulse as a soft line of the stroke's width (two pixels at least)."""
+def target(traces, shape, kind: str = "line") -> np.ndarray:
+    """(h, w) uint8 0-255. "line": every panel and pulse as a soft line of the stroke's width (two pixels at least).
+    "column": in each column, the two pixel rows each panel's height lies between (the column mask of
+    utils/synth/traces.py, rows merged), so a steep stroke marks in each column where the trace was at that column's
+    instant, not the whole stroke its width smears over neighbouring columns."""
+    if kind == "column":
+        return np.where(column_mask(traces, shape).max(0, initial=0) > 0, 255, 0).astype(np.uint8)
+    if kind != "line":
+        raise ValueError(f"target kind {kind!r}: expected one of {TARGETS}")
     out = np.zeros(shape[:2], np.uint8)
     thick = max(2, int(round(traces.width_px)))
     for pts in traces.panels.values():
@@ -137,13 +149,13 @@ def _settings(seed: int, index: int):
                          report_share=0.3, dark_grid_rate=0.3)
 
 
-def drawn_pair(job: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(picture, target) at the working size for one index of the training mix."""
-    seed, index = job
+def drawn_pair(job: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """(picture, target) at the working size for one index of the training mix: job (seed, index[, target kind])."""
+    seed, index, kind = (*job, "line")[:3]
     sample = make_picture(_settings(seed, index), index)
     img = cv2.imdecode(np.frombuffer(sample.jpeg, np.uint8), cv2.IMREAD_COLOR)
     work = to_work(img)
-    return work, target(sample.traces.scaled(work.shape[1] / img.shape[1]), work.shape)
+    return work, target(sample.traces.scaled(work.shape[1] / img.shape[1]), work.shape, kind)
 
 
 def crops(pairs, per_picture: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -187,14 +199,14 @@ def _loss(logits, tgt):
 
 
 def train(pictures: int, steps: int, seed: int = 0, batch: int = 12, lr: float = 3e-3, workers: int = 0,
-          progress: bool = True, log=print) -> tuple[object, dict]:
+          progress: bool = True, log=print, kind: str = "line") -> tuple[object, dict]:
     """The network trained on `pictures` synthesized pictures (crops, flips), AdamW with a one-cycle schedule;
     returns it and what it was trained on."""
     import torch
     from tqdm.auto import tqdm
 
     started = time.time()
-    pairs = list(pool_map(drawn_pair, [(seed, i) for i in range(pictures)], workers, desc="segmenter pictures",
+    pairs = list(pool_map(drawn_pair, [(seed, i, kind) for i in range(pictures)], workers, desc="segmenter pictures",
                           progress=progress))
     x, y = crops(pairs, per_picture=12, seed=seed)
     del pairs
@@ -222,7 +234,7 @@ def train(pictures: int, steps: int, seed: int = 0, batch: int = 12, lr: float =
         if log and (step + 1) % max(1, steps // 5) == 0:
             log(f"segmenter: step {step + 1}/{steps}, loss {np.mean(losses[-50:]):.3f}")
     model.eval()
-    info = {"pictures": pictures, "crops": len(x), "steps": steps, "batch": batch, "seed": seed,
+    info = {"target": kind, "pictures": pictures, "crops": len(x), "steps": steps, "batch": batch, "seed": seed,
             "drawn_s": round(drawn_s, 1), "trained_s": round(time.time() - started - drawn_s, 1),
             "final_loss": round(float(np.mean(losses[-50:])), 4)}
     return model, info
@@ -251,9 +263,9 @@ def mask_of(model, img: np.ndarray, tile: int = 1024) -> np.ndarray:
     return out
 
 
-def evaluate(model, pictures: int, seed: int, workers: int = 0, progress: bool = True) -> dict:
+def evaluate(model, pictures: int, seed: int, workers: int = 0, progress: bool = True, kind: str = "line") -> dict:
     """IoU of the trace pixels on `pictures` new pictures of the training mix (another seed), mean and per style."""
-    pairs = list(pool_map(drawn_pair, [(seed, i) for i in range(pictures)], workers, desc="segmenter check",
+    pairs = list(pool_map(drawn_pair, [(seed, i, kind) for i in range(pictures)], workers, desc="segmenter check",
                           progress=progress))
     scores = {"scan": [], "photo": []}
     for i, (img, tgt) in enumerate(pairs):
@@ -299,6 +311,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m utils.digitise.segment", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pictures", type=int, default=240, help="synthesized training pictures")
+    ap.add_argument("--target", choices=TARGETS, default="line", help="what it learns to mark (see target())")
     ap.add_argument("--steps", type=int, default=1500, help="optimiser steps")
     ap.add_argument("--batch", type=int, default=12)
     ap.add_argument("--check", type=int, default=24, help="new pictures the IoU is measured on")
@@ -313,9 +326,9 @@ def main(argv=None) -> int:
         import torch
 
         torch.set_num_threads(usable_cores())
-        model, info = train(a.pictures, a.steps, a.seed, a.batch, workers=a.workers)
+        model, info = train(a.pictures, a.steps, a.seed, a.batch, workers=a.workers, kind=a.target)
         if a.check:
-            info["check"] = evaluate(model, a.check, a.seed + 1000, a.workers)
+            info["check"] = evaluate(model, a.check, a.seed + 1000, a.workers, kind=a.target)
         out = new_folder(a.out / dt.date.today().isoformat())
         save(model, info, out / "segmenter.pt")
         atomic_write_text(out / "segmenter.json", json.dumps(info, indent=2) + "\n")
