@@ -86,3 +86,17 @@ def test_the_column_target_marks_each_columns_instant_and_an_unknown_kind_is_ref
     assert (line | ~column).mean() > 0.999 and (column & line).sum() >= 0.95 * column.sum()
     with pytest.raises(ValueError, match="target kind 'blob'"):
         seg.target(traces, shape, "blob")
+
+
+def test_the_benchmark_reads_through_a_segmenter_file_and_draws_its_mask(tiny, tmp_path):
+    from utils.bench.digitise import main as bench_main
+
+    seg.save(tiny[0], tiny[1], tmp_path / "s.pt")
+    assert bench_main(["--synthetic", "1", "--levels", "1", "--workers", "1", "--segmenter", str(tmp_path / "s.pt"),
+                       "--out", str(tmp_path / "out")]) == 0
+    out = next((tmp_path / "out").iterdir())
+    text = (out / "digitise.md").read_text()
+    assert "segmenter median r" in text and (out / "segmented.png").stat().st_size > 20_000
+    (tmp_path / "bad.pt").write_bytes(b"nothing")
+    assert bench_main(["--synthetic", "1", "--segmenter", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "o2")]) == 2
+    assert not (tmp_path / "o2").exists()  # refused before any picture was drawn or folder made

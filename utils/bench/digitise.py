@@ -16,7 +16,9 @@ classical ink's; with --pictures, real pictures without signals: how many each r
 read obey Einthoven's and Goldberger's laws. Prints per set and level: pictures, share digitised, the median r and
 mean SNR over leads read, the share of leads read with r >= 0.8; per lead; and why pictures were not read. Writes
 leads.csv, pictures.csv, digitise.md and a figure (a photo, the traces found over it, leads read back against the
-truth) to outputs/digitise/<date>/; with --wfdb, the records too.
+truth) to outputs/digitise/<date>/, with --segmenter a second one (segmented.png: a real record's photo, else a
+synthetic picture, the segmenter's mask, leads read through it and through the ink against the truth); with --wfdb,
+the records too.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ from utils.core.figures import pyplot
 from utils.core.paths import REPO_ROOT, present_folders
 from utils.core.pool import pool_map
 from utils.digitise.records import lead_accuracy, write_record
-from utils.digitise.segment import TARGETS, load as load_segmenter, target, to_work
+from utils.digitise.segment import TARGETS, load as load_segmenter, mask_of, target, to_work
 from utils.digitise.trace import FS, SECONDS, digitise_turned, read_page
 from utils.preprocess.orient import find_turn, upright
 from utils.synth.generate import SynthSettings, make_picture
@@ -197,6 +199,46 @@ def _learned_columns(results: list[dict]) -> dict:
             if leads else np.nan}
 
 
+def segmented_figure(img: np.ndarray, true: np.ndarray, model, name: str, path: Path) -> None:
+    """A picture, the segmenter's trace mask over it, and three leads read through that mask and through the
+    classical ink against the truth."""
+    plt = pyplot()
+    orient = find_turn(img, TURN_EVIDENCE)
+    learned, turn = digitise_turned(img, orient, segmenter=model)
+    classical, _ = digitise_turned(img, orient)
+    shown = upright(img, turn) if turn else img
+    prob = mask_of(model, shown)
+    fig = plt.figure(figsize=(15, 9), constrained_layout=True)
+    grid = fig.add_gridspec(3, 3, width_ratios=[1, 1, 1.1])
+    work = to_work(shown)
+    for k, (title, picture_) in enumerate((("the picture", cv2.cvtColor(work, cv2.COLOR_BGR2RGB)),
+                                           ("the segmenter's trace mask", prob))):
+        ax = fig.add_subplot(grid[:, k])
+        ax.imshow(picture_, cmap="gray_r" if k else None, vmin=0, vmax=1 if k else None)
+        ax.set_title(f"{title} ({name})", fontsize=10)
+        ax.axis("off")
+    t = np.arange(true.shape[1]) / FS
+    acc = {row["lead"]: row for row in lead_accuracy(learned.signals, true, KAGGLE_SHIFT)} if learned.read else {}
+    for k, lead in enumerate(("II", "V2", "aVL")):
+        i = LEADS.index(lead)
+        a = fig.add_subplot(grid[k, 2])
+        seen = np.isfinite(true[i]) & (np.isfinite(learned.signals[i]) | np.isfinite(classical.signals[i]))
+        if seen.any():
+            a.plot(t[seen], true[i, seen] - np.median(true[i, seen]), color="black", lw=1.2, label="true signal")
+        for d, colour, label in ((classical, "#b0b0b0", "ink mask"), (learned, "#0050ff", "segmenter mask")):
+            ok = np.isfinite(d.signals[i])
+            a.plot(t[ok], d.signals[i, ok], color=colour, lw=1.0, label=label)
+        note = f"r {acc[lead]['r']:.2f}, SNR {acc[lead]['snr_db']:.1f} dB" if lead in acc and acc[lead]["samples"] \
+            else "not read"
+        a.set_title(f"{lead} through the segmenter's mask: {note}", fontsize=10)
+        a.set_xlabel("s")
+        a.set_ylabel("mV")
+        if k == 0:
+            a.legend(fontsize=8, loc="upper right")
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def figure(result: dict, img: np.ndarray, true: np.ndarray, path: Path) -> None:
     """The photo with the traces found drawn over it, and three leads read back against the truth."""
     plt = pyplot()
@@ -297,6 +339,14 @@ def main(argv=None) -> int:
             j, r = max(synthetic[:10], key=lambda jr: np.nanmedian([x["r"] for x in jr[1]["leads"]]))
             img, true, _ = picture(j)
             figure(r, upright(img, r["turned"]) if r["turned"] else img, true, out / "digitised.png")
+        read = [(j, r) for j, r in zip(todo, results) if r["learned"].get("leads")]
+        real = [(j, r) for j, r in read if "ref" in j] or \
+            [(j, r) for j, r in read if "photo" in j["key"]["set"]] or read
+        if real:  # a real record's photo (else a synthetic one) whose segmenter reading is the median one
+            order = sorted(real, key=lambda jr: np.nanmedian([x["r"] for x in jr[1]["learned"]["leads"]]))
+            j, _ = order[len(order) // 2]
+            img, true, _ = picture(j)
+            segmented_figure(img, true, _segmenter(j["segmenter"]), j["key"]["id"], out / "segmented.png")
         print(text)
         print(f"written: {out}")
         return 0

