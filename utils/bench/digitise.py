@@ -199,6 +199,15 @@ def _learned_columns(results: list[dict]) -> dict:
             if leads else np.nan}
 
 
+def _lead_axis(a, title: str, legend: bool) -> None:
+    """A lead's panel in the figures: its title, seconds against mV, the legend on the first."""
+    a.set_title(title, fontsize=10)
+    a.set_xlabel("s")
+    a.set_ylabel("mV")
+    if legend:
+        a.legend(fontsize=8, loc="upper right")
+
+
 def segmented_figure(img: np.ndarray, true: np.ndarray, model, name: str, path: Path) -> None:
     """A picture, the segmenter's trace mask over it, and three leads read through that mask and through the
     classical ink against the truth."""
@@ -230,11 +239,7 @@ def segmented_figure(img: np.ndarray, true: np.ndarray, model, name: str, path: 
             a.plot(t[ok], d.signals[i, ok], color=colour, lw=1.0, label=label)
         note = f"r {acc[lead]['r']:.2f}, SNR {acc[lead]['snr_db']:.1f} dB" if lead in acc and acc[lead]["samples"] \
             else "not read"
-        a.set_title(f"{lead} through the segmenter's mask: {note}", fontsize=10)
-        a.set_xlabel("s")
-        a.set_ylabel("mV")
-        if k == 0:
-            a.legend(fontsize=8, loc="upper right")
+        _lead_axis(a, f"{lead} through the segmenter's mask: {note}", legend=k == 0)
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
@@ -261,11 +266,7 @@ def figure(result: dict, img: np.ndarray, true: np.ndarray, path: Path) -> None:
         truth = true[i, shown] - np.median(true[i, shown])
         a.plot(t[shown], truth, color="black", lw=1.2, label="true signal")
         a.plot(t[shown], d.signals[i, shown], color="#0050ff", lw=1.0, label="read back")
-        a.set_title(f"{lead}: r {acc[lead]['r']:.2f}, SNR {acc[lead]['snr_db']:.1f} dB", fontsize=10)
-        a.set_xlabel("s")
-        a.set_ylabel("mV")
-        if k == 0:
-            a.legend(fontsize=8, loc="upper right")
+        _lead_axis(a, f"{lead}: r {acc[lead]['r']:.2f}, SNR {acc[lead]['snr_db']:.1f} dB", legend=k == 0)
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
