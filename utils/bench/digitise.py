@@ -130,10 +130,14 @@ def unlabelled_table(rows: list[dict]) -> pd.DataFrame:
 
 @lru_cache(maxsize=2)
 def _segmenter(path: str):
-    """The trace segmenter, loaded once per process."""
+    """The trace segmenter, loaded once per process; a pool's worker reads with one thread, as many run side by side
+    (the calling process keeps its own setting)."""
+    import multiprocessing
+
     import torch
 
-    torch.set_num_threads(1)
+    if multiprocessing.parent_process() is not None:
+        torch.set_num_threads(1)
     return load_segmenter(Path(path))[0]
 
 

@@ -77,8 +77,8 @@ def placed(drawn: list[dict], forward, fs: int, stroke_px: float) -> Traces:
         out = np.full(pts.shape, np.nan)
         if ok.any():
             out[ok] = forward(pts[ok])
-            few = pts[ok][:: max(1, ok.sum() // 20)]
-            step = forward(few + [1.0, 0.0]) - forward(few)
+            every = max(1, ok.sum() // 20)
+            step = forward(pts[ok][::every] + [1.0, 0.0]) - out[ok][::every]
             scales += list(np.hypot(step[:, 0], step[:, 1]))
         under = np.stack([d["x"][::FRAME_EVERY], np.full(len(d["x"][::FRAME_EVERY]), d["base_y"])], 1)
         key = d["key"]
