@@ -5,10 +5,13 @@ predict), gradcam (06, with the report), ablations (07); pipeline holds the runn
 benchmarks, core the primitives every step may use (the configuration and run folders, labels, metrics, image
 reading, figures, atomic writes, the resumable pool, the settings key, the command-line wrapper).
 """
-from .core.labels import LABELS
-from .core.paths import Paths, on_kaggle, resolve_paths
-from .core.config import CONFIG_KEYS, Config, ConfigError, resolve_config
-from .core.runs import RunError, Step, finish_step, start_step
+from .core.pool import keep_freed_memory
+
+keep_freed_memory()  # every process of the suite (kernels, workers, commands) keeps freed memory for its next picture
+from .core.labels import LABELS  # noqa: E402
+from .core.paths import Paths, on_kaggle, resolve_paths  # noqa: E402
+from .core.config import CONFIG_KEYS, Config, ConfigError, resolve_config  # noqa: E402
+from .core.runs import RunError, Step, finish_step, start_step  # noqa: E402
 
 
 def ensure_packages(*args, **kwargs) -> str:

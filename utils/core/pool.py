@@ -31,6 +31,32 @@ def die_with_parent() -> None:
             os._exit(1)
 
 
+KEEP_FREED_BYTES = 1 << 30  # blocks up to 1 GiB come from, and go back to, the process's own heap
+
+
+def keep_freed_memory() -> bool:
+    """Tell glibc's malloc to keep what this process frees for its next allocations (M_MMAP_THRESHOLD,
+    M_TRIM_THRESHOLD, M_TOP_PAD) rather than hand each large block back to the system. Per-picture work allocates and
+    frees arrays of megabytes; each block handed back is faulted in again, page by page, on the next picture, and a
+    virtual machine's page faults are dear: on the 2-core machine the whole pass spent half its time in the kernel
+    (`python -m utils.bench.stages`, README). The process keeps its peak memory instead of shrinking after it.
+    Called once, when utils is imported (utils/__init__.py); Linux with glibc only, else nothing. Returns whether it
+    was applied."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+        return all([libc.mallopt(M_MMAP_THRESHOLD, KEEP_FREED_BYTES) == 1,
+                    libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES) == 1,
+                    libc.mallopt(M_TOP_PAD, 64 << 20) == 1])
+    except (OSError, AttributeError):  # another C library (musl): its own allocator, left as it is
+        return False
+
+
 def init_worker() -> None:
     """One thread per worker process: a worker per core already fills the machine; more threads only contend. The
     worker ends with the process that started it."""
