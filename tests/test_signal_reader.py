@@ -134,3 +134,70 @@ def test_out_of_fold_pictures_that_cannot_be_read_are_listed_and_give_no_signal(
     assert problems[2], problems[2]
     again, kept = digitise_files(paths, 3.0, tmp_path / "oof.npz", workers=1)  # read back, not digitised again
     assert kept == problems and np.array_equal(np.isnan(again), np.isnan(signals))
+
+
+def test_pictures_prepared_in_worker_processes_read_as_they_do_here_in_order(signal_package, tmp_path):
+    from utils.ensemble.predictor import POOL_FROM
+
+    paths = []
+    for i in range(POOL_FROM + 1):
+        jpeg, _, _ = make_sample(SynthSettings(style="scan", seed=5, page_width=660, page_height=510), i)
+        paths.append(tmp_path / f"{i:02d}.jpg")
+        paths[-1].write_bytes(jpeg)
+    paths.insert(7, tmp_path / "cut.jpg")
+    paths[7].write_bytes(paths[0].read_bytes()[:300])  # a cut file: its error at its own place
+    pred = Predictor(signal_package)
+    here = list(pred.read(paths, batch_size=4, workers=1))
+    pooled = list(pred.read(paths, batch_size=4, workers=2))
+    assert [r.index for r in pooled] == list(range(len(paths)))
+    assert "truncated" in pooled[7].error and pooled[7].fold_probs is None and here[7].error == pooled[7].error
+    for a, b in zip(here, pooled):
+        if a.error:
+            continue
+        np.testing.assert_allclose(b.fold_probs, a.fold_probs, atol=1e-6)
+        np.testing.assert_allclose(b.signal_probs, a.signal_probs, atol=1e-5)
+        assert b.rec["digitised"].note() == a.rec["digitised"].note() and b.rec["window"] == a.rec["window"]
+        assert b.seconds > 0 and a.seconds > 0
+    assert sum(r.rec["digitised"].read for r in pooled if not r.error) >= POOL_FROM // 2  # pages that were read
+
+
+def test_a_prediction_finds_the_ink_and_the_sheet_once_and_reads_as_each_stage_alone(signal_package, tmp_path,
+                                                                                     monkeypatch):
+    from collections import Counter
+
+    from utils.digitise import trace
+    from utils.digitise.trace import digitise_turned
+    from utils.preprocess import cache, ink, orient, roi, seen
+    from utils.preprocess.cache import prepare
+    from utils.preprocess.orient import find_turn
+
+    img = cv2.imread(str(photo(tmp_path / "page.jpg", 1, "photo")))
+    pkg = torch.load(signal_package, weights_only=True)
+    pkg["prep"]["crop_to"] = "traces"  # the crop reads the traces' ink, as the profiles' packages do
+    torch.save(pkg, tmp_path / "traces.pt")
+    pred = Predictor(tmp_path / "traces.pt")
+    alone_orient = find_turn(img, pred.orient["turn_evidence"])
+    alone, alone_rec = prepare(img, pred.prep)
+    alone_read = digitise_turned(img, alone_orient)[0]
+    calls = Counter()
+
+    def counted(name, fn):
+        def call(*args, **kwargs):
+            calls[name + (" relative" if kwargs.get("relative") else "")] += 1
+            return fn(*args, **kwargs)
+        return call
+
+    ink_call, sheet_call = counted("ink", ink.ink_mask), counted("sheet", roi.classical_detect)
+    for module in (ink, orient, seen, trace):
+        monkeypatch.setattr(module, "ink_mask", ink_call)
+    for module in (cache, trace, seen):
+        monkeypatch.setattr(module, "classical_detect", sheet_call)
+    prepared, rec = pred.prepare(img)
+    # the turn and the crop share one ink mask, the crop and the digitiser one sheet; the digitiser's own ink is the
+    # flattened sheet's, a different picture
+    assert calls == {"ink": 1, "sheet": 1, "ink relative": 1}, calls
+    assert rec["orient"] == alone_orient and rec["turn"] == 0
+    np.testing.assert_array_equal(prepared, alone)
+    assert rec["window"] == alone_rec["window"] and rec["method"] == alone_rec["method"] == "classical+traces"
+    assert rec["digitised"].read and rec["digitised"].rectified
+    np.testing.assert_array_equal(rec["digitised"].signals, alone_read.signals)

@@ -8,8 +8,12 @@ Each picture goes through the stages a prediction runs, one after the other and 
 and the fold models are the profile's architectures with untrained weights: their time does not depend on the
 weights; nothing here is a prediction. The stages that look for the ink (the turn, the crop's traces box, the
 digitiser) each search the picture again, which is what they cost. Torch uses as many threads as there are usable
-cores. Pictures: synthetic photos at the profile's size, or a folder's (real ECG photos). Prints the table and
-writes it under outputs/bench/stages/.
+cores. Pictures: synthetic photos at the profile's size, or a folder's (real ECG photos).
+
+Then the whole pass as step 05 and predict run it (`Predictor.read` on a package of the same untrained models, with
+a page reader and a signal reader): seconds per picture with every picture prepared in this process, and with the
+pictures prepared in a worker per core, on the same pictures, one after the other. Prints the tables and writes
+them under outputs/bench/stages/.
 """
 from __future__ import annotations
 
@@ -76,6 +80,51 @@ def time_stages(cfg, paths: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def untrained_package(cfg, tmp: Path) -> Path:
+    """A package of the profile's architectures with untrained weights, a page reader and a signal reader: what step
+    05 ships, for timing only."""
+    from dataclasses import asdict
+
+    from utils.digitise.reader import reader_entry
+    from utils.synth.realism import network
+    from utils.ensemble.predictor import package_model
+    from utils.ensemble.vote import Calibration
+
+    size = (cfg["image_height"], cfg["image_width"])
+    checkpoints = []
+    for k in range(cfg["n_folds"]):
+        checkpoints.append(tmp / f"fold{k}.pt")
+        torch.save({"model": build_untrained(cfg["backbone"], 5, size).state_dict(),
+                    "settings": {"backbone": cfg["backbone"], "image_height": size[0], "image_width": size[1],
+                                 "input_channels": cfg["input_channels"]},
+                    "data_config": {"mean": (0.5,) * 3, "std": (0.5,) * 3}}, checkpoints[-1])
+    page = PageSettings.from_config(cfg)
+    prep = prep_settings(cfg, parse_strategies(cfg["strategies"])[0], "", Path("."))
+    return package_model(tmp / "model.pt", checkpoints, prep, "soft", Calibration((1.0,) * 5, (0.5,) * 5),
+                         page={**asdict(page), "state_dict": build_untrained(page.backbone, HEADS).state_dict()},
+                         orient=dict(turn_pages=cfg["turn_pages"], turn_evidence=cfg["turn_evidence"]),
+                         signal=reader_entry(network(0), [0.5] * 5, [0.5] * 5, 0))
+
+
+def time_pass(package: Path, paths: list[Path]) -> pd.DataFrame:
+    """Predictor.read over the pictures as step 05 reads them, prepared here and then in a worker per core."""
+    from utils.ensemble.predictor import Predictor
+
+    pred, rows = Predictor(package, device="cpu"), []
+    for label, workers in (("prepared here", 1), (f"a worker per core ({usable_cores()})", 0)):
+        started = time.perf_counter()
+        readings = list(pred.read(paths, workers=workers))
+        wall = time.perf_counter() - started
+        errors = [r.error for r in readings if r.error]
+        if errors:
+            raise SystemExit(f"{len(errors)} picture(s) failed in the whole pass ({label}): {errors[0]}")
+        rows.append({"whole pass": label, "s_per_picture": round(wall / len(paths), 3), "wall_s": round(wall, 1),
+                     "own_s_median": round(float(np.median([r.seconds for r in readings])), 3)})
+    out = pd.DataFrame(rows)
+    out["speed-up"] = (out["s_per_picture"].iloc[0] / out["s_per_picture"]).round(2)
+    return out
+
+
 def summary(table: pd.DataFrame) -> pd.DataFrame:
     stages = [c for c in table.columns if c not in ("picture", "pixels")]
     total = table[stages].sum(axis=1)
@@ -94,6 +143,8 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="demo")
     ap.add_argument("--n", type=int, default=20, help="pictures timed")
     ap.add_argument("--images", type=Path, help="a folder of pictures instead of synthetic photos")
+    ap.add_argument("--no-whole-pass", dest="whole_pass", action="store_false",
+                    help="time the stages only, not Predictor.read here against a worker per core")
     ap.add_argument("--out", type=Path, default=REPO_ROOT / "outputs" / "bench" / "stages")
     a = ap.parse_args(argv)
     cfg = resolve_config(a.profile)
@@ -104,11 +155,15 @@ def main(argv=None) -> int:
             raise SystemExit(f"no pictures to time (--images {a.images})")
         time_stages(cfg, paths[:1])  # warm-up: first calls allocate and load
         table = time_stages(cfg, paths)
+        whole = time_pass(untrained_package(cfg, Path(tmp)), paths) if a.whole_pass else pd.DataFrame()
     said = summary(table)
     head = (f"profile {a.profile}, {len(table)} pictures ({'synthetic photos' if a.images is None else a.images}, "
             f"median {np.median(table['pixels']) / 1e6:.1f} Mpx), {usable_cores()} cores, torch "
             f"{torch.get_num_threads()} threads, untrained weights (speed only)")
     text = head + "\n" + said.to_string(index=False)
+    if len(whole):
+        text += (f"\n\nthe whole pass (Predictor.read, {len(paths)} pictures; s_per_picture: wall time over the "
+                 f"pictures, a pool's start included; own_s: one picture's own time)\n" + whole.to_string(index=False))
     a.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y-%m-%d-%H%M%S")
     table.to_csv(a.out / f"{stamp}-pictures.csv", index=False)

@@ -38,6 +38,7 @@ from utils.digitise.segment import mask_of
 from utils.preprocess.ink import ink_mask, is_trace_row, level, trace_rows
 from utils.preprocess.orient import upright
 from utils.preprocess.roi import classical_detect, quad_is_plausible, rectify
+from utils.preprocess.seen import Seen
 from utils.synth.render import LAYOUTS
 from utils.synth.waveform import LEADS
 
@@ -144,15 +145,18 @@ def _to_picture(x, y, tilt: float, shape, scale: float) -> tuple[np.ndarray, np.
     return (x / scale).astype(np.float32), (y / scale).astype(np.float32)
 
 
-def digitise(img: np.ndarray, rectify_sheet: bool = True, min_confidence: float = 0.8, segmenter=None) -> Digitised:
+def digitise(img: np.ndarray, rectify_sheet: bool = True, min_confidence: float = 0.8, segmenter=None,
+             seen: Seen | None = None) -> Digitised:
     """Twelve leads read back from a picture of an ECG printout (BGR, any size, standing upright). A photo's sheet is
     first warped flat (the classical sheet finder's corners, as step 02's seg_rect, when it is sure and the
     quadrilateral plausible): a perspective squeezes time along a row. Over 16 synthetic photos the flat sheet read
     better (median r 0.52 against 0.44); choosing per picture by `agreement` read worse (0.45). The paths are in
     the picture's pixels. With a `segmenter` (utils/digitise/segment.py) its trace mask is followed instead of the
-    classical ink mask."""
+    classical ink mask. `seen`: the picture's shared findings (utils/preprocess/seen.py), whose sheet is not found
+    again."""
     if rectify_sheet:
-        found = classical_detect(img)
+        seen = seen.of(img) if seen is not None else None
+        found = seen.sheet() if seen is not None else classical_detect(img)
         if found["corners"] is not None and found["confidence"] >= min_confidence and \
                 quad_is_plausible(found["corners"], found["box"])[0]:
             try:
@@ -170,12 +174,12 @@ def digitise(img: np.ndarray, rectify_sheet: bool = True, min_confidence: float 
     return read_page(img, segmenter)
 
 
-def digitise_turned(img: np.ndarray, orient: dict, segmenter=None) -> tuple[Digitised, int]:
+def digitise_turned(img: np.ndarray, orient: dict, segmenter=None, seen: Seen | None = None) -> tuple[Digitised, int]:
     """The digitiser after the traces' turn (utils/preprocess/orient.py's find_turn): the sure turn undone first;
     when the page as it stands shows too few rows and the traces lean to a turn they are not sure of, that turn is
     tried too. Returns the reading and the turn undone (degrees)."""
     turn = orient["turn_found"] if orient["sure"] else 0
-    d = digitise(upright(img, turn) if turn else img, segmenter=segmenter)
+    d = digitise(upright(img, turn) if turn else img, segmenter=segmenter, seen=None if turn else seen)
     if not d.read and "row(s) of traces" in d.problem and not orient["sure"] and orient["turn_found"]:
         guess = orient["turn_found"]
         tried = digitise(upright(img, guess), segmenter=segmenter)

@@ -12,6 +12,7 @@ transform), batched on the device, through the forward pass training validates w
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -27,12 +28,14 @@ from utils.core.config import DEFAULTS
 from utils.core.device import device_precision, resolve_device
 from utils.core.imageio import ImageReadError, read_image
 from utils.core.labels import LABELS
+from utils.core.pool import pool_map, resolve_workers
 from utils.digitise.reader import SignalReader, reader_problem as signal_problem
 from utils.digitise.trace import digitise_turned
 from utils.ensemble.page import PageReader, reader_problem
 from utils.ensemble.vote import Calibration, vote_scores
 from utils.preprocess.cache import PrepSettings, load_models, prepare
 from utils.preprocess.orient import find_turn, upright
+from utils.preprocess.seen import Seen
 from utils.train.dataset import ModelInput
 from utils.train.engine import probabilities
 from utils.train.models import build_untrained
@@ -147,12 +150,14 @@ def serving_prep(pkg: dict, detector: str = "", sam_checkpoint: str = "") -> Pre
 class Predictor:
     """The packaged ensemble on a device (auto: the GPU when there is one), with the training's mixed precision."""
 
-    def __init__(self, package: Path, detector: str = "", device: str = "auto", sam_checkpoint: str = ""):
+    def __init__(self, package: Path, detector: str = "", device: str = "auto", sam_checkpoint: str = "",
+                 folds: bool = True):
         pkg = load_package(Path(package))
         self.package, self.pkg, self.device = Path(package), pkg, resolve_device(device)
+        self.spec = (str(package), detector, sam_checkpoint)  # how a worker process builds its own copy
         self.precision = device_precision(self.device)
         self.models = []
-        for state in pkg["folds"]:
+        for state in pkg["folds"] if folds else []:  # a preparing worker holds no fold model
             m = build_untrained(pkg["backbone"], len(LABELS), pkg["image_size"])
             m.load_state_dict(state)
             self.models.append(m.to(self.device).eval())
@@ -170,12 +175,13 @@ class Predictor:
         reader's reading (`page`), the traces' (`orient`), the turn undone (`turn`) and, with a signal reader, the
         picture's leads read back (`digitised`, utils/digitise/trace.py)."""
         reading = self.page.read(img) if self.page is not None else {}
-        orient = find_turn(img, self.orient["turn_evidence"])
+        seen = Seen(img)  # the ink and the sheet, found once for the turn, the crop and the digitiser
+        orient = find_turn(img, self.orient["turn_evidence"], ink=seen.ink)
         turn = orient["turn_found"] if orient["sure"] and self.orient["turn_pages"] else 0
-        prepared, rec = prepare(upright(img, turn) if turn else img, self.prep, self.detector, self.segmenter)
+        prepared, rec = prepare(upright(img, turn) if turn else img, self.prep, self.detector, self.segmenter, seen)
         rec.update(page=reading, orient=orient, turn=turn)
-        if self.signal is not None:
-            rec["digitised"] = digitise_turned(img, orient)[0]  # read upright, whatever the image model was given
+        if self.signal is not None:  # read upright, whatever the image model was given
+            rec["digitised"] = digitise_turned(img, orient, seen=seen)[0]
         return prepared, rec
 
     def tensor(self, prepared: np.ndarray) -> torch.Tensor:
@@ -213,51 +219,86 @@ class Predictor:
         return scores[0], decisions[0]
 
     def read(self, pictures: Iterable, tta: bool = False, batch_size: int = 32, keep: bool = False,
-             desc: str | None = None) -> Iterator["Reading"]:
+             desc: str | None = None, workers: int = 0) -> Iterator["Reading"]:
         """Every picture (a file, or a BGR array already in memory) read, prepared, and scored by each fold model, in
         batches of about `batch_size` model inputs; one Reading per picture, in order. `tta` averages meaning-keeping
         views; `keep` holds the picture and its prepared form on the reading (for CAMs); `desc` shows a progress bar.
         A file smaller than the package's minimum side, unreadable, or failing in preparation is a reading with its
-        error and no probabilities."""
-        min_side = self.pkg.get("min_image_side", DEFAULTS["min_image_side"])
+        error and no probabilities. Each reading's `seconds` is its own: its preparation and its share of the forward
+        pass.
+
+        On a CPU, from POOL_FROM pictures on, the pictures are read and prepared in worker processes, one per core
+        (`workers`: 0 for one per usable core, 1 for none), while this process runs the fold models on what they
+        return. On a GPU the preparation stays here, where its models (page reader, detector, SAM) sit on the GPU."""
         pending: list[tuple[Reading, torch.Tensor | None]] = []
 
         def flush():
             views = [x for _, x in pending if x is not None]
+            t0 = time.perf_counter()
             probs = self.fold_probs(torch.cat(views)) if views else None
+            share = (time.perf_counter() - t0) / max(1, sum(len(x) for x in views))
             start = 0
             for reading, x in pending:
                 if x is not None:  # the views of one picture averaged
                     reading.fold_probs = probs[:, start:start + len(x)].mean(axis=1)
+                    reading.seconds += share * len(x)
                     start += len(x)
             done = [r for r, _ in pending]
             pending.clear()
             return done
 
-        items = list(pictures) if desc else pictures
-        for i, item in enumerate(tqdm(items, desc=desc, unit="img") if desc else items):
-            reading, x = Reading(i), None
-            try:
-                if isinstance(item, np.ndarray):
-                    img = item
-                else:
-                    pic = read_image(item, min_side=min_side)
-                    img, reading.warnings = pic.image, list(pic.warnings)
-                prepared, reading.rec = self.prepare(img)
-                if self.signal is not None:
-                    reading.signal_probs = self.signal.probs(reading.rec["digitised"].signals[None])[0]
-                x = torch.cat([self.tensor(v) for v in [prepared] + (tta_views(prepared) if tta else [])])
-                if keep:
-                    reading.image, reading.prepared = img, prepared
-            except ImageReadError as exc:
-                reading.error = str(exc)
-            except Exception as exc:  # noqa: BLE001 - one picture that fails is its reading's error, never the end
-                reading.error = f"{type(exc).__name__}: {exc}"
+        items = list(pictures) if desc or workers != 1 else pictures
+        for i, (reading, prepared) in enumerate(self._taken(items, keep, desc, workers)):
+            reading.index, x = i, None
+            if prepared is not None:
+                try:
+                    x = torch.cat([self.tensor(v) for v in [prepared] + (tta_views(prepared) if tta else [])])
+                except Exception as exc:  # noqa: BLE001 - one picture that fails is its reading's error, never the end
+                    reading.error = f"{type(exc).__name__}: {exc}"
             pending.append((reading, x))
             if sum(len(v) for _, v in pending if v is not None) >= batch_size:
                 yield from flush()
         if pending:
             yield from flush()
+
+    def _taken(self, items, keep: bool, desc: str | None, workers: int) -> Iterator[tuple["Reading", np.ndarray | None]]:
+        """take() over the items, here or in a pool of worker processes (see read)."""
+        n = len(items) if isinstance(items, list) else 0
+        workers = resolve_workers(workers) if self.device.type == "cpu" else 1
+        if workers > 1 and n >= POOL_FROM:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # the fold models' share here: more threads would spin against the workers
+            try:
+                yield from pool_map(_take_in_worker, [(self.spec, item, keep) for item in items], workers,
+                                    desc=desc or "", progress=bool(desc), serial_below=POOL_FROM)
+            finally:
+                torch.set_num_threads(threads)
+            return
+        for item in tqdm(items, desc=desc, unit="img") if desc else items:
+            yield self.take(item, keep)
+
+    def take(self, item, keep: bool = False) -> tuple["Reading", np.ndarray | None]:
+        """One picture (a file or a BGR array) read and prepared, with the signal reader's probabilities: its reading
+        (index unset) and its prepared form (None when it failed, the reading then says why)."""
+        reading, prepared, t0 = Reading(-1), None, time.perf_counter()
+        min_side = self.pkg.get("min_image_side", DEFAULTS["min_image_side"])
+        try:
+            if isinstance(item, np.ndarray):
+                img = item
+            else:
+                pic = read_image(item, min_side=min_side)
+                img, reading.warnings = pic.image, list(pic.warnings)
+            prepared, reading.rec = self.prepare(img)
+            if self.signal is not None:
+                reading.signal_probs = self.signal.probs(reading.rec["digitised"].signals[None])[0]
+            if keep:
+                reading.image, reading.prepared = img, prepared
+        except ImageReadError as exc:
+            reading.error, prepared = str(exc), None
+        except Exception as exc:  # noqa: BLE001 - one picture that fails is its reading's error, never the end
+            reading.error, prepared = f"{type(exc).__name__}: {exc}", None
+        reading.seconds = time.perf_counter() - t0
+        return reading, prepared
 
     def read_one(self, picture, keep: bool = True) -> "Reading":
         """One picture through read(); raises its error (for callers that hold one picture they know is good)."""
@@ -280,6 +321,21 @@ class Reading:
     image: np.ndarray | None = None
     prepared: np.ndarray | None = None
     signal_probs: np.ndarray | None = None  # the signal reader's (labels,), NaN when the picture was not digitised
+    seconds: float = 0.0  # this picture's own time: reading, preparing, digitising and its share of the forward pass
+
+
+POOL_FROM = 16  # fewer pictures are read here: a worker's start (torch, the package) costs about what 8 pictures do
+_WORKER: dict = {}  # in a worker process: the Predictor it prepares with, built on its first picture
+
+
+def _take_in_worker(job) -> tuple[Reading, np.ndarray | None]:
+    """Predictor.take in a pool's worker: its own copy of the package on the CPU without the fold models, one thread."""
+    spec, item, keep = job
+    if spec not in _WORKER:
+        torch.set_num_threads(1)
+        _WORKER.clear()
+        _WORKER[spec] = Predictor(spec[0], spec[1], "cpu", spec[2], folds=False)
+    return _WORKER[spec].take(item, keep)
 
 
 def tta_views(img: np.ndarray) -> list[np.ndarray]:

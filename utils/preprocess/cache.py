@@ -26,6 +26,7 @@ from utils.preprocess.ink import traces_box
 from utils.preprocess.roi import (STRATEGIES, apply_clahe, classical_detect, crop_with_margin, quad_is_plausible,
     rectify, resize_long_side)
 from utils.preprocess.sam import SamSegmenter
+from utils.preprocess.seen import Seen
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,9 @@ def load_models(s: PrepSettings, device: str = "cpu"):
     return _MODELS[key]
 
 
-def find_sheet(img: np.ndarray, s: PrepSettings, detector=None) -> dict:
-    """The sheet's box: YOLO when confident, else the classical finder when confident, else None (and why)."""
+def find_sheet(img: np.ndarray, s: PrepSettings, detector=None, seen: Seen | None = None) -> dict:
+    """The sheet's box: YOLO when confident, else the classical finder when confident, else None (and why). `seen`:
+    the picture's shared findings (utils/preprocess/seen.py), when a caller holds them."""
     h, w = img.shape[:2]
     tried = []
     if detector is not None:
@@ -86,7 +88,7 @@ def find_sheet(img: np.ndarray, s: PrepSettings, detector=None) -> dict:
             found["reason"] = ""
             return found
         tried.append(f"yolo confidence {found['confidence']:.2f} < {s.yolo_conf}")
-    found = classical_detect(img)
+    found = seen.sheet() if seen is not None else classical_detect(img)
     if found["box"] is not None and found["confidence"] >= s.classical_conf:
         bw, bh = found["box"][2] - found["box"][0], found["box"][3] - found["box"][1]
         if bw * bh >= s.min_sheet_fraction * w * h:
@@ -98,17 +100,20 @@ def find_sheet(img: np.ndarray, s: PrepSettings, detector=None) -> dict:
     return {"box": None, "corners": None, "confidence": 0.0, "method": "none", "reason": "; ".join(tried)}
 
 
-def prepare(img: np.ndarray, s: PrepSettings, detector=None, segmenter=None) -> tuple[np.ndarray, dict]:
-    """Apply a strategy; a step that would lose the sheet falls back to the safer strategy and says so."""
+def prepare(img: np.ndarray, s: PrepSettings, detector=None, segmenter=None, seen: Seen | None = None
+            ) -> tuple[np.ndarray, dict]:
+    """Apply a strategy; a step that would lose the sheet falls back to the safer strategy and says so. `seen`: the
+    picture's shared findings (utils/preprocess/seen.py), so what another stage found here is not found again."""
+    seen = seen.of(img) if seen is not None else None
     whole = [0, 0, int(img.shape[1]), int(img.shape[0])]
     rec = {"strategy": s.strategy, "applied": s.strategy, "method": "none", "confidence": None, "box": None,
            "corners": None, "window": whole, "homography": None, "fallback": "", "reason": ""}  # window: what is read
     if s.strategy == "raw":
         return resize_long_side(img, s.long_side), rec
-    found = find_sheet(img, s, detector)
+    found = find_sheet(img, s, detector, seen)
     rec.update(method=found["method"], confidence=found["confidence"], box=found["box"], reason=found["reason"])
     if s.strategy == "roi_clahe" and s.crop_to == "traces":
-        return crop_traces(img, s, found, rec)
+        return crop_traces(img, s, found, rec, seen)
     if found["box"] is None:
         rec.update(applied="raw", fallback="raw")
         return resize_long_side(apply_clahe(img, s.clahe_clip, s.clahe_tiles), s.long_side), rec
@@ -116,7 +121,8 @@ def prepare(img: np.ndarray, s: PrepSettings, detector=None, segmenter=None) -> 
         if segmenter is not None:
             corners, how = segmenter.corners(img, found["box"]), "sam"
         else:
-            corners, how = found.get("corners") or classical_detect(img)["corners"], "classical"
+            corners = found.get("corners") or (seen.sheet() if seen is not None else classical_detect(img))["corners"]
+            how = "classical"
         ok, why = quad_is_plausible(corners, found["box"], s.min_quad_cover) if corners else (False, "no corners")
         if ok:
             out, hom = rectify(img, corners)
@@ -133,12 +139,13 @@ def prepare(img: np.ndarray, s: PrepSettings, detector=None, segmenter=None) -> 
     return resize_long_side(apply_clahe(crop, s.clahe_clip, s.clahe_tiles), s.long_side), rec
 
 
-def crop_traces(img: np.ndarray, s: PrepSettings, found: dict, rec: dict) -> tuple[np.ndarray, dict]:
+def crop_traces(img: np.ndarray, s: PrepSettings, found: dict, rec: dict, seen: Seen | None = None
+                ) -> tuple[np.ndarray, dict]:
     """roi_clahe keeping the traces: the region the rows of traces fill on the picture; where no rows of traces are
     found, the sheet with its margin as before (or the whole picture when no sheet was found either), and the record
     says why. The traces are looked for on the whole picture, not inside the sheet's box: a sheet box that cuts the
     page would cut them (measured: 19 of 20 synthetic report photos kept whole this way, 13 inside the sheet)."""
-    box, why = traces_box(img)
+    box, why = traces_box(img, ink=seen.ink if seen is not None else None)
     if box is not None:
         rec.update(method=f"{found['method']}+traces", traces_box=[round(v, 1) for v in box])
         crop, window = crop_with_margin(img, box, 0.0)  # the traces' own padding

@@ -78,13 +78,14 @@ def is_trace_row(band: np.ndarray, min_inked: float = 0.5) -> bool:
 
 
 def traces_box(img: np.ndarray, min_rows: int = 2, reach: float = 0.45,
-               pad: float = 0.15) -> tuple[list[float] | None, str]:
+               pad: float = 0.15, ink: np.ndarray | None = None) -> tuple[list[float] | None, str]:
     """The box the traces fill on this picture (x0, y0, x1, y1 in its pixels), and why there is none ('' when
     there is one): the union of every long piece of ink whose middle lies within `reach` of a row pitch above the
     first row of traces and below the last, so a tall R wave, a calibration pulse or a rhythm strip is kept whole,
-    and a header, a footer or a margin is not."""
+    and a header, a footer or a margin is not. `ink`: this picture's ink_mask when it was already
+    found."""
     h, w = img.shape[:2]
-    mask, tilt = level(ink_mask(img))  # rows of a photo taken askew, levelled; the box turned back below
+    mask, tilt = level(ink_mask(img) if ink is None else ink)  # rows of a photo taken askew, levelled; the box turned back below
     scale = mask.shape[1] / w
     columns = np.flatnonzero(mask.any(axis=0))
     if not len(columns):

@@ -80,11 +80,12 @@ def beat_ratios(mask: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
-def find_turn(img: np.ndarray, min_evidence: float) -> dict:
+def find_turn(img: np.ndarray, min_evidence: float, ink: np.ndarray | None = None) -> dict:
     """The quarter turn the page shows (0, 90, 180, 270, counter-clockwise as in `upright`), the evidence for its
     direction (the t statistic of the beats' log ratios; its size), the beats it rests on, the axis ratio (the
-    stronger banding over the weaker), and whether the rule is sure (evidence at least `min_evidence`)."""
-    mask = ink_mask(img)
+    stronger banding over the weaker), and whether the rule is sure (evidence at least `min_evidence`). `ink`: this
+    picture's ink_mask when it was already found."""
+    mask = ink_mask(img) if ink is None else ink
     rows, columns = banding(mask)
     sideways = columns > rows
     ratios = beat_ratios(level(np.rot90(mask, -1) if sideways else mask)[0])
