@@ -93,3 +93,22 @@ def test_the_stage_benchmark_times_each_stage_of_a_prediction(tmp_path):
     said = summary(table).set_index("stage")
     assert said.loc["all stages", "mean_s"] == pytest.approx(table[stages].sum(axis=1).mean(), abs=1e-3)
     assert sum(float(v.rstrip("%")) for v in said["share"].iloc[:-1]) == pytest.approx(100, abs=3)
+
+
+def test_the_stage_benchmark_times_the_whole_pass_with_each_allocator_and_in_workers(tmp_path):
+    """The whole pass through the real Predictor.read on a package of untrained profile models: with glibc's default
+    allocator (a child process), here, and in a worker per core; the first row is the baseline of the speed-ups."""
+    from utils.bench.stages import pictures, time_pass, untrained_package
+    from utils.core.config import resolve_config
+    from utils.core.pool import usable_cores
+    from utils.ensemble.predictor import POOL_FROM
+
+    cfg = resolve_config("smoke")
+    paths = pictures(cfg, POOL_FROM, None, tmp_path)
+    table = time_pass(untrained_package(cfg, tmp_path), paths)
+    assert list(table["whole pass"]) == ["prepared here, glibc's default allocator", "prepared here",
+                                         f"a worker per core ({usable_cores()})"][:3 if usable_cores() > 1 else 2]
+    assert (table[["s_per_picture", "wall_s", "own_s_median"]] > 0).all().all()
+    assert table["speed-up"].iloc[0] == 1.0
+    ratio = table["s_per_picture"].iloc[0] / table["s_per_picture"]
+    assert table["speed-up"].tolist() == pytest.approx(ratio.round(2).tolist(), abs=0.011)

@@ -6,18 +6,22 @@ Each picture goes through the stages a prediction runs, one after the other and 
 (utils.preprocess.orient), the crop (step 02's preparation at the profile's settings), the digitiser
 (utils.digitise.trace) and the image model (every fold's forward pass at the profile's input size). The page reader
 and the fold models are the profile's architectures with untrained weights: their time does not depend on the
-weights; nothing here is a prediction. The stages that look for the ink (the turn, the crop's traces box, the
-digitiser) each search the picture again, which is what they cost. Torch uses as many threads as there are usable
+weights; nothing here is a prediction. The stages share what predict shares (utils/preprocess/seen.py): the turn
+finds the traces' ink and the crop reads it; the crop finds the sheet and the digitiser reads it (the digitiser still
+finds its own ink on the flattened sheet). Torch uses as many threads as there are usable
 cores. Pictures: synthetic photos at the profile's size, or a folder's (real ECG photos).
 
 Then the whole pass as step 05 and predict run it (`Predictor.read` on a package of the same untrained models, with
-a page reader and a signal reader): seconds per picture with every picture prepared in this process, and with the
-pictures prepared in a worker per core, on the same pictures, one after the other. Prints the tables and writes
-them under outputs/bench/stages/.
+a page reader and a signal reader), on the same pictures, one after the other: prepared here with glibc's default
+allocator (a child process where utils.core.pool.keep_freed_memory is off), prepared here, and prepared in a worker
+per core. Prints the tables and writes them under outputs/bench/stages/.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,11 +34,13 @@ import torch
 from utils.core.config import resolve_config
 from utils.core.imageio import read_image, walk_pictures
 from utils.core.paths import REPO_ROOT
-from utils.core.pool import usable_cores
+from utils.core.pool import DEFAULT_ALLOCATOR, usable_cores
 from utils.digitise.trace import digitise_turned
 from utils.ensemble.page import HEADS, PageSettings, page_square, to_input
+from utils.ensemble.predictor import POOL_FROM, Predictor
 from utils.preprocess.cache import prepare
 from utils.preprocess.orient import find_turn, upright
+from utils.preprocess.seen import Seen
 from utils.preprocess.step import parse_strategies, prep_settings
 from utils.synth.dataset import generate_dataset
 from utils.synth.generate import SynthSettings
@@ -70,10 +76,12 @@ def time_stages(cfg, paths: list[Path]) -> pd.DataFrame:
 
         img = timed("decode", lambda p: read_image(p).image, path)
         timed("gate (page reader)", lambda im: reader(to_input(page_square(im, page.size)[None])), img)
-        orient = timed("turn (traces)", find_turn, img, cfg["turn_evidence"])
+        seen = Seen(img)  # as predict: the turn finds the ink, the crop reads it; the crop finds the sheet, the
+        orient = timed("turn (traces)", lambda: find_turn(img, cfg["turn_evidence"], ink=seen.ink))  # digitiser too
         turn = orient["turn_found"] if orient["sure"] and cfg["turn_pages"] else 0
-        prepared, _ = timed("crop (step 02's preparation)", prepare, upright(img, turn) if turn else img, prep)
-        timed("digitise", digitise_turned, img, orient)
+        prepared, _ = timed("crop (step 02's preparation)", prepare, upright(img, turn) if turn else img, prep,
+                            None, None, seen)
+        timed("digitise", digitise_turned, img, orient, None, seen)
         x = model_input(prepared)[None]
         timed(f"image model ({len(folds)} folds)", lambda: [m(x) for m in folds])
         rows.append({"picture": path.name, "pixels": img.shape[0] * img.shape[1], **t})
@@ -106,20 +114,33 @@ def untrained_package(cfg, tmp: Path) -> Path:
                          signal=reader_entry(network(0), [0.5] * 5, [0.5] * 5, 0))
 
 
-def time_pass(package: Path, paths: list[Path]) -> pd.DataFrame:
-    """Predictor.read over the pictures as step 05 reads them, prepared here and then in a worker per core."""
-    from utils.ensemble.predictor import Predictor
+def pass_row(package: Path, paths: list[Path], label: str, workers: int) -> dict:
+    """One whole pass: Predictor.read over the pictures as step 05 reads them."""
+    pred = Predictor(package, device="cpu")
+    list(pred.read(paths[:1], workers=1))  # warm-up: first calls allocate and load
+    started = time.perf_counter()
+    readings = list(pred.read(paths, workers=workers))
+    wall = time.perf_counter() - started
+    errors = [r.error for r in readings if r.error]
+    if errors:
+        raise SystemExit(f"{len(errors)} picture(s) failed in the whole pass ({label}): {errors[0]}")
+    return {"whole pass": label, "s_per_picture": round(wall / len(paths), 3), "wall_s": round(wall, 1),
+            "own_s_median": round(float(np.median([r.seconds for r in readings])), 3)}
 
-    pred, rows = Predictor(package, device="cpu"), []
-    for label, workers in (("prepared here", 1), (f"a worker per core ({usable_cores()})", 0)):
-        started = time.perf_counter()
-        readings = list(pred.read(paths, workers=workers))
-        wall = time.perf_counter() - started
-        errors = [r.error for r in readings if r.error]
-        if errors:
-            raise SystemExit(f"{len(errors)} picture(s) failed in the whole pass ({label}): {errors[0]}")
-        rows.append({"whole pass": label, "s_per_picture": round(wall / len(paths), 3), "wall_s": round(wall, 1),
-                     "own_s_median": round(float(np.median([r.seconds for r in readings])), 3)})
+
+def time_pass(package: Path, paths: list[Path]) -> pd.DataFrame:
+    """The whole pass three ways (see the module): glibc's default allocator in a child process, then here, then in a
+    worker per core."""
+    listed = package.parent / "pictures.txt"
+    listed.write_text("\n".join(map(str, paths)))
+    child = subprocess.run([sys.executable, "-m", "utils.bench.stages", "--pass-of", str(package), str(listed)],
+                           env={**os.environ, DEFAULT_ALLOCATOR: "1"}, capture_output=True, text=True, cwd=REPO_ROOT)
+    if child.returncode:
+        raise SystemExit(f"the pass with the default allocator failed:\n{child.stderr[-2000:]}")
+    rows = [json.loads(child.stdout.strip().splitlines()[-1]),
+            pass_row(package, paths, "prepared here", 1)]
+    if len(paths) >= POOL_FROM and usable_cores() > 1:  # fewer are prepared here whatever is asked
+        rows.append(pass_row(package, paths, f"a worker per core ({usable_cores()})", 0))
     out = pd.DataFrame(rows)
     out["speed-up"] = (out["s_per_picture"].iloc[0] / out["s_per_picture"]).round(2)
     return out
@@ -138,6 +159,12 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv=None) -> int:
+    if argv is None and sys.argv[1:2] == ["--pass-of"]:  # time_pass's child: one pass, its row as JSON
+        package, listed = Path(sys.argv[2]), Path(sys.argv[3])
+        torch.set_num_threads(usable_cores())
+        print(json.dumps(pass_row(package, [Path(p) for p in listed.read_text().splitlines()],
+                                  "prepared here, glibc's default allocator", 1)))
+        return 0
     ap = argparse.ArgumentParser(prog="python -m utils.bench.stages", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="demo")

@@ -32,6 +32,7 @@ def die_with_parent() -> None:
 
 
 KEEP_FREED_BYTES = 1 << 30  # blocks up to 1 GiB come from, and go back to, the process's own heap
+DEFAULT_ALLOCATOR = "ECG_DEFAULT_ALLOCATOR"  # set (to anything): glibc's defaults kept, for a benchmark's baseline
 
 
 def keep_freed_memory() -> bool:
@@ -40,12 +41,12 @@ def keep_freed_memory() -> bool:
     frees arrays of megabytes; each block handed back is faulted in again, page by page, on the next picture, and a
     virtual machine's page faults are dear: on the 2-core machine the whole pass spent half its time in the kernel
     (`python -m utils.bench.stages`, README). The process keeps its peak memory instead of shrinking after it.
-    Called once, when utils is imported (utils/__init__.py); Linux with glibc only, else nothing. Returns whether it
-    was applied."""
+    Called once, when utils is imported (utils/__init__.py); Linux with glibc only, else nothing, and nothing where
+    ECG_DEFAULT_ALLOCATOR is set. Returns whether it was applied."""
     import ctypes
     import sys
 
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or os.environ.get(DEFAULT_ALLOCATOR):
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
