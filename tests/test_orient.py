@@ -117,3 +117,27 @@ def test_a_damaged_orient_entry_is_refused_on_load(package, tmp_path, capsys):
                              "--out", str(tmp_path / f"p{i}.csv")]) == 2
         err = capsys.readouterr().err
         assert "a damaged ensemble package: 'orient'" in err, err
+
+
+def test_a_turn_the_traces_are_unsure_of_is_said_in_the_row_never_acted_on():
+    from utils.ensemble.predict import page_columns
+
+    page = {"ecg_score": 0.9, "is_ecg": True, "reader_turn": 180, "reader_turn_p": 0.97}
+    unsure_180 = {"turn_found": 180, "turn_evidence": 1.4, "sure": False}
+    cols, said = page_columns({"page": page, "orient": unsure_180, "turn": 0})
+    assert cols["turned"] == 0 and cols["turn_found"] == 180
+    assert said == ["the page may stand upside down (turned by 180 degrees; traces' evidence 1.4, not sure; the page "
+                    "reader's head says 180 too (p 0.97)): read as it came"]
+    _, said = page_columns({"page": {**page, "reader_turn": 0}, "orient": {**unsure_180, "turn_found": 90}, "turn": 0})
+    assert said == ["the page may lie sideways (turned by 90 degrees; traces' evidence 1.4, not sure): read as it came"]
+    upright_unsure = {"turn_found": 0, "turn_evidence": 0.8, "sure": False}
+    _, said = page_columns({"page": page, "orient": upright_unsure, "turn": 0})
+    assert said == ["which way up is unsure: the traces lean upright (evidence 0.8, not sure) where the page reader's "
+                    "head says turned by 180 degrees (p 0.97): read as it came"]
+    for quiet in ({**page, "reader_turn_p": 0.6}, {**page, "reader_turn": 0}):  # the head alone, unsure or upright
+        assert page_columns({"page": quiet, "orient": upright_unsure, "turn": 0})[1] == []
+    assert page_columns({"page": page, "orient": {**upright_unsure, "sure": True}, "turn": 0})[1] == []
+    sure_off = {"turn_found": 270, "turn_evidence": 5.2, "sure": True}  # a package that does not turn pages
+    assert "sure, but this package does not turn pages" in page_columns({"page": {}, "orient": sure_off, "turn": 0})[1][0]
+    _, said = page_columns({"page": page, "orient": {**unsure_180, "sure": True, "turn_evidence": 4.0}, "turn": 180})
+    assert said == ["turned back by 180 degrees to stand upright (traces' evidence 4.0)"]

@@ -129,10 +129,30 @@ def page_columns(rec: dict) -> tuple[dict, list[str]]:
         said.append(f"not an ECG (page reader's score {page['ecg_score']:.2f}): no yes/no decisions")
     if turn:
         said.append(f"turned back by {turn} degrees to stand upright (traces' evidence {orient['turn_evidence']:.1f})")
-    elif orient.get("turn_found") and orient["turn_found"] % 180:
-        said.append(f"the page seems to lie sideways (turned by {orient['turn_found']} degrees; traces' evidence "
-                    f"{orient['turn_evidence']:.1f}): read as it came")
+    elif orient:
+        said.extend(unsure_turn(orient, page))
     return cols, said
+
+
+HEAD_SURE = 0.9  # the page reader's turn head, trusted only to raise a doubt: it was learnt on the synthesizer's pages
+
+
+def unsure_turn(orient: dict, page: dict) -> list[str]:
+    """What the row says of a page read as it came although it may be turned: the traces lean to a turn they are
+    not sure of (or are sure of in a package that does not turn pages), or they lean upright without being sure
+    while the page reader's own head is sure of a turn. Never a guess acted on: a doubt said."""
+    lean, evidence = orient.get("turn_found", 0), orient.get("turn_evidence", 0.0)
+    head, head_p = page.get("reader_turn", 0), page.get("reader_turn_p", 0.0)
+    if lean:
+        how = "sure, but this package does not turn pages" if orient.get("sure") else "not sure"
+        also = f"; the page reader's head says {head} too (p {head_p:.2f})" if head == lean else ""
+        where = "lie sideways" if lean % 180 else "stand upside down"
+        return [f"the page may {where} (turned by {lean} degrees; traces' evidence {evidence:.1f}, {how}{also}): "
+                f"read as it came"]
+    if head and head_p >= HEAD_SURE and not orient.get("sure"):
+        return [f"which way up is unsure: the traces lean upright (evidence {evidence:.1f}, not sure) where the page "
+                f"reader's head says turned by {head} degrees (p {head_p:.2f}): read as it came"]
+    return []
 
 
 def prediction_row(pred: Predictor, reading: Reading, path: Path, pid: str, note: str = "") -> dict:
