@@ -4,6 +4,7 @@ damaged), predict's new columns, and the saliency of step 06."""
 import cv2
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from utils.core.labels import LABELS
@@ -201,3 +202,40 @@ def test_a_prediction_finds_the_ink_and_the_sheet_once_and_reads_as_each_stage_a
     assert rec["window"] == alone_rec["window"] and rec["method"] == alone_rec["method"] == "classical+traces"
     assert rec["digitised"].read and rec["digitised"].rectified
     np.testing.assert_array_equal(rec["digitised"].signals, alone_read.signals)
+
+
+def test_the_reencoding_noise_is_measured_kept_in_the_package_and_said_in_the_row(signal_package, tmp_path):
+    from utils.ensemble.noise import VARIANTS, reencoding_noise, variant
+    from utils.ensemble.predictor import PackageError, add_to_package
+
+    pages = [photo(tmp_path / f"p{i}.jpg", i, "photo") for i in range(2)]
+    (tmp_path / "cut.jpg").write_bytes(pages[0].read_bytes()[:200])
+    img = cv2.imread(str(pages[0]))
+    copies = {v: variant(img, v) for v in VARIANTS}
+    assert copies["scaled 0.9"].shape == (round(img.shape[0] * 0.9), round(img.shape[1] * 0.9), 3)
+    for v in ("jpeg q75", "webp q80", "cmyk jpeg q90"):
+        assert copies[v].shape == img.shape and 0 < np.abs(copies[v].astype(int) - img).mean() < 8, v
+
+    pred = Predictor(signal_package)
+    entry, table = reencoding_noise(pred, pages + [tmp_path / "cut.jpg"])
+    assert entry["pictures"] == 2 and entry["left_out"] == 1 and entry["variants"] == list(VARIANTS)
+    assert len(entry["band"]) == 5 and all(b >= 0 for b in entry["band"])
+    assert table["decisions_flipped"].str.endswith(f"of {2 * len(VARIANTS)}").all()
+    reading = pred.read_one(pages[0])
+    margins = pred.margins(reading.fold_probs[:, None], reading.signal_probs[None])[0]
+    np.testing.assert_array_equal(margins >= 0, pred.verdict(reading)[1].astype(bool))  # one rule for yes/no
+
+    with pytest.raises(PackageError, match="'noise'"):
+        add_to_package(signal_package, "noise", {**entry, "band": entry["band"][:4]})
+    rows = {}
+    for name, band in (("wide", [1.0] * 5), ("none", [0.0] * 5)):
+        model = tmp_path / f"{name}.pt"
+        model.write_bytes(signal_package.read_bytes())
+        add_to_package(model, "noise", {**entry, "band": band})
+        assert Predictor(model).noise["band"] == band
+        out = tmp_path / f"{name}.csv"
+        assert predict_main(["--model", str(model), "--images", str(pages[0]), "--out", str(out)]) == 0
+        rows[name] = pd.read_csv(out, keep_default_na=False).iloc[0]
+    assert rows["wide"]["near_threshold"] == ",".join(LABELS)
+    assert f"{', '.join(LABELS)}: decided within the re-encoding noise" in rows["wide"]["warning"]
+    assert rows["none"]["near_threshold"] == "" and "re-encoding noise" not in rows["none"]["warning"]

@@ -177,6 +177,8 @@ OPTIONS: tuple[Option, ...] = (
        "on the out-of-fold pictures"),
     _o("signal_records", int, 3000, "simulated records the signal reader learns from (as a 3x4 page shows them)"),
     _o("signal_epochs", int, 8, "the signal reader's training epochs"),
+    _o("noise_pictures", int, 24, "test pictures read again as re-saved, converted and rescaled copies: each "
+       "label's re-encoding noise, kept in the package; a row decided within it says so (0: not measured)"),
     # --- 06 Grad-CAM analysis and report ---
     _o("cam_method", str, "gradcam", "the galleries' and the attention table's CAM: gradcam, gradcam++, xgradcam, "
        "layercam or eigencam (the explorer starts with the most faithful one measured)",

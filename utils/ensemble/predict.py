@@ -179,6 +179,11 @@ def prediction_row(pred: Predictor, reading: Reading, path: Path, pid: str, note
             said.append(f"{digitised.note()}: the image model alone")
         elif digitised.flags:
             said.append(f"digitised leads flagged: {', '.join(digitised.flags)}")
+    near = pred.near_threshold(reading)
+    row["near_threshold"] = ",".join(near)
+    if near and not withheld:
+        said.append(f"{', '.join(near)}: decided within the re-encoding noise of the threshold (a re-saved, converted "
+                    f"or rescaled copy of this page may be decided otherwise)")
     row.update(roi_box=rec["window"], sheet_box=rec["box"], roi_method=rec["method"], fallback=rec["fallback"],
                reason=rec["reason"],
                error="", warning="; ".join(filter(None, [note, *said, *reading.warnings])))

@@ -29,8 +29,9 @@ from utils.core.device import device_precision, resolve_device
 from utils.core.imageio import ImageReadError, read_image
 from utils.core.labels import LABELS
 from utils.core.pool import pool_map, resolve_workers
-from utils.digitise.reader import SignalReader, reader_problem as signal_problem
+from utils.digitise.reader import SignalReader, blend, reader_problem as signal_problem
 from utils.digitise.trace import digitise_turned
+from utils.ensemble.noise import near_threshold, noise_problem
 from utils.ensemble.page import PageReader, reader_problem
 from utils.ensemble.vote import Calibration, vote_scores
 from utils.preprocess.cache import PrepSettings, load_models, prepare
@@ -79,6 +80,20 @@ def package_model(path: Path, checkpoints: list[Path], prep: PrepSettings, rule:
 
 class PackageError(ValueError):
     """A --model file that is not an ensemble package."""
+
+
+def add_to_package(path: Path, key: str, value: dict) -> Path:
+    """The package with one more entry (what step 05 measures once the package exists: its re-encoding noise),
+    checked as a whole and written in place of the old file atomically."""
+    pkg = load_package(Path(path))
+    pkg[key] = value
+    problem = package_problem(pkg)
+    if problem:
+        raise PackageError(f"{path}: the entry {key!r} would damage the package: {problem}")
+    buf = io.BytesIO()
+    torch.save(pkg, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
 
 
 def load_package(path: Path) -> dict:
@@ -133,6 +148,8 @@ def package_problem(pkg: dict) -> str:
             return f"'orient' {orient!r} is not {{'turn_pages': a bool, 'turn_evidence': a number >= 0}}"
     if "signal" in pkg and signal_problem(pkg["signal"]):
         return signal_problem(pkg["signal"])
+    if "noise" in pkg and noise_problem(pkg["noise"]):
+        return noise_problem(pkg["noise"])
     return reader_problem(pkg["page"]) if "page" in pkg else ""
 
 
@@ -168,6 +185,7 @@ class Predictor:
         self.page = PageReader(pkg["page"], self.device) if "page" in pkg else None
         self.orient = dict(pkg.get("orient", NEVER_TURN))
         self.signal = SignalReader(pkg["signal"]) if "signal" in pkg else None
+        self.noise = pkg.get("noise")  # each label's re-encoding noise (utils/ensemble/noise.py), when measured
 
     def prepare(self, img: np.ndarray) -> tuple[np.ndarray, dict]:
         """Step 02's preparation of one original picture, with the training strategy and models, after the page is
@@ -211,6 +229,23 @@ class Predictor:
         if self.signal is None or signal is None:
             return self.decide(fold_probs)
         return self.signal.ensemble(self.calibration.probability(fold_probs), signal)
+
+    def margins(self, fold_probs: np.ndarray, signal: np.ndarray | None = None) -> np.ndarray:
+        """(n, labels): how far each yes/no decision's own quantity lies from its threshold (>= 0: yes): the
+        calibrated probability against the F1 thresholds, or, with a signal reader, the two readers' blend against
+        theirs."""
+        p = self.calibration.probability(fold_probs)
+        if self.signal is None or signal is None:
+            return p - np.asarray(self.calibration.thresholds, float)
+        return blend(p, signal, self.signal.weights) - self.signal.thresholds
+
+    def near_threshold(self, reading: "Reading") -> list[str]:
+        """The labels whose decision lies within the package's re-encoding noise of its threshold ([] when the
+        package has no measured noise)."""
+        if not self.noise or reading.fold_probs is None:
+            return []
+        signal = None if reading.signal_probs is None else reading.signal_probs[None]
+        return near_threshold(self.margins(reading.fold_probs[:, None], signal)[0], self.noise["band"])
 
     def verdict(self, reading: "Reading") -> tuple[np.ndarray, np.ndarray]:
         """One reading's ensemble scores and yes/no decisions, (labels,) each."""
