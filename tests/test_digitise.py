@@ -78,6 +78,17 @@ def test_scans_from_the_synthesizer_are_read_and_a_flat_lead_is_flagged():
     assert "V3 flat" in d.flags and "V3 flat" in d.note()
 
 
+def test_a_lead_that_runs_off_its_band_is_flagged_clipped_and_an_ordinary_page_is_not():
+    rec = record(5)
+    assert not [f for f in digitise(page(rec.signals)).flags if f.endswith("clipped")]
+    for step_mv in (4.0, -4.0):  # 0.8 s of V2 40 mm above or below its baseline, into the next row's band
+        off = rec.signals.copy()
+        off[LEADS.index("V2"), 2800:3200] += step_mv  # V2's panel is 5-7.5 s at 500 Hz
+        d = digitise(page(off))
+        assert d.read and [f for f in d.flags if f.endswith("clipped")] == ["V2 clipped"], d.flags
+        assert "V2 clipped" in d.note()
+
+
 def test_pictures_without_a_layout_say_why_and_give_no_signal():
     blank = np.full((850, 1100, 3), 255, np.uint8)
     d = digitise(blank)

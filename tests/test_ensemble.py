@@ -231,6 +231,11 @@ def test_predict_checks_its_output_door_before_any_work(package, tmp_path, capsy
     assert predict_main(["--model", str(package), "--images", str(tmp_path / "one.jpg"), "--out",
                          str(tmp_path / "plain" / "p.csv")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+    # a folder nobody may write in, root included (sysfs refuses new files), as /kaggle/input refuses (read-only)
+    assert predict_main(["--model", str(package), "--images", str(tmp_path / "one.jpg"), "--out", "/sys/p.csv"]) == 2
+    said = capsys.readouterr()
+    assert "--out /sys/p.csv: the folder /sys is not writable (Permission denied)" in said.err, said.err
+    assert "one.jpg" not in said.out  # refused before any picture was read
     lock = open_output(tmp_path / "q.csv")  # another predict is writing q.csv
     assert predict_main(["--model", str(package), "--images", str(tmp_path / "one.jpg"), "--out",
                          str(tmp_path / "q.csv")]) == 2

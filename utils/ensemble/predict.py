@@ -9,6 +9,7 @@ cannot be read gets a row with its error. `--out` is checked before any work and
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import resource
 import sys
@@ -76,8 +77,10 @@ def open_output(out: Path) -> Path:
         raise FileExistsError(f"--out {out}: another predict is writing it (lock {lock}, "
                               f"{lock.read_text().strip() or 'no pid'}); wait for it, or remove the lock if it "
                               f"died") from None
-    except PermissionError:
-        raise PermissionError(f"--out {out}: the folder {folder} is not writable") from None
+    except OSError as err:  # no permission, or a read-only file system (/kaggle/input)
+        if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise PermissionError(f"--out {out}: the folder {folder} is not writable ({os.strerror(err.errno)})") from None
     with os.fdopen(fd, "w") as fh:
         fh.write(f"pid {os.getpid()}\n")
     return lock
