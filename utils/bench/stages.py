@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -35,15 +36,18 @@ from utils.core.config import resolve_config
 from utils.core.imageio import read_image, walk_pictures
 from utils.core.paths import REPO_ROOT
 from utils.core.pool import DEFAULT_ALLOCATOR, usable_cores
+from utils.digitise.reader import reader_entry
 from utils.digitise.trace import digitise_turned
 from utils.ensemble.page import HEADS, PageSettings, page_square, to_input
-from utils.ensemble.predictor import POOL_FROM, Predictor
+from utils.ensemble.predictor import POOL_FROM, Predictor, package_model
+from utils.ensemble.vote import Calibration
 from utils.preprocess.cache import prepare
 from utils.preprocess.orient import find_turn, upright
 from utils.preprocess.seen import Seen
 from utils.preprocess.step import parse_strategies, prep_settings
 from utils.synth.dataset import generate_dataset
 from utils.synth.generate import SynthSettings
+from utils.synth.realism import network
 from utils.train.dataset import ModelInput
 from utils.train.models import build_untrained
 
@@ -91,13 +95,6 @@ def time_stages(cfg, paths: list[Path]) -> pd.DataFrame:
 def untrained_package(cfg, tmp: Path) -> Path:
     """A package of the profile's architectures with untrained weights, a page reader and a signal reader: what step
     05 ships, for timing only."""
-    from dataclasses import asdict
-
-    from utils.digitise.reader import reader_entry
-    from utils.synth.realism import network
-    from utils.ensemble.predictor import package_model
-    from utils.ensemble.vote import Calibration
-
     size = (cfg["image_height"], cfg["image_width"])
     checkpoints = []
     for k in range(cfg["n_folds"]):

@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from utils.core.imageio import ImageReadError, read_image
 from utils.core.labels import LABELS
+from utils.ensemble.predictor import Predictor, add_to_package
 
 VARIANTS = ("jpeg q75", "webp q80", "cmyk jpeg q90", "scaled 0.9")
 QUANTILE = 0.95
@@ -44,8 +46,6 @@ def reencoding_noise(predictor, pictures: list, quantile: float = QUANTILE) -> t
     """The package's `noise` entry measured on these pictures (files or BGR arrays), and a table per label: how far
     the decisions moved (median, the quantile kept, the largest) and how many flipped. A picture that cannot be read,
     or one of whose copies cannot, is left out and counted."""
-    from utils.core.imageio import ImageReadError, read_image
-
     items = []
     for p in pictures:
         try:
@@ -77,26 +77,10 @@ def reencoding_noise(predictor, pictures: list, quantile: float = QUANTILE) -> t
     return {**entry, "left_out": len(pictures) - used}, table
 
 
-def noise_problem(entry) -> str:
-    """What is wrong with a package's 'noise' entry ('' when nothing)."""
-    band = entry.get("band") if isinstance(entry, dict) else None
-    if not (isinstance(band, (list, tuple)) and len(band) == len(LABELS)
-            and all(isinstance(b, (int, float)) and np.isfinite(b) and b >= 0 for b in band)):
-        return f"'noise' {entry!r} has no 'band' of {len(LABELS)} numbers >= 0, one per label"
-    return ""
-
-
-def near_threshold(margins: np.ndarray, band) -> list[str]:
-    """The labels whose decision (its margin from the threshold) lies within the re-encoding noise."""
-    return [k for k, m, b in zip(LABELS, margins, band) if np.isfinite(m) and abs(m) < b]
-
-
 def noise_for(model_file, pictures: list, n: int, detector: str = "", device: str = "auto",
               sam_checkpoint: str = "") -> pd.DataFrame | str:
     """Step 05: the re-encoding noise measured on the first `n` pictures through the package, kept in it as 'noise';
     the table per label, or why there is none."""
-    from utils.ensemble.predictor import Predictor, add_to_package
-
     if n <= 0 or not len(pictures):
         return "noise_pictures is 0 (or there are no test pictures): the re-encoding noise is not measured"
     entry, table = reencoding_noise(Predictor(model_file, detector, device, sam_checkpoint), list(pictures)[:n])

@@ -31,9 +31,8 @@ from utils.core.labels import LABELS
 from utils.core.pool import pool_map, resolve_workers
 from utils.digitise.reader import SignalReader, blend, reader_problem as signal_problem
 from utils.digitise.trace import digitise_turned
-from utils.ensemble.noise import near_threshold, noise_problem
 from utils.ensemble.page import PageReader, reader_problem
-from utils.ensemble.vote import Calibration, vote_scores
+from utils.ensemble.vote import Calibration, near_threshold, noise_problem, vote_scores
 from utils.preprocess.cache import PrepSettings, load_models, prepare
 from utils.preprocess.orient import find_turn, upright
 from utils.preprocess.seen import Seen

@@ -119,3 +119,17 @@ def vote_scores(fold_probs, rule: str, calibration: Calibration) -> np.ndarray:
     if rule == "soft":
         return calibration.probability(fold_probs)
     return combine(list(fold_probs), rule)
+
+
+def noise_problem(entry) -> str:
+    """What is wrong with a package's 'noise' entry ('' when nothing)."""
+    band = entry.get("band") if isinstance(entry, dict) else None
+    if not (isinstance(band, (list, tuple)) and len(band) == len(LABELS)
+            and all(isinstance(b, (int, float)) and np.isfinite(b) and b >= 0 for b in band)):
+        return f"'noise' {entry!r} has no 'band' of {len(LABELS)} numbers >= 0, one per label"
+    return ""
+
+
+def near_threshold(margins: np.ndarray, band) -> list[str]:
+    """The labels whose decision (its margin from the threshold) lies within the re-encoding noise."""
+    return [k for k, m, b in zip(LABELS, margins, band) if np.isfinite(m) and abs(m) < b]
