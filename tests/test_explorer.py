@@ -120,8 +120,10 @@ def test_a_picture_that_cannot_be_had_is_one_clear_line(package, tmp_path):
 
 def test_faithfulness_scores_each_label_on_its_pictures_with_the_random_map_beside(package, tmp_path):
     pred = _photos(tmp_path)
-    scores = faithfulness(Predictor(package), pred, 1, methods=("gradcam",))
+    scores = faithfulness(Predictor(package), pred, 1, methods=("gradcam",), workers=1)
     assert len(scores) == len(LABELS) * 2 and set(scores["method"]) == {"gradcam", RANDOM}
+    # in worker processes: the same scores in the same order (each map set's imputation noise is its own seed)
+    pd.testing.assert_frame_equal(faithfulness(Predictor(package), pred, 1, methods=("gradcam",), workers=2), scores)
     assert np.isfinite(scores["road"]).all() and (scores["road"].abs() <= 1).all()
     mi = scores[scores["label"] == "MI"]["id"].unique()
     assert list(mi) == ["p1"]  # the picture that shows MI, most probable first

@@ -16,6 +16,8 @@ from utils.core.progress import tqdm
 
 from utils.core.cam import CAM_METHODS, MeanLogits, cam_maps
 from utils.core.labels import LABELS
+from utils.core.pool import pool_map, resolve_workers
+from utils.ensemble.predictor import Predictor
 
 PERCENTILES = (20, 40, 60, 80)
 RANDOM = "random map"  # the baseline every method must beat
@@ -51,25 +53,61 @@ def scored_rows(pred: pd.DataFrame, label: str, n: int) -> pd.DataFrame:
     return part.sort_values(label, ascending=False, kind="stable").head(n)
 
 
-def faithfulness(predictor, pred: pd.DataFrame, n: int, methods=CAM_METHODS, seed: int = 0) -> pd.DataFrame:
-    """One row per (label, picture, method and the random map): the ROAD score."""
+def map_set(predictor, label: str, image: str, seed: int, methods=CAM_METHODS,
+            tensors: dict | None = None) -> list[dict] | str:
+    """ROAD scores of one picture's maps for one label (every method and the random map), or why the picture could
+    not be read. The imputation's noise is seeded by `seed`, so a map set scores the same in any process and order.
+    `tensors`: the model inputs of pictures already read (by path), kept across map sets."""
+    tensors = {} if tensors is None else tensors
+    if image not in tensors:
+        reading = next(predictor.read([image], keep=True))
+        if reading.error:
+            return reading.error
+        tensors[image] = predictor.tensor(reading.prepared).to(predictor.device)
+    x, k = tensors[image], LABELS.index(label)
     ensemble = MeanLogits(predictor.models).eval()
-    tensors: dict[str, torch.Tensor] = {}
-    rows = []
+    maps = {m: cam_maps(predictor.models, x, m, [k])[0] for m in methods}
+    maps[RANDOM] = random_map(tuple(x.shape[-2:]), seed)
+    out = []
+    for m, cam in maps.items():
+        torch.manual_seed(seed)
+        out.append({"label": label, "method": m, "road": road_score(ensemble, x, cam, k)})
+    return out
+
+
+_WORKER: dict = {}  # in a worker process: its Predictor (every fold, on the CPU) and the pictures it has read
+
+
+def _map_set_in_worker(job) -> list[dict] | str:
+    """map_set in a pool's worker, with its own copy of the package (built on its first map set)."""
+    spec, label, image, seed, methods = job
+    if _WORKER.get("spec") != spec:
+        torch.set_num_threads(1)
+        _WORKER.clear()
+        _WORKER.update(spec=spec, predictor=Predictor(spec[0], spec[1], "cpu", spec[2]), tensors={})
+    return map_set(_WORKER["predictor"], label, image, seed, methods, _WORKER["tensors"])
+
+
+def faithfulness(predictor, pred: pd.DataFrame, n: int, methods=CAM_METHODS, seed: int = 0,
+                 workers: int = 0) -> pd.DataFrame:
+    """One row per (label, picture, method and the random map): the ROAD score. On a CPU the map sets are scored in
+    worker processes, one per core (`workers`, 0: one per usable core): the imputation is a sparse solve on one core,
+    most of a map set's time. A picture that cannot be read is listed, and the others go on."""
     todo = [(label, r) for label in LABELS for r in scored_rows(pred, label, n).itertuples()]
-    for i, (label, r) in enumerate(tqdm(todo, desc="ROAD", unit="map set")):
-        k = LABELS.index(label)
-        if r.id not in tensors:
-            reading = next(predictor.read([r.image], keep=True))
-            if reading.error:  # listed, and the others go on
-                print(f"faithfulness skips {r.image}: {reading.error}")
-                continue
-            tensors[r.id] = predictor.tensor(reading.prepared).to(predictor.device)
-        x = tensors[r.id]
-        maps = {m: cam_maps(predictor.models, x, m, [k])[0] for m in methods}
-        maps[RANDOM] = random_map(tuple(x.shape[-2:]), seed + i)
-        rows += [{"label": label, "id": r.id, "method": m, "road": road_score(ensemble, x, cam, k)}
-                 for m, cam in maps.items()]
+    jobs = [(label, str(r.image), seed + i) for i, (label, r) in enumerate(todo)]
+    workers = resolve_workers(workers) if predictor.device.type == "cpu" else 1
+    if workers > 1 and len(jobs) > 1:
+        results = pool_map(_map_set_in_worker, [(predictor.spec, *job, tuple(methods)) for job in jobs],
+                           min(workers, len(jobs)), desc="ROAD", unit="map set", serial_below=2)
+    else:
+        tensors: dict = {}
+        results = (map_set(predictor, *job, methods, tensors) for job in tqdm(jobs, desc="ROAD", unit="map set"))
+    rows = []
+    for (label, r), result in zip(todo, results):
+        if isinstance(result, str):
+            print(f"faithfulness skips {r.image}: {result}")
+            continue
+        rows += [{**row, "id": r.id} for row in result]
     return pd.DataFrame(rows, columns=["label", "id", "method", "road"])
 
 
