@@ -7,11 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
+from utils.core.labels import LABELS
+from utils.ensemble.page import ecg_verdict
 from utils.ensemble.predict import main as predict_main
 from utils.ensemble.predictor import Predictor
 from utils.preprocess.cache import prepare
 from utils.preprocess.ink import ink_mask
-from utils.preprocess.orient import banding, find_turn, upright
+from utils.preprocess.orient import ECG_BEATS, ECG_ROWS, banding, find_turn, shows_traces, upright
 from utils.synth.generate import SynthSettings, make_sample
 
 
@@ -111,7 +113,8 @@ def test_the_predictor_stands_a_sure_page_upright_and_says_so(package, scans, tm
 def test_a_damaged_orient_entry_is_refused_on_load(package, tmp_path, capsys):
     cv2.imwrite(str(tmp_path / "one.png"), np.full((300, 400, 3), 255, np.uint8))
     for i, orient in enumerate(({"turn_pages": "yes", "turn_evidence": 3.0}, {"turn_pages": True},
-                                {"turn_pages": True, "turn_evidence": -1.0})):
+                                {"turn_pages": True, "turn_evidence": -1.0},
+                                {"turn_pages": True, "turn_evidence": 3.0, "gate": "maybe"})):
         model = with_orient(package, **orient)
         assert predict_main(["--model", str(model), "--images", str(tmp_path / "one.png"),
                              "--out", str(tmp_path / f"p{i}.csv")]) == 2
@@ -141,3 +144,59 @@ def test_a_turn_the_traces_are_unsure_of_is_said_in_the_row_never_acted_on():
     assert "sure, but this package does not turn pages" in page_columns({"page": {}, "orient": sure_off, "turn": 0})[1][0]
     _, said = page_columns({"page": page, "orient": {**unsure_180, "sure": True, "turn_evidence": 4.0}, "turn": 180})
     assert said == ["turned back by 180 degrees to stand upright (traces' evidence 4.0)"]
+
+
+PLAIN = {"white": np.full((700, 900, 3), 255, np.uint8), "black": np.zeros((700, 900, 3), np.uint8),
+         "grey": np.full((700, 900, 3), 128, np.uint8),
+         "noise": np.random.default_rng(3).integers(0, 256, (700, 900, 3), dtype=np.uint8)}
+
+
+def test_the_traces_show_an_ecg_on_every_turn_of_a_page_and_none_on_plain_pages(scans):
+    for img in scans:
+        for turn in (0, 90, 180, 270):
+            found = find_turn(turned(img, turn), 3.0)
+            assert found["rows"] >= ECG_ROWS and found["beats"] >= ECG_BEATS and shows_traces(found), (turn, found)
+    for name, img in PLAIN.items():
+        found = find_turn(img, 3.0)
+        assert not shows_traces(found) and found["rows"] < ECG_ROWS, (name, found)
+
+
+def test_each_gate_decides_as_it_says():
+    ecg, none = {"rows": ECG_ROWS, "beats": ECG_BEATS}, {"rows": ECG_ROWS, "beats": ECG_BEATS - 1}
+    reader_yes, reader_no = {"ecg_score": 0.9, "is_ecg": True}, {"ecg_score": 0.1, "is_ecg": False}
+    verdicts = {gate: [ecg_verdict(r, t, gate)["is_ecg"] for r in (reader_yes, reader_no) for t in (ecg, none)]
+                for gate in ("reader", "traces", "either", "both")}
+    assert verdicts == {"reader": [True, True, False, False], "traces": [True, False, True, False],
+                        "either": [True, True, True, False], "both": [True, False, False, False]}
+    kept = ecg_verdict(reader_no, ecg, "either")
+    assert kept["reader_ecg"] is False and kept["traces_ecg"] is True and kept["ecg_score"] == 0.1
+    assert ecg_verdict({}, none, "reader") == {}  # no reader, and the reader decides: nothing is withheld
+    assert ecg_verdict({}, none, "either") == {"traces_ecg": False, "is_ecg": False}  # no reader: the traces decide
+    with pytest.raises(ValueError, match="ECG gate 'maybe': choose from reader, traces, either, both"):
+        ecg_verdict({}, ecg, "maybe")
+
+
+def test_blank_black_and_noise_pages_get_no_decisions_from_the_traces_gate(package, scans, tmp_path):
+    """Through predict, a package whose traces decide (its own ECG_ROWS and ECG_BEATS, not numbers set for the test):
+    plain pages keep their scores and lose their yes/no decisions, and the row says why; the synthesizer's pages keep
+    theirs, turned or not."""
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for name, img in PLAIN.items():
+        cv2.imwrite(str(pics / f"{name}.png"), img)
+    cv2.imwrite(str(pics / "ecg.png"), scans[2])
+    cv2.imwrite(str(pics / "ecg-sideways.png"), turned(scans[3], 90))
+    out = tmp_path / "rows.csv"
+    model = with_orient(package, turn_pages=False, turn_evidence=3.0, gate="traces")
+    assert predict_main(["--model", str(model), "--images", str(pics), "--out", str(out)]) == 0
+    table = pd.read_csv(out).set_index("id")
+    for name in PLAIN:
+        row = table.loc[name]
+        assert row["is_ecg"] == 0 and row["traces_ecg"] == 0 and 0 <= row["MI"] <= 1, name
+        assert all(row[f"{k}_positive"] != row[f"{k}_positive"] for k in LABELS)  # empty: no decision
+        assert f"not an ECG (traces: 0 row(s), 0 beats (an ECG shows {ECG_ROWS} and {ECG_BEATS} at least)): " \
+               f"no yes/no decisions" in row["warning"], (name, row["warning"])
+    for name in ("ecg", "ecg-sideways"):
+        row = table.loc[name]
+        assert row["is_ecg"] == 1 and row["traces_ecg"] == 1 and "not an ECG" not in str(row["warning"])
+        assert all(row[f"{k}_positive"] in (0, 1) for k in LABELS)

@@ -157,11 +157,15 @@ def test_the_reader_learns_which_way_up_and_what_is_an_ecg(learned_state):
 
 @pytest.mark.slow
 def test_blank_black_and_noise_pages_get_no_decisions_at_the_packages_own_threshold(package, learned_state, tmp_path):
-    """Through predict, with the reader as trained (its threshold the configuration's, not one set for the test):
-    a white, a black and a noise page are read, their scores given, their yes/no decisions withheld and said;
-    ECG pages keep theirs."""
+    """Through predict, with the reader as trained and the gate as step 05 packages it (the configuration's
+    threshold and gate, not ones set for the test): a white, a black and a noise page are read, their scores given,
+    their yes/no decisions withheld and said; ECG pages keep theirs."""
     assert learned_state["ecg_threshold"] == DEFAULTS["ecg_threshold"]
-    model = with_reader(package, learned_state)
+    pkg = torch.load(with_reader(package, learned_state), weights_only=True)
+    pkg["orient"] = {"turn_pages": DEFAULTS["turn_pages"], "turn_evidence": DEFAULTS["turn_evidence"],
+                     "gate": DEFAULTS["ecg_gate"]}
+    model = tmp_path / "as-packaged.pt"
+    torch.save(pkg, model)
     pics = tmp_path / "pics"
     pics.mkdir()
     rng = np.random.default_rng(3)

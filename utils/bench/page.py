@@ -5,10 +5,13 @@ Each ECG picture (the run's test photos; real ECG pictures when a folder is give
 is and turned by 90, 180 and 270 degrees: the share the page reader calls an ECG, and the share the traces' rule
 (utils/preprocess/orient.py) would turn back right, turn wrong or leave as it is, at the package's `turn_evidence`
 and at 2, 3 and 4 (measured as if `turn_pages` were on); the page reader's own turn head beside it, for comparison.
-Pictures that hold no ECG (scikit-image's sample photos, when it is installed; white, black, grey and noise pages
-made here) give the share wrongly called an ECG. On the run's test photos the ensemble's probabilities of each
-turned page, as the predictor handles it, are compared with the upright page's (mean and largest absolute
-difference). Prints the tables and writes them to outputs/page/<date>/ (pictures.csv, page.csv, turns.csv, page.md).
+Pictures that hold no ECG (the sample photos that ship in scikit-image, when it is installed, in ultralytics and in
+matplotlib; white, black, grey and noise pages; text, graph paper, shapes, surfaces and gradients drawn here, of the
+kinds the page reader learns from but not the same pictures) give the share wrongly called an ECG. Each ECG gate
+(utils/ensemble/page.py's GATES: the page reader, the traces, either, both) is measured on every set. On the run's
+test photos the ensemble's probabilities of each turned page, as the predictor handles it, are compared with the
+upright page's (mean and largest absolute difference). Prints the tables and writes them to outputs/page/<date>/
+(pictures.csv, page.csv, gates.csv, turns.csv, page.md).
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from utils.core.atomic import atomic_write_text, new_folder
 from utils.core.cli import add_debug, run_cli
 from utils.core.imageio import IMAGE_EXTS, ImageReadError, read_image
 from utils.core.paths import REPO_ROOT
-from utils.ensemble.page import TURNS
+from utils.ensemble.page import GATES, NON_ECG_KINDS, TURNS, ecg_verdict, non_ecg_picture
 from utils.ensemble.predictor import Predictor
 from utils.preprocess.orient import find_turn
 
@@ -56,6 +59,30 @@ def sample_photos() -> dict[str, np.ndarray]:
     return out
 
 
+def library_photos() -> dict[str, np.ndarray]:
+    """The sample pictures that ship in ultralytics' and matplotlib's wheels."""
+    import matplotlib
+    import ultralytics
+
+    folders = [Path(ultralytics.__file__).parent / "assets",
+               Path(matplotlib.__file__).parent / "mpl-data" / "sample_data"]
+    out = {}
+    for p in sorted(q for folder in folders if folder.is_dir() for q in folder.rglob("*")):
+        if p.suffix.lower() in IMAGE_EXTS:
+            try:
+                out[p.name] = read_image(p, min_side=1).image
+            except ImageReadError:
+                continue
+    return out
+
+
+def drawn_pictures(each: int = 4, seed: int = 2024) -> dict[str, np.ndarray]:
+    """Pictures without an ECG drawn as the page reader's negatives are (utils/ensemble/page.py), `each` of every
+    kind but blank (plain_pages has those), from a seed of their own."""
+    rng = np.random.default_rng(seed)
+    return {f"{kind} {i}": non_ecg_picture(rng, kind) for kind in NON_ECG_KINDS if kind != "blank" for i in range(each)}
+
+
 def read_turns(predictor: Predictor, pictures: dict[str, np.ndarray], kind: str, compare: bool = False) -> list[dict]:
     """One row per (picture, turn): what the page reader and the traces said, and with `compare` the ensemble's
     largest change of probability against the upright picture."""
@@ -68,8 +95,9 @@ def read_turns(predictor: Predictor, pictures: dict[str, np.ndarray], kind: str,
             orient = find_turn(turned, 0.0)
             row = {"set": kind, "picture": name, "turn": turn, "ecg_score": page.get("ecg_score", np.nan),
                    "is_ecg": page.get("is_ecg", np.nan), "turn_found": orient["turn_found"],
-                   "evidence": orient["turn_evidence"], "beats": orient["beats"],
+                   "evidence": orient["turn_evidence"], "beats": orient["beats"], "rows": orient["rows"],
                    "reader_turn": page.get("reader_turn", np.nan)}
+            row.update({f"gate_{g}": ecg_verdict(page, orient, g).get("is_ecg", np.nan) for g in GATES})
             if compare:
                 scores = predictor.verdict(predictor.read_one(turned, keep=False))[0]
                 row["max_abs_change"] = float(np.abs(scores - base).max())
@@ -98,6 +126,13 @@ def summary(rows: pd.DataFrame, evidence: float) -> pd.DataFrame:
             r.update(mean_max_abs_change=g["max_abs_change"].mean(), largest_change=g["max_abs_change"].max())
         out.append(r)
     return pd.DataFrame(out)
+
+
+def gate_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per set: the share of its pictures (each turn counted) that each gate calls an ECG."""
+    cols = [f"gate_{g}" for g in GATES]
+    table = rows.groupby("set", sort=False)[cols].mean().rename(columns=dict(zip(cols, GATES)))
+    return table.assign(pictures=rows.groupby("set", sort=False).size()).reset_index()
 
 
 def turn_table(rows: pd.DataFrame, levels=(2.0, 3.0, 4.0)) -> pd.DataFrame:
@@ -155,14 +190,19 @@ def _run(a) -> int:
         rows += read_turns(predictor, _pictures(test_pictures(None, folder, a.pictures), skipped),
                            f"real ECG pictures: {folder.name}")
     rows += read_turns(predictor, sample_photos(), "no ECG: scikit-image photos")
+    rows += read_turns(predictor, library_photos(), "no ECG: ultralytics and matplotlib samples")
     rows += read_turns(predictor, plain_pages(), "no ECG: white, black, grey, noise")
+    rows += read_turns(predictor, drawn_pictures(), "no ECG: drawn text, grids, shapes, surfaces")
     table, turns = summary(pd.DataFrame(rows), evidence), turn_table(pd.DataFrame(rows))
+    gates = gate_table(pd.DataFrame(rows))
     out = new_folder(Path(a.out) / dt.date.today().isoformat())
     pd.DataFrame(rows).to_csv(out / "pictures.csv", index=False)
     table.to_csv(out / "page.csv", index=False)
     turns.to_csv(out / "turns.csv", index=False)
+    gates.to_csv(out / "gates.csv", index=False)
     text = f"# The page reader and the turn: {a.model} (turn_evidence {evidence})\n\n" \
-        f"{table.to_markdown(index=False, floatfmt='.3f')}\n\n## The traces' turn at other evidence levels\n\n" \
+        f"{table.to_markdown(index=False, floatfmt='.3f')}\n\n## The share called an ECG by each gate\n\n" \
+        f"{gates.to_markdown(index=False, floatfmt='.3f')}\n\n## The traces' turn at other evidence levels\n\n" \
         f"{turns.to_markdown(index=False, floatfmt='.3f')}\n" + \
         ("\nskipped (unreadable):\n" + "\n".join(skipped) + "\n" if skipped else "")
     atomic_write_text(out / "page.md", text)

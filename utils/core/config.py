@@ -167,7 +167,11 @@ OPTIONS: tuple[Option, ...] = (
     _o("page_pictures", int, 800, "the run's training pictures (photos and scans in turn) the page reader learns from"),
     _o("page_negatives", int, 300, "pictures without an ECG made for the page reader (surfaces, blank and graph "
        "paper, text, shapes, gradients, noise)"),
-    _o("ecg_threshold", float, 0.5, "the page reader's ECG score below which a picture gets no yes/no decisions"),
+    _o("ecg_threshold", float, 0.95, "the page reader's ECG score from which it calls a picture an ECG (set with "
+       "ecg_gate: either on real pictures, README)"),
+    _o("ecg_gate", str, "either", "what decides that a picture holds an ECG (else no yes/no decisions): the page "
+       "reader, the traces (rows of them with beats in them: utils/preprocess/orient.py), either or both",
+       choices=("reader", "traces", "either", "both")),
     _o("turn_pages", bool, True, "stand a page upright before it is read when its traces say it is turned by 90, "
        "180 or 270 degrees (utils/preprocess/orient.py) and the evidence reaches turn_evidence"),
     _o("turn_evidence", float, 3.0, "the traces' evidence (a t statistic over the beats: the T wave after the QRS) "
@@ -184,8 +188,8 @@ OPTIONS: tuple[Option, ...] = (
        "layercam or eigencam (the explorer starts with the most faithful one measured)",
        choices=("gradcam", "gradcam++", "xgradcam", "layercam", "eigencam")),
     _o("faithfulness_images", int, 2, "test pictures per label on which every CAM method is scored by ROAD "
-       "(0: not scored); each is 6 maps x 8 imputed pictures on one CPU core: about 50 s at 256x352, 1-2 min at "
-       "448x576"),
+       "(0: not scored); each is 6 maps x 8 imputed pictures, about 35 s on one CPU core at 256x352 and 1-2 min at "
+       "448x576; on a CPU the map sets run in a process per core"),
     _o("cam_images", int, 60, "test pictures whose CAMs are measured (attention table)"),
     _o("gallery_size", int, 4, "pictures per row of each label's gallery (TP, FP, FN)"),
     # --- 07 ablations and robustness (not in the default chain: python -m utils.pipeline --steps 07) ---

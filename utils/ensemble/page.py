@@ -33,11 +33,15 @@ from utils.core.progress import tqdm
 
 from utils.core.atomic import atomic_write_bytes
 from utils.core.imageio import ImageReadError, read_image
+from utils.preprocess.orient import shows_traces
 from utils.synth.textures import background
 from utils.train.models import build_untrained, create_model
 
 TURNS = (0, 90, 180, 270)  # counter-clockwise, as np.rot90(picture, k) turns an upright page
 HEADS = len(TURNS) + 1       # four turn logits, then the ECG logit
+# What decides that a picture holds an ECG: the page reader, the traces (utils/preprocess/orient.py's shows_traces),
+# either of them or both
+GATES = ("reader", "traces", "either", "both")
 NON_ECG_KINDS = ("surface", "noise", "text", "graph paper", "shapes", "gradient", "blank")
 
 
@@ -233,6 +237,21 @@ class PageReader:
         k, score = int(np.argmax(turn_p)), float(torch.sigmoid(out[-1]))
         return {"ecg_score": round(score, 4), "is_ecg": score >= self.ecg_threshold, "reader_turn": TURNS[k],
                 "reader_turn_p": round(float(turn_p[k]), 4)}
+
+
+def ecg_verdict(reading: dict, found: dict, gate: str) -> dict:
+    """Whether a picture holds an ECG, by the package's `gate` (GATES): the page reader's reading (empty without a
+    reader) with its own verdict as `reader_ecg`, the traces' say (`traces_ecg`, from the turn's reading `found`)
+    and the gate's verdict as `is_ecg`. Without a page reader the traces decide, except under the gate 'reader',
+    which then says nothing (an empty dict: no decision is withheld)."""
+    if gate not in GATES:
+        raise ValueError(f"ECG gate {gate!r}: choose from {', '.join(GATES)}")
+    traces = shows_traces(found)
+    if not reading:
+        return {} if gate == "reader" else {"traces_ecg": traces, "is_ecg": traces}
+    reader = bool(reading["is_ecg"])
+    verdict = {"reader": reader, "traces": traces, "either": reader or traces, "both": reader and traces}[gate]
+    return {**reading, "reader_ecg": reader, "traces_ecg": traces, "is_ecg": verdict}
 
 
 def reader_for(cfg, manifest, path, device="cpu", progress: bool = True) -> dict | None:

@@ -26,6 +26,7 @@ from utils.core.cli import add_debug, run_cli
 from utils.core.imageio import walk_pictures
 from utils.core.labels import LABELS
 from utils.ensemble.predictor import Predictor, Reading
+from utils.preprocess.orient import ECG_BEATS, ECG_ROWS
 
 def list_images(target: Path) -> tuple[list[Path], list[str]]:
     """The pictures to predict and what was skipped with why (utils.core.imageio.walk_pictures); none is an error
@@ -120,16 +121,22 @@ def cam_request(folder: Path | None, labels: str = "", method: str = "gradcam") 
 
 
 def page_columns(rec: dict) -> tuple[dict, list[str]]:
-    """The page's columns of a prediction row (the page reader's ECG score, empty without a reader; the turn the
-    traces find, its evidence and the turn undone), and what the row must say: why its yes/no decisions are withheld,
-    and how the page was turned or why it was not."""
+    """The page's columns of a prediction row (the page reader's ECG score, empty without a reader; the gate's
+    verdict and the traces' say, empty when nothing decides; the turn the traces find, its evidence and the turn
+    undone), and what the row must say: why its yes/no decisions are withheld, and how the page was turned or why it
+    was not."""
     page, orient, turn = rec.get("page") or {}, rec.get("orient") or {}, rec.get("turn", 0)
     cols = {"ecg_score": page.get("ecg_score", np.nan), "is_ecg": int(page["is_ecg"]) if page else "",
+            "traces_ecg": int(page["traces_ecg"]) if "traces_ecg" in page else "",
             "turned": turn, "turn_found": orient.get("turn_found", ""),
             "turn_evidence": orient.get("turn_evidence", np.nan)}
     said = []
     if page and not page["is_ecg"]:
-        said.append(f"not an ECG (page reader's score {page['ecg_score']:.2f}): no yes/no decisions")
+        why = [f"page reader's score {page['ecg_score']:.2f}"] if "ecg_score" in page else []
+        if "traces_ecg" in page:
+            why.append(f"traces: {orient.get('rows', 0)} row(s), {orient.get('beats', 0)} beats"
+                       f"{'' if page['traces_ecg'] else f' (an ECG shows {ECG_ROWS} and {ECG_BEATS} at least)'}")
+        said.append(f"not an ECG ({'; '.join(why)}): no yes/no decisions")
     if turn:
         said.append(f"turned back by {turn} degrees to stand upright (traces' evidence {orient['turn_evidence']:.1f})")
     elif orient:

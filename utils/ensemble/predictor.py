@@ -31,7 +31,7 @@ from utils.core.labels import LABELS
 from utils.core.pool import pool_map, resolve_workers
 from utils.digitise.reader import SignalReader, blend, reader_problem as signal_problem
 from utils.digitise.trace import digitise_turned
-from utils.ensemble.page import PageReader, reader_problem
+from utils.ensemble.page import GATES, PageReader, ecg_verdict, reader_problem
 from utils.ensemble.vote import Calibration, near_threshold, noise_problem, vote_scores
 from utils.preprocess.cache import PrepSettings, load_models, prepare
 from utils.preprocess.orient import find_turn, upright
@@ -50,8 +50,9 @@ def package_model(path: Path, checkpoints: list[Path], prep: PrepSettings, rule:
                   min_side: int = 256, page: dict | None = None, orient: dict | None = None,
                   signal: dict | None = None) -> Path:
     """Write the ensemble as one weights-only file, with the page reader when one is given, how pages are stood
-    upright (`orient`: turn_pages, turn_evidence; none: never turned) and the signal reader (`signal`, from
-    utils/digitise/reader.py's reader_entry; none: the image model alone)."""
+    upright and what decides that a picture holds an ECG (`orient`: turn_pages, turn_evidence, gate; none: never
+    turned, the page reader decides) and the signal reader (`signal`, from utils/digitise/reader.py's reader_entry;
+    none: the image model alone)."""
     folds, meta = [], None
     for ck in checkpoints:
         state = torch.load(ck, map_location="cpu", weights_only=True)
@@ -68,7 +69,8 @@ def package_model(path: Path, checkpoints: list[Path], prep: PrepSettings, rule:
     if page is not None:
         pkg["page"] = {k: v for k, v in page.items() if k not in ("history", "skipped")}
     if orient is not None:
-        pkg["orient"] = {"turn_pages": bool(orient["turn_pages"]), "turn_evidence": float(orient["turn_evidence"])}
+        pkg["orient"] = {"turn_pages": bool(orient["turn_pages"]), "turn_evidence": float(orient["turn_evidence"]),
+                         "gate": str(orient.get("gate", "reader"))}
     if signal is not None:
         pkg["signal"] = signal
     buf = io.BytesIO()
@@ -145,6 +147,8 @@ def package_problem(pkg: dict) -> str:
         if not (isinstance(orient, dict) and isinstance(orient.get("turn_pages"), bool)
                 and isinstance(orient.get("turn_evidence"), (int, float)) and orient["turn_evidence"] >= 0):
             return f"'orient' {orient!r} is not {{'turn_pages': a bool, 'turn_evidence': a number >= 0}}"
+        if orient.get("gate", "reader") not in GATES:
+            return f"'orient' gate {orient['gate']!r} is not one of {', '.join(GATES)}"
     if "signal" in pkg and signal_problem(pkg["signal"]):
         return signal_problem(pkg["signal"])
     if "noise" in pkg and noise_problem(pkg["noise"]):
@@ -196,7 +200,7 @@ class Predictor:
         orient = find_turn(img, self.orient["turn_evidence"], ink=seen.ink)
         turn = orient["turn_found"] if orient["sure"] and self.orient["turn_pages"] else 0
         prepared, rec = prepare(upright(img, turn) if turn else img, self.prep, self.detector, self.segmenter, seen)
-        rec.update(page=reading, orient=orient, turn=turn)
+        rec.update(page=ecg_verdict(reading, orient, self.orient.get("gate", "reader")), orient=orient, turn=turn)
         if self.signal is not None:  # read upright, whatever the image model was given
             rec["digitised"] = digitise_turned(img, orient, seen=seen)[0]
         return prepared, rec

@@ -30,6 +30,10 @@ from scipy.signal import find_peaks
 from utils.preprocess.ink import ink_mask, is_trace_row, level, smooth, trace_rows
 
 AFTER = (0.12, 0.45)      # the window after (and, mirrored, before) each QRS, in parts of the RR interval
+# An ECG's traces: at least this many rows of them, and this many beats with a whole window on either side. Set on
+# real pictures (`python -m utils.bench.page`, README): the 52 real ECG photos and scans of ecg-image-kit turned four
+# ways against library sample photos, plain pages and drawn text, shapes and graph paper.
+ECG_ROWS, ECG_BEATS = 2, 10
 
 
 def upright(img: np.ndarray, turn: int) -> np.ndarray:
@@ -46,21 +50,23 @@ def banding(mask: np.ndarray) -> tuple[float, float]:
     return strength(mask), strength(mask.T)
 
 
-def beat_ratios(mask: np.ndarray) -> np.ndarray:
-    """For every beat found on a horizontal page: log(deflection after the QRS / deflection before it)."""
+def beat_ratios(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """For every beat found on a horizontal page: log(deflection after the QRS / deflection before it); and the rows
+    of traces the beats were looked for in."""
     columns = np.flatnonzero(mask.any(axis=0))
     if not len(columns):
-        return np.array([])
+        return np.array([]), 0
     mask = mask[:, columns[0]:columns[-1] + 1]  # the page's traces, wherever the page lies in the picture
     width = mask.shape[1]
     x = np.arange(width)
-    out = []
+    out, found = [], 0
     for top, _, bottom in trace_rows(mask):
         band = mask[top:bottom]
         count = band.sum(axis=0)
         inked = count > 0
         if not is_trace_row(band):  # a header, a footer, a label
             continue
+        found += 1
         rows = np.arange(band.shape[0])[:, None]
         centre = np.interp(x, x[inked], ((band * rows).sum(axis=0) / np.maximum(count, 1))[inked])
         first, last = np.argmax(band, axis=0), band.shape[0] - 1 - np.argmax(band[::-1], axis=0)
@@ -77,23 +83,28 @@ def beat_ratios(mask: np.ndarray) -> np.ndarray:
             if q - hi >= 0 and q + hi < width:
                 after, before = deflection[q + lo:q + hi].mean(), deflection[q - hi:q - lo].mean()
                 out.append(np.log((after + 0.5) / (before + 0.5)))
-    return np.array(out)
+    return np.array(out), found
 
 
 def find_turn(img: np.ndarray, min_evidence: float, ink: np.ndarray | None = None) -> dict:
     """The quarter turn the page shows (0, 90, 180, 270, counter-clockwise as in `upright`), the evidence for its
-    direction (the t statistic of the beats' log ratios; its size), the beats it rests on, the axis ratio (the
-    stronger banding over the weaker), and whether the rule is sure (evidence at least `min_evidence`). `ink`: this
-    picture's ink_mask when it was already found."""
+    direction (the t statistic of the beats' log ratios; its size), the beats it rests on and the rows of traces
+    they were looked for in, the axis ratio (the stronger banding over the weaker), and whether the rule is sure
+    (evidence at least `min_evidence`). `ink`: this picture's ink_mask when it was already found."""
     mask = ink_mask(img) if ink is None else ink
     rows, columns = banding(mask)
     sideways = columns > rows
-    ratios = beat_ratios(level(np.rot90(mask, -1) if sideways else mask)[0])
+    ratios, rows_of_traces = beat_ratios(level(np.rot90(mask, -1) if sideways else mask)[0])
     if len(ratios) >= 3:
         t = float(ratios.mean() / (ratios.std(ddof=1) / np.sqrt(len(ratios)) + 1e-9))
     else:
         t = 0.0
     turn = (90 if sideways else 0) + (180 if t < 0 else 0)
-    return {"turn_found": turn, "turn_evidence": round(abs(t), 2), "beats": int(len(ratios)),
+    return {"turn_found": turn, "turn_evidence": round(abs(t), 2), "beats": int(len(ratios)), "rows": rows_of_traces,
             "axis_ratio": round(max(rows, columns) / (min(rows, columns) + 1e-9), 2),
             "sure": bool(abs(t) >= min_evidence)}
+
+
+def shows_traces(found: dict) -> bool:
+    """Whether a find_turn reading shows an ECG's traces: ECG_ROWS rows of them and ECG_BEATS beats at least."""
+    return found.get("rows", 0) >= ECG_ROWS and found.get("beats", 0) >= ECG_BEATS
