@@ -21,6 +21,17 @@ def test_cam_maps_have_the_input_size_for_every_label():
         cam_maps([model], x, "eigen")
 
 
+def test_every_labels_map_in_one_pass_is_the_map_of_its_own_pass():
+    torch.manual_seed(1)
+    models = [timm.create_model("test_convnext", num_classes=5).eval() for _ in range(2)]
+    x = torch.randn(1, 3, 64, 96)
+    for method in ("gradcam", "gradcam++", "eigencam"):
+        together = cam_maps(models, x, method, [4, 0, 2])
+        apart = np.stack([cam_maps(models, x, method, [k])[0] for k in (4, 0, 2)])
+        np.testing.assert_allclose(together, apart, atol=1e-5)
+        assert together.reshape(3, -1).max(1).min() > 0.99  # each map scaled to its own maximum
+
+
 def test_cam_on_efficientnet_hooks_its_head():
     from utils.core.cam import cam_target_layer
     from utils.train.models import create_model

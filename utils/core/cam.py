@@ -45,20 +45,21 @@ def reshape_transform(model):
 
 
 def cam_maps(models, x: torch.Tensor, method: str = "gradcam", labels=range(len(LABELS))) -> np.ndarray:
-    """(len(labels), H, W) maps in [0, 1] at the input's size, averaged over the ensemble's models (x: one picture)."""
+    """(len(labels), H, W) maps in [0, 1] at the input's size, averaged over the ensemble's models (x: one picture).
+    Every label's map comes from one pass per model: the picture repeated once per label, each copy with its label
+    as its target (in eval mode the copies do not meet, so each map is the one a pass of its own gives)."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    kind = cam_kind(method)
-    out = []
-    for k in labels:
-        acc = None
-        for m in models:
-            with kind(model=m, target_layers=[cam_target_layer(m)], reshape_transform=reshape_transform(m)) as cam:
-                g = cam(input_tensor=x, targets=[ClassifierOutputTarget(k)])[0]
-            acc = g if acc is None else acc + g
-        acc = acc / len(models)
-        out.append(acc / acc.max() if acc.max() > 0 else acc)
-    return np.stack(out)
+    kind, labels = cam_kind(method), list(labels)
+    batch = x.expand(len(labels), *x.shape[1:])
+    acc = None
+    for m in models:
+        with kind(model=m, target_layers=[cam_target_layer(m)], reshape_transform=reshape_transform(m)) as cam:
+            g = cam(input_tensor=batch, targets=[ClassifierOutputTarget(k) for k in labels])
+        acc = g if acc is None else acc + g
+    acc = acc / len(models)
+    top = acc.reshape(len(labels), -1).max(axis=1)
+    return np.stack([a / t if t > 0 else a for a, t in zip(acc, top)])
 
 
 # The methods the suite offers, all pytorch-grad-cam's: gradient-weighted (Grad-CAM, Grad-CAM++, XGrad-CAM), per
