@@ -10,7 +10,7 @@ from scipy.signal import resample_poly
 
 from utils.bench.digitise import main as bench_main
 from utils.digitise.records import lead_accuracy, read_record, write_record
-from utils.digitise.trace import FS, agreement, digitise
+from utils.digitise.trace import FS, agreement, digitise, follow
 from utils.synth.generate import SynthSettings, make_sample
 from utils.synth.labels import sample_labels
 from utils.synth.render import PageStyle, render_page
@@ -160,3 +160,17 @@ def test_benchmark_reads_real_pictures_without_signals_and_names_a_bad_one(tmp_p
     assert rows.loc[["scan0.jpg", "scan1.jpg"], "classical read"].astype(bool).all()
     assert (rows.loc[["scan0.jpg", "scan1.jpg"], "classical agreement"] > 0.6).all()  # a clean scan obeys the laws
     assert "Real pictures without signals" in (out / "digitise.md").read_text()
+
+
+def test_the_follower_keeps_to_the_run_nearest_its_last_position_and_keeps_a_peak():
+    band = np.zeros((40, 8), bool)
+    band[20, 0] = True                  # the trace on its baseline
+    band[19:21, 1] = True
+    band[[5, 18], 2] = True             # a grid dot far above, the trace near where it was
+    band[[16, 20], 3] = True            # two runs as near as each other: the first (upper) one
+    band[2:22, 5] = True                # a tall stroke whose neighbours lie nearer the baseline: its far end
+    band[21, 4] = band[21, 6] = True
+    ys = follow(band, start=20.0, long_run=6)
+    np.testing.assert_array_equal(ys[[0, 1, 2, 3, 4, 5, 6]], [20, 19.5, 18, 16, 21, 2, 21])
+    assert np.isnan(ys[7])              # no ink: no position
+    assert np.isnan(follow(np.zeros((10, 5), bool), 5.0, 3)).all()

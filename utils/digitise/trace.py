@@ -94,14 +94,18 @@ def follow(band: np.ndarray, start: float, long_run: int) -> np.ndarray:
     runs lie nearer the baseline `start`), its far end, so a QRS's peak is kept and its strokes are not widened."""
     width = band.shape[1]
     lo, hi = np.full(width, np.nan), np.full(width, np.nan)
+    # every run of ink in every column at once: where a column's ink begins and ends, in column order
+    edges = np.diff(np.pad(band.astype(np.int8), ((1, 1), (0, 0))).T, axis=1)
+    column, first = np.nonzero(edges == 1)
+    last_row = np.nonzero(edges == -1)[1] - 1
+    middles = ((first + last_row) / 2).tolist()
+    bounds = np.r_[0, np.flatnonzero(np.diff(column)) + 1, len(column)].tolist() if len(column) else [0]
     last = start
-    for x in np.flatnonzero(band.any(axis=0)):
-        rows = np.flatnonzero(band[:, x])
-        cuts = np.flatnonzero(np.diff(rows) > 1)
-        starts, ends = rows[np.r_[0, cuts + 1]], rows[np.r_[cuts, len(rows) - 1]]
-        k = int(np.argmin(np.abs((starts + ends) / 2 - last)))
-        lo[x], hi[x] = starts[k], ends[k]
-        last = (starts[k] + ends[k]) / 2
+    for a, b in zip(bounds[:-1], bounds[1:]):  # one column: the run nearest the last position (the first of equals)
+        k = min(range(a, b), key=lambda i: abs(middles[i] - last))
+        x = column[a]
+        lo[x], hi[x] = first[k], last_row[k]
+        last = middles[k]
     mid = (lo + hi) / 2
     away = np.abs(mid - start)
     before, after = np.r_[np.nan, away[:-1]], np.r_[away[1:], np.nan]

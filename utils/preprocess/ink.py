@@ -15,6 +15,11 @@ from scipy.signal import find_peaks
 WORK_SIDE = 1600          # the long side the page is read at
 
 
+def brightest_channel(img: np.ndarray) -> np.ndarray:
+    """Each pixel's brightest channel (as img.max(axis=2), about ten times faster on a page's pixels)."""
+    return cv2.max(cv2.max(img[..., 0], img[..., 1]), img[..., 2])
+
+
 def ink_mask(img: np.ndarray, side: int = WORK_SIDE, relative: bool = False) -> np.ndarray:
     """The traces' ink at `side` px on the long side: much darker than the paper around it, in long pieces.
     `relative` measures darkness as a share of the paper's own brightness, so ink under a shadow counts alike (the
@@ -22,7 +27,7 @@ def ink_mask(img: np.ndarray, side: int = WORK_SIDE, relative: bool = False) -> 
     h, w = img.shape[:2]
     scale = side / max(h, w)
     small = cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    value = (small.max(axis=2) if small.ndim == 3 else small).astype(np.float32)  # a coloured grid is bright here
+    value = (brightest_channel(small) if small.ndim == 3 else small).astype(np.float32)  # a coloured grid: bright
     paper = cv2.morphologyEx(value, cv2.MORPH_CLOSE, np.ones((15, 15), np.uint8))
     ink = paper - value
     if relative:
