@@ -11,6 +11,7 @@ from utils.core.config import DEFAULTS
 from utils.core.labels import LABELS
 from utils.ensemble.page import NON_ECG_KINDS, PageReader, PageSettings, non_ecg_picture, train_reader
 from utils.ensemble.predict import main as predict_main
+from utils.preprocess.orient import ECG_BEATS, ECG_ROWS
 from utils.preprocess.orient import upright
 
 
@@ -232,6 +233,24 @@ def test_the_benchmarks_shares_on_known_readings():
     pages = plain_pages()
     assert set(pages) == {"white page", "black page", "grey page", "noise page"}
     assert pages["noise page"].std() > 50 and pages["white page"].min() == 255
+
+
+def test_the_benchmarks_gate_shares_on_known_readings():
+    from utils.bench.page import drawn_pictures, gate_table
+
+    rows = pd.DataFrame([  # two ECG pages: one the traces show, one only the reader sees (at 0.92)
+        {"set": "real", "ecg_score": 0.99, "rows": ECG_ROWS, "beats": ECG_BEATS},
+        {"set": "real", "ecg_score": 0.92, "rows": 1, "beats": 40},
+        {"set": "no ECG", "ecg_score": 0.96, "rows": 0, "beats": 0},  # a photo the reader takes for an ECG
+        {"set": "no ECG", "ecg_score": 0.01, "rows": ECG_ROWS + 1, "beats": ECG_BEATS + 5}])  # text in rows
+    table = gate_table(rows, scores=(0.5, 0.95)).set_index("set")
+    assert table.loc["real", "traces"] == 0.5 and table.loc["no ECG", "traces"] == 0.5
+    assert table.loc["real", "reader >= 0.5"] == 1.0 and table.loc["real", "reader >= 0.95"] == 0.5
+    assert table.loc["real", "either >= 0.95"] == 0.5 and table.loc["real", "both >= 0.5"] == 0.5
+    assert table.loc["no ECG", "either >= 0.5"] == 1.0 and table.loc["no ECG", "both >= 0.95"] == 0.0
+    assert list(table["pictures"]) == [2, 2]
+    drawn = drawn_pictures(each=1)
+    assert len(drawn) == len(NON_ECG_KINDS) - 1 and "blank 0" not in drawn
 
 
 def test_the_readers_configured_settings_come_from_the_configuration_alone():

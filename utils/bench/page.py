@@ -8,9 +8,9 @@ and at 2, 3 and 4 (measured as if `turn_pages` were on); the page reader's own t
 Pictures that hold no ECG (the sample photos that ship in scikit-image, when it is installed, in ultralytics and in
 matplotlib; white, black, grey and noise pages; text, graph paper, shapes, surfaces and gradients drawn here, of the
 kinds the page reader learns from but not the same pictures) give the share wrongly called an ECG. Each ECG gate
-(utils/ensemble/page.py's GATES: the page reader, the traces, either, both) is measured on every set. On the run's
-test photos the ensemble's probabilities of each turned page, as the predictor handles it, are compared with the
-upright page's (mean and largest absolute difference). Prints the tables and writes them to outputs/page/<date>/
+(utils/ensemble/page.py's GATES: the traces, and the page reader, either or both at several of the reader's
+thresholds) is measured on every set. On the run's test photos the ensemble's probabilities of each turned page, as
+the predictor handles it, are compared with the upright page's (mean and largest absolute difference). Prints the tables and writes them to outputs/page/<date>/
 (pictures.csv, page.csv, gates.csv, turns.csv, page.md).
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from utils.core.atomic import atomic_write_text, new_folder
 from utils.core.cli import add_debug, run_cli
 from utils.core.imageio import IMAGE_EXTS, ImageReadError, read_image
 from utils.core.paths import REPO_ROOT
-from utils.ensemble.page import GATES, NON_ECG_KINDS, TURNS, ecg_verdict, non_ecg_picture
+from utils.ensemble.page import NON_ECG_KINDS, TURNS, ecg_verdict, non_ecg_picture
 from utils.ensemble.predictor import Predictor
 from utils.preprocess.orient import find_turn
 
@@ -97,7 +97,6 @@ def read_turns(predictor: Predictor, pictures: dict[str, np.ndarray], kind: str,
                    "is_ecg": page.get("is_ecg", np.nan), "turn_found": orient["turn_found"],
                    "evidence": orient["turn_evidence"], "beats": orient["beats"], "rows": orient["rows"],
                    "reader_turn": page.get("reader_turn", np.nan)}
-            row.update({f"gate_{g}": ecg_verdict(page, orient, g).get("is_ecg", np.nan) for g in GATES})
             if compare:
                 scores = predictor.verdict(predictor.read_one(turned, keep=False))[0]
                 row["max_abs_change"] = float(np.abs(scores - base).max())
@@ -128,11 +127,25 @@ def summary(rows: pd.DataFrame, evidence: float) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def gate_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per set: the share of its pictures (each turn counted) that each gate calls an ECG."""
-    cols = [f"gate_{g}" for g in GATES]
-    table = rows.groupby("set", sort=False)[cols].mean().rename(columns=dict(zip(cols, GATES)))
-    return table.assign(pictures=rows.groupby("set", sort=False).size()).reset_index()
+SCORES = (0.5, 0.9, 0.95, 0.98)  # the page reader's ECG thresholds the gates are measured at
+
+
+def gate_table(rows: pd.DataFrame, scores=SCORES) -> pd.DataFrame:
+    """Per set: the share of its pictures (each turn counted) that each gate calls an ECG (utils/ensemble/page.py's
+    ecg_verdict on the row's readings): the traces alone, then the page reader, either and both with the reader's
+    ECG threshold at each of `scores`."""
+    def share(g: pd.DataFrame, gate: str, score: float) -> float:
+        return float(np.mean([ecg_verdict({"ecg_score": r.ecg_score, "is_ecg": r.ecg_score >= score},
+                                          {"rows": r.rows, "beats": r.beats}, gate)["is_ecg"]
+                              for r in g.itertuples()]))
+
+    out = []
+    for kind, g in rows.groupby("set", sort=False):
+        r = {"set": kind, "pictures": len(g), "traces": share(g, "traces", 0.5)}
+        for score in scores:
+            r.update({f"{gate} >= {score}": share(g, gate, score) for gate in ("reader", "either", "both")})
+        out.append(r)
+    return pd.DataFrame(out)
 
 
 def turn_table(rows: pd.DataFrame, levels=(2.0, 3.0, 4.0)) -> pd.DataFrame:
