@@ -236,7 +236,7 @@ def test_the_benchmarks_shares_on_known_readings():
 
 
 def test_the_benchmarks_gate_shares_on_known_readings():
-    from utils.bench.page import drawn_pictures, gate_table
+    from utils.bench.page import drawn_pictures, gate_table, library_photos, sample_photos
 
     rows = pd.DataFrame([  # two ECG pages: one the traces show, one only the reader sees (at 0.92)
         {"set": "real", "ecg_score": 0.99, "rows": ECG_ROWS, "beats": ECG_BEATS},
@@ -251,6 +251,18 @@ def test_the_benchmarks_gate_shares_on_known_readings():
     assert list(table["pictures"]) == [2, 2]
     drawn = drawn_pictures(each=1)
     assert len(drawn) == len(NON_ECG_KINDS) - 1 and "blank 0" not in drawn
+    assert {"bus.jpg", "zidane.jpg", "grace_hopper.jpg"} <= set(library_photos())
+    assert len(sample_photos()) >= 20  # scikit-image's, installed with the development requirements
+
+
+def test_the_benchmark_reads_the_pictures_that_decode_and_leaves_out_the_rest(tmp_path):
+    from utils.bench.page import readable_pictures
+
+    cv2.imwrite(str(tmp_path / "page.png"), ecg_page(1))
+    (tmp_path / "cut.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (tmp_path / "notes.txt").write_text("not a picture")
+    got = readable_pictures(tmp_path.iterdir())
+    assert list(got) == ["page.png"] and got["page.png"].shape == (300, 420, 3)
 
 
 def test_the_readers_configured_settings_come_from_the_configuration_alone():

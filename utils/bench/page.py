@@ -42,21 +42,25 @@ def plain_pages(size: tuple[int, int] = (850, 1100), seed: int = 0) -> dict[str,
             "grey page": np.full((h, w, 3), 128, np.uint8), "noise page": rng.integers(0, 256, (h, w, 3), np.uint8)}
 
 
-def sample_photos() -> dict[str, np.ndarray]:
-    """scikit-image's sample photos that ship in its wheel (none when it is not installed)."""
-    try:
-        import skimage
-    except ImportError:
-        return {}
-    folder = Path(skimage.__file__).parent / "data"
+def readable_pictures(paths) -> dict[str, np.ndarray]:
+    """The pictures among `paths` (by name) that decode; files that are not pictures, or do not decode, left out."""
     out = {}
-    for p in sorted(folder.iterdir()):
+    for p in sorted(paths):
         if p.suffix.lower() in IMAGE_EXTS:
             try:
                 out[p.name] = read_image(p, min_side=1).image
             except ImageReadError:
                 continue
     return out
+
+
+def sample_photos() -> dict[str, np.ndarray]:
+    """scikit-image's sample photos that ship in its wheel (none when it is not installed)."""
+    try:
+        import skimage
+    except ImportError:
+        return {}
+    return readable_pictures((Path(skimage.__file__).parent / "data").iterdir())
 
 
 def library_photos() -> dict[str, np.ndarray]:
@@ -66,14 +70,7 @@ def library_photos() -> dict[str, np.ndarray]:
 
     folders = [Path(ultralytics.__file__).parent / "assets",
                Path(matplotlib.__file__).parent / "mpl-data" / "sample_data"]
-    out = {}
-    for p in sorted(q for folder in folders if folder.is_dir() for q in folder.rglob("*")):
-        if p.suffix.lower() in IMAGE_EXTS:
-            try:
-                out[p.name] = read_image(p, min_side=1).image
-            except ImageReadError:
-                continue
-    return out
+    return readable_pictures(q for folder in folders if folder.is_dir() for q in folder.rglob("*"))
 
 
 def drawn_pictures(each: int = 4, seed: int = 2024) -> dict[str, np.ndarray]:
