@@ -28,6 +28,7 @@ from utils.core.labels import LABELS
 from utils.ensemble.predictor import Predictor, Reading
 from utils.preprocess.orient import ECG_BEATS, ECG_ROWS
 
+
 def list_images(target: Path) -> tuple[list[Path], list[str]]:
     """The pictures to predict and what was skipped with why (utils.core.imageio.walk_pictures); none is an error
     that says where it looked."""
