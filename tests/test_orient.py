@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from utils.bench.page import plain_pages
 from utils.core.labels import LABELS
 from utils.ensemble.page import ecg_verdict
 from utils.ensemble.predict import main as predict_main
@@ -146,9 +147,7 @@ def test_a_turn_the_traces_are_unsure_of_is_said_in_the_row_never_acted_on():
     assert said == ["turned back by 180 degrees to stand upright (traces' evidence 4.0)"]
 
 
-PLAIN = {"white": np.full((700, 900, 3), 255, np.uint8), "black": np.zeros((700, 900, 3), np.uint8),
-         "grey": np.full((700, 900, 3), 128, np.uint8),
-         "noise": np.random.default_rng(3).integers(0, 256, (700, 900, 3), dtype=np.uint8)}
+PLAIN = plain_pages((700, 900), seed=3)  # white, black, grey and noise pages
 
 
 def test_the_traces_show_an_ecg_on_every_turn_of_a_page_and_none_on_plain_pages(scans):

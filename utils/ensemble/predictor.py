@@ -363,17 +363,24 @@ class Reading:
 
 
 POOL_FROM = 16  # fewer pictures are read here: a worker's start (torch, the package) costs about what 8 pictures do
-_WORKER: dict = {}  # in a worker process: the Predictor it prepares with, built on its first picture
+_WORKER: dict = {}  # in a worker process: the Predictor it works with, built on its first job
+
+
+def worker_predictor(spec: tuple, folds: bool) -> "Predictor":
+    """In a pool's worker: the Predictor of `spec` (Predictor.spec), its own copy of the package on the CPU with one
+    thread, with or without the fold models; built on the worker's first job and kept for the next."""
+    key = (spec, folds)
+    if key not in _WORKER:
+        torch.set_num_threads(1)
+        _WORKER.clear()
+        _WORKER[key] = Predictor(spec[0], spec[1], "cpu", spec[2], folds=folds)
+    return _WORKER[key]
 
 
 def _take_in_worker(job) -> tuple[Reading, np.ndarray | None]:
     """Predictor.take in a pool's worker: its own copy of the package on the CPU without the fold models, one thread."""
     spec, item, keep = job
-    if spec not in _WORKER:
-        torch.set_num_threads(1)
-        _WORKER.clear()
-        _WORKER[spec] = Predictor(spec[0], spec[1], "cpu", spec[2], folds=False)
-    return _WORKER[spec].take(item, keep)
+    return worker_predictor(spec, folds=False).take(item, keep)
 
 
 def tta_views(img: np.ndarray) -> list[np.ndarray]:

@@ -17,7 +17,7 @@ from utils.core.progress import tqdm
 from utils.core.cam import CAM_METHODS, MeanLogits, cam_maps
 from utils.core.labels import LABELS
 from utils.core.pool import pool_map, resolve_workers
-from utils.ensemble.predictor import Predictor
+from utils.ensemble.predictor import worker_predictor
 
 PERCENTILES = (20, 40, 60, 80)
 RANDOM = "random map"  # the baseline every method must beat
@@ -75,17 +75,13 @@ def map_set(predictor, label: str, image: str, seed: int, methods=CAM_METHODS,
     return out
 
 
-_WORKER: dict = {}  # in a worker process: its Predictor (every fold, on the CPU) and the pictures it has read
+_TENSORS: dict = {}  # in a worker process: the model inputs of the pictures it has read, by (package, path)
 
 
 def _map_set_in_worker(job) -> list[dict] | str:
-    """map_set in a pool's worker, with its own copy of the package (built on its first map set)."""
+    """map_set in a pool's worker, with its own copy of the package (utils.ensemble.predictor.worker_predictor)."""
     spec, label, image, seed, methods = job
-    if _WORKER.get("spec") != spec:
-        torch.set_num_threads(1)
-        _WORKER.clear()
-        _WORKER.update(spec=spec, predictor=Predictor(spec[0], spec[1], "cpu", spec[2]), tensors={})
-    return map_set(_WORKER["predictor"], label, image, seed, methods, _WORKER["tensors"])
+    return map_set(worker_predictor(spec, folds=True), label, image, seed, methods, _TENSORS.setdefault(spec, {}))
 
 
 def faithfulness(predictor, pred: pd.DataFrame, n: int, methods=CAM_METHODS, seed: int = 0,
