@@ -32,6 +32,27 @@ def test_every_labels_map_in_one_pass_is_the_map_of_its_own_pass():
         assert together.reshape(3, -1).max(1).min() > 0.99  # each map scaled to its own maximum
 
 
+def test_the_backward_pass_from_the_hooked_layer_gives_pytorch_grad_cams_own_maps():
+    """graph_from cuts the graph at the hooked layer: the maps must be those of pytorch-grad-cam's whole backward
+    pass, and the weights must come back trainable."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from utils.core.cam import cam_kind, cam_target_layer
+
+    torch.manual_seed(2)
+    model = timm.create_model("test_convnext", num_classes=5).eval()
+    model.stem.requires_grad_(False)  # a frozen stem stays frozen afterwards
+    flags = [p.requires_grad for p in model.parameters()]
+    x = torch.randn(1, 3, 64, 96)
+    for method in ("gradcam", "gradcam++", "xgradcam", "layercam"):
+        with cam_kind(method)(model=model, target_layers=[cam_target_layer(model)]) as cam:
+            own = cam(input_tensor=x.expand(2, -1, -1, -1), targets=[ClassifierOutputTarget(k) for k in (3, 1)])
+        own = own / own.reshape(2, -1).max(1)[:, None, None]
+        np.testing.assert_allclose(cam_maps([model], x, method, [3, 1]), own, atol=1e-6)
+    assert [p.requires_grad for p in model.parameters()] == flags and not all(flags) and any(flags)
+    assert model.stages[-1]._forward_hooks == {}  # the cut's hook is gone
+
+
 def test_cam_on_efficientnet_hooks_its_head():
     from utils.core.cam import cam_target_layer
     from utils.train.models import create_model

@@ -4,6 +4,7 @@ models, a map placed back on the original photo through the crop or rectificatio
 picture."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -54,12 +55,31 @@ def cam_maps(models, x: torch.Tensor, method: str = "gradcam", labels=range(len(
     batch = x.expand(len(labels), *x.shape[1:])
     acc = None
     for m in models:
-        with kind(model=m, target_layers=[cam_target_layer(m)], reshape_transform=reshape_transform(m)) as cam:
+        layer = cam_target_layer(m)
+        with graph_from(m, layer), kind(model=m, target_layers=[layer], reshape_transform=reshape_transform(m)) as cam:
             g = cam(input_tensor=batch, targets=[ClassifierOutputTarget(k) for k in labels])
         acc = g if acc is None else acc + g
     acc = acc / len(models)
     top = acc.reshape(len(labels), -1).max(axis=1)
     return np.stack([a / t if t > 0 else a for a, t in zip(acc, top)])
+
+
+@contextmanager
+def graph_from(model: torch.nn.Module, layer: torch.nn.Module):
+    """The backward pass from the hooked layer on only. The model's weights are frozen and the layer's output becomes
+    the graph's leaf, so the gradient the CAM reads (the scores' gradient at that layer) is computed as before while
+    nothing before the layer is differentiated: without this every CAM ran a whole backward pass through the backbone
+    for weight gradients nobody reads. Registered before the CAM's own hooks, which see the leaf; the weights'
+    `requires_grad` is given back afterwards."""
+    flags = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    handle = layer.register_forward_hook(lambda _m, _i, out: out.detach().requires_grad_(True))
+    try:
+        yield
+    finally:
+        handle.remove()
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
 
 
 # The methods the suite offers, all pytorch-grad-cam's: gradient-weighted (Grad-CAM, Grad-CAM++, XGrad-CAM), per
