@@ -100,3 +100,25 @@ def test_rows_drawn_askew_are_levelled():
     assert np.abs(left[:3] - right[:3]).max() <= 3  # the rows now run level
     flat, none = level(np.pad(np.ones((3, 700), bool), ((200, 200), (50, 50))))
     assert none == 0.0 and flat.sum() == 3 * 700
+
+
+def test_a_read_only_mask_is_levelled_once_and_alike(monkeypatch):
+    """A picture's shared ink (read-only) is levelled once for the turn and the crop: the same array asked again gets
+    the same result without a second search, equal to a writable copy's; a new array is levelled afresh."""
+    from utils.preprocess import ink
+
+    mask = np.zeros((400, 800), np.uint8)
+    for y0 in (100, 200, 300):
+        cv2.line(mask, (50, y0), (750, y0 - 120), 1, 2)
+    shared = mask > 0
+    shared.flags.writeable = False
+    searches = []
+    search = ink._level
+    monkeypatch.setattr(ink, "_level", lambda m, t: searches.append(1) or search(m, t))
+    first, again = ink.level(shared), ink.level(shared)
+    assert len(searches) == 1 and again[0] is first[0] and again[1] == first[1] == pytest.approx(-10.0, abs=1.0)
+    assert not first[0].flags.writeable  # shared: no stage may change it
+    own = ink.level(mask > 0)
+    assert len(searches) == 2 and np.array_equal(own[0], first[0]) and own[1] == first[1]
+    ink.level(shared.copy())  # another array, even with the same pixels: levelled afresh
+    assert len(searches) == 3

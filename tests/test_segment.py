@@ -1,12 +1,20 @@
 """The trace segmenter (utils/digitise/segment.py): its target, a tiny training run, its file, the digitiser on it."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from utils.core.config import ConfigError
 from utils.digitise import segment as seg
-from utils.digitise.trace import digitise
+from utils.digitise.trace import digitise, digitise_turned
+from utils.ensemble.predict import main as predict_main
+from utils.ensemble.predictor import Predictor
+from utils.ensemble.signal import digitise_files, segmenter_for
+from utils.preprocess.orient import find_turn
 from utils.synth.generate import SynthSettings, make_picture
 
 
@@ -53,7 +61,7 @@ def test_a_segmenter_file_round_trips_and_a_bad_one_is_named(tiny, tmp_path):
     with pytest.raises(seg.SegmenterError, match="cut.pt: not a segmenter file"):
         seg.load(tmp_path / "cut.pt")
     torch.save({"format": "something else"}, tmp_path / "other.pt")
-    with pytest.raises(seg.SegmenterError, match="other.pt: not a segmenter file .format 'something else'"):
+    with pytest.raises(seg.SegmenterError, match="other.pt: not a segmenter .format 'something else'"):
         seg.load(tmp_path / "other.pt")
     blob = torch.load(tmp_path / "s.pt", weights_only=True)
     blob["widths"] = [8, 16, 32, 64]
@@ -100,3 +108,70 @@ def test_the_benchmark_reads_through_a_segmenter_file_and_draws_its_mask(tiny, t
     (tmp_path / "bad.pt").write_bytes(b"nothing")
     assert bench_main(["--synthetic", "1", "--segmenter", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "o2")]) == 2
     assert not (tmp_path / "o2").exists()  # refused before any picture was drawn or folder made
+
+
+def test_the_segmenter_as_an_entry_round_trips_and_a_damaged_one_is_named(tiny):
+    model, info = tiny[0], tiny[1]
+    back, back_info = seg.from_entry(seg.entry(model, info), "here")
+    img, _ = seg.drawn_pair((4, 1))
+    assert np.array_equal(seg.mask_of(back, img), seg.mask_of(model, img)) and back_info == info
+    for damage, says in (({"widths": [8, 16]}, "here: its widths \\[8, 16\\] are not 4 channel counts"),
+                         ({"state": {}}, "here: its weights do not fit the network"),
+                         ({"format": "x"}, "here: not a segmenter .format 'x'")):
+        with pytest.raises(seg.SegmenterError, match=says):
+            seg.from_entry({**seg.entry(model, info), **damage}, "here")
+
+
+def test_a_package_digitises_through_its_segmenter_and_says_when_it_cannot(tiny, signal_package, tmp_path, capsys):
+    """The package's trace segmenter is what predict's digitiser follows (the same leads as the digitiser given the
+    network); a damaged one is one warning line, and each row names the classical ink it fell back on."""
+
+    pkg = torch.load(signal_package, weights_only=True)
+    sample = make_picture(SynthSettings(style="scan", seed=9, page_width=1100, page_height=850, severity=0.5), 0)
+    (tmp_path / "page.jpg").write_bytes(sample.jpeg)
+    img = seg.cv2.imread(str(tmp_path / "page.jpg"))
+    pred_orient = Predictor(signal_package).orient
+    orient = find_turn(img, pred_orient["turn_evidence"])
+    learned = digitise_turned(img, orient, segmenter=tiny[0])[0]
+    classical = digitise_turned(img, orient)[0]
+    assert learned.read and not np.array_equal(learned.signals, classical.signals, equal_nan=True)
+    for name, entry, digitiser, expected in (
+            ("good", seg.entry(tiny[0], tiny[1]), "segmenter", learned),
+            ("damaged", {**seg.entry(tiny[0], tiny[1]), "state": {}},
+             "classical (the package's segmenter is damaged)", classical)):
+        torch.save({**pkg, "signal": {**pkg["signal"], "segmenter": entry}}, tmp_path / f"{name}.pt")
+        reading = Predictor(tmp_path / f"{name}.pt").read_one(tmp_path / "page.jpg")
+        np.testing.assert_array_equal(reading.rec["digitised"].signals, expected.signals)
+        out = tmp_path / f"{name}.csv"
+        assert predict_main(["--model", str(tmp_path / f"{name}.pt"), "--images", str(tmp_path / "page.jpg"),
+                             "--out", str(out)]) == 0
+        row = pd.read_csv(out).iloc[0]
+        assert row["digitiser"] == digitiser and row["digitised"] == expected.note()
+        said = capsys.readouterr().out
+        warned = "WARNING the package's trace segmenter: its weights do not fit the network" in said
+        assert warned == (name == "damaged"), said
+
+
+def test_step_05s_segmenter_is_trained_once_per_setting_or_read_from_a_file(tmp_path):
+
+    cfg = SimpleNamespace(segmenter="train", segmenter_pictures=3, segmenter_steps=10, segmenter_check=1, seed=0,
+                          device="cpu", num_workers=1)
+    assert segmenter_for(SimpleNamespace(segmenter=""), tmp_path) == (None, {})
+    path, info = segmenter_for(cfg, tmp_path)
+    assert path == tmp_path / "segmenter.pt" and info["steps"] == 10 and 0 <= info["check"]["iou"] <= 1
+    assert info["settings"] == {"pictures": 3, "steps": 10, "seed": 0, "check": 1}
+    stamp = path.stat().st_mtime_ns
+    assert segmenter_for(cfg, tmp_path)[0] == path and path.stat().st_mtime_ns == stamp  # kept, not trained again
+    assert segmenter_for(SimpleNamespace(**{**vars(cfg), "segmenter_steps": 2}), tmp_path)[1]["steps"] == 2
+    given = SimpleNamespace(segmenter=str(path))
+    assert segmenter_for(given, tmp_path / "elsewhere") == (path, seg.load(path)[1])
+    with pytest.raises(ConfigError, match="segmenter: .*nothing.pt: no segmenter file there"):
+        segmenter_for(SimpleNamespace(segmenter=str(tmp_path / "nothing.pt")), tmp_path)
+    # the out-of-fold leads are kept per digitiser: read again when it changes
+    (tmp_path / "page.jpg").write_bytes(make_picture(SynthSettings(style="scan", seed=9, page_width=1100,
+                                                                   page_height=850), 0).jpeg)
+    cache = tmp_path / "oof.npz"
+    digitise_files([str(tmp_path / "page.jpg")], 3.0, cache, workers=1)
+    assert str(np.load(cache)["digitiser"]) == "classical"
+    digitise_files([str(tmp_path / "page.jpg")], 3.0, cache, workers=1, segmenter=str(path))
+    assert str(np.load(cache)["digitiser"]).startswith("segmenter ")

@@ -239,3 +239,20 @@ def test_the_reencoding_noise_is_measured_kept_in_the_package_and_said_in_the_ro
     assert rows["wide"]["near_threshold"] == ",".join(LABELS)
     assert f"{', '.join(LABELS)}: decided within the re-encoding noise" in rows["wide"]["warning"]
     assert rows["none"]["near_threshold"] == "" and "re-encoding noise" not in rows["none"]["warning"]
+
+
+def test_the_image_model_alone_reads_without_digitising_and_gives_the_same_probabilities(signal_package, tmp_path):
+    """predict_rows (step 05's style table, step 07's robustness) needs the image model's probabilities only: nothing
+    is digitised, and they are those of a full reading."""
+    from utils.ensemble.evaluate import predict_rows, read_rows
+
+    rows = pd.DataFrame({"id": ["a", "b"], "image": [str(photo(tmp_path / f"{k}.jpg", k)) for k in range(2)]})
+    pred = Predictor(signal_package)
+    full, signal, notes, _ = read_rows(pred, rows)
+    alone = list(pred.read(rows["image"].tolist(), signal=False))
+    assert all(r.signal_probs is None and "digitised" not in r.rec for r in alone)
+    assert signal is not None and np.isfinite(signal).all() and all(notes)
+    np.testing.assert_allclose(np.stack([r.fold_probs for r in alone], 1), full, atol=1e-6)
+    probs, problems = predict_rows(pred, rows)
+    np.testing.assert_allclose(probs, full, atol=1e-6)
+    assert problems == []

@@ -4,9 +4,10 @@
 Each picture goes through the stages a prediction runs, one after the other and each timed on its own: decode
 (utils.core.imageio), the page reader's gate (a network on a letterboxed square), the traces' turn
 (utils.preprocess.orient), the crop (step 02's preparation at the profile's settings), the digitiser
-(utils.digitise.trace) and the image model (every fold's forward pass at the profile's input size). The page reader
-and the fold models are the profile's architectures with untrained weights: their time does not depend on the
-weights; nothing here is a prediction. The stages share what predict shares (utils/preprocess/seen.py): the turn
+(utils.digitise.trace) and the image model (every fold's forward pass at the profile's input size); beside them the
+trace segmenter's mask (utils/digitise/segment.py), which digitising through a package's segmenter adds. The page
+reader, the fold models and the segmenter are the profile's architectures with untrained weights: their time does not
+depend on the weights; nothing here is a prediction. The stages share what predict shares (utils/preprocess/seen.py): the turn
 finds the traces' ink and the crop reads it; the crop finds the sheet and the digitiser reads it (the digitiser still
 finds its own ink on the flattened sheet). Torch uses as many threads as there are usable
 cores. Pictures: synthetic photos at the profile's size, or a folder's (real ECG photos).
@@ -37,6 +38,7 @@ from utils.core.imageio import read_image, walk_pictures
 from utils.core.paths import REPO_ROOT
 from utils.core.pool import DEFAULT_ALLOCATOR, usable_cores
 from utils.digitise.reader import reader_entry
+from utils.digitise.segment import mask_of, trace_net
 from utils.digitise.trace import digitise_turned
 from utils.ensemble.page import HEADS, PageSettings, page_square, to_input
 from utils.ensemble.predictor import POOL_FROM, Predictor, package_model
@@ -67,6 +69,7 @@ def time_stages(cfg, paths: list[Path]) -> pd.DataFrame:
     size = (cfg["image_height"], cfg["image_width"])
     folds = [build_untrained(cfg["backbone"], 5, size).eval() for _ in range(cfg["n_folds"])]
     model_input = ModelInput(size, [0.5] * 3, [0.5] * 3, cfg["input_channels"])
+    tracer = trace_net().eval()
     prep = prep_settings(cfg, parse_strategies(cfg["strategies"])[0], "", Path("."))
     rows = []
     for path in paths:
@@ -86,6 +89,7 @@ def time_stages(cfg, paths: list[Path]) -> pd.DataFrame:
         prepared, _ = timed("crop (step 02's preparation)", prepare, upright(img, turn) if turn else img, prep,
                             None, None, seen)
         timed("digitise", digitise_turned, img, orient, None, seen)
+        timed("trace segmenter's mask", mask_of, tracer, img)  # what digitising through it adds (segmenter: train)
         x = model_input(prepared)[None]
         timed(f"image model ({len(folds)} folds)", lambda: [m(x) for m in folds])
         rows.append({"picture": path.name, "pixels": img.shape[0] * img.shape[1], **t})

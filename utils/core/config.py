@@ -181,6 +181,14 @@ OPTIONS: tuple[Option, ...] = (
        "on the out-of-fold pictures"),
     _o("signal_records", int, 3000, "simulated records the signal reader learns from (as a 3x4 page shows them)"),
     _o("signal_epochs", int, 8, "the signal reader's training epochs"),
+    _o("segmenter", str, "train", "the trace mask the digitiser follows: train (a trace segmenter trained here on "
+       "the synthesizer's pictures and their true traces, utils/digitise/segment.py, shipped in the package), a "
+       "segmenter file (python -m utils.digitise.segment; absolute or relative to the repository), or empty: the "
+       "classical ink mask"),
+    _o("segmenter_pictures", int, 480, "synthesized pictures the trace segmenter is trained on (segmenter: train)"),
+    _o("segmenter_steps", int, 3000, "the trace segmenter's optimiser steps (1500 take about 6 minutes on 2 CPU "
+       "cores)"),
+    _o("segmenter_check", int, 24, "new synthesized pictures the trace segmenter's IoU is measured on"),
     _o("noise_pictures", int, 24, "test pictures read again as re-saved, converted and rescaled copies: each "
        "label's re-encoding noise, kept in the package; a row decided within it says so (0: not measured)"),
     # --- 06 Grad-CAM analysis and report ---

@@ -16,6 +16,7 @@ import numpy as np
 
 from utils.core.labels import LABELS
 from utils.core.metrics import label_aurocs, logit
+from utils.digitise.segment import SegmenterError, from_entry
 from utils.synth.realism import SignalSet, network, predict, simulated_set, train
 from utils.synth.render import LAYOUTS
 from utils.synth.waveform import LEADS
@@ -149,6 +150,16 @@ class SignalReader:
         self.model = reader_from_state(entry["state"])
         self.weights = list(entry["blend"])
         self.thresholds = np.asarray(entry["thresholds"], float)
+        # the digitiser the blend was chosen with: the trace segmenter's mask when the entry holds one. A damaged
+        # one is said (`problem`, and each row's `digitiser`) and the classical ink followed instead.
+        self.tracer, self.digitiser, self.problem = None, "classical", ""
+        if "segmenter" in entry:
+            try:
+                self.tracer = from_entry(entry["segmenter"], "the package's trace segmenter")[0]
+                self.digitiser = "segmenter"
+            except SegmenterError as err:
+                self.problem = f"{err}: the classical ink is followed instead, which the blend was not chosen on"
+                self.digitiser = "classical (the package's segmenter is damaged)"
 
     def probs(self, digitised: np.ndarray) -> np.ndarray:
         """(m, 5) from (m, 12, n) leads; NaN rows for pictures with nothing read."""

@@ -194,16 +194,17 @@ def iou(prob: np.ndarray, tgt: np.ndarray, at: float = 0.5) -> float:
 def _loss(logits, tgt):
     import torch
 
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, tgt, pos_weight=torch.tensor(4.0))
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, tgt,
+                                                               pos_weight=torch.tensor(4.0, device=logits.device))
     prob = torch.sigmoid(logits)
     dice = 1 - (2 * (prob * tgt).sum() + 1) / (prob.sum() + tgt.sum() + 1)
     return bce + dice
 
 
 def train(pictures: int, steps: int, seed: int = 0, batch: int = 12, lr: float = 3e-3, workers: int = 0,
-          progress: bool = True, log=print, kind: str = "line") -> tuple[object, dict]:
-    """The network trained on `pictures` synthesized pictures (crops, flips), AdamW with a one-cycle schedule;
-    returns it and what it was trained on."""
+          progress: bool = True, log=print, kind: str = "line", device: str = "cpu") -> tuple[object, dict]:
+    """The network trained on `pictures` synthesized pictures (crops, flips), AdamW with a one-cycle schedule, on
+    `device`; returns it (on the CPU) and what it was trained on."""
     import torch
     from tqdm.auto import tqdm
 
@@ -214,9 +215,12 @@ def train(pictures: int, steps: int, seed: int = 0, batch: int = 12, lr: float =
     del pairs
     drawn_s = time.time() - started
     torch.manual_seed(seed)
-    model = trace_net()
+    model = trace_net().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
+    if steps >= 20:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
+    else:  # a test-sized run: one-cycle's warm-up would be under two steps, which it cannot schedule
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     rng = np.random.default_rng(seed)
     model.train()
     losses = []
@@ -227,8 +231,8 @@ def train(pictures: int, steps: int, seed: int = 0, batch: int = 12, lr: float =
             a, b = a[:, :, ::-1], b[:, :, ::-1]
         if rng.random() < 0.5:
             a, b = a[:, ::-1], b[:, ::-1]
-        tgt = torch.from_numpy(np.ascontiguousarray(b)).float() / 255
-        loss = _loss(model(_to_tensor(np.ascontiguousarray(a))), tgt)
+        tgt = torch.from_numpy(np.ascontiguousarray(b)).to(device).float() / 255
+        loss = _loss(model(_to_tensor(np.ascontiguousarray(a)).to(device)), tgt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -236,7 +240,7 @@ def train(pictures: int, steps: int, seed: int = 0, batch: int = 12, lr: float =
         losses.append(loss.item())
         if log and (step + 1) % max(1, steps // 5) == 0:
             log(f"segmenter: step {step + 1}/{steps}, loss {np.mean(losses[-50:]):.3f}")
-    model.eval()
+    model.cpu().eval()
     info = {"target": kind, "pictures": pictures, "crops": len(x), "steps": steps, "batch": batch, "seed": seed,
             "drawn_s": round(drawn_s, 1), "trained_s": round(time.time() - started - drawn_s, 1),
             "final_loss": round(float(np.mean(losses[-50:])), 4)}
@@ -245,9 +249,10 @@ def train(pictures: int, steps: int, seed: int = 0, batch: int = 12, lr: float =
 
 def mask_of(model, img: np.ndarray, tile: int = 1024) -> np.ndarray:
     """The trace probability (h, w float32) of a picture at the working size, in tiles of `tile` px (overlapping by
-    32 px, so no tile's edge is read)."""
+    32 px, so no tile's edge is read), on the model's device."""
     import torch
 
+    device = next(model.parameters()).device
     work = to_work(img)
     h, w = work.shape[:2]
     out = np.zeros((h, w), np.float32)
@@ -260,7 +265,7 @@ def mask_of(model, img: np.ndarray, tile: int = 1024) -> np.ndarray:
                 part = work[ya:yb, xa:xb]
                 ph, pw = (-part.shape[0]) % 8, (-part.shape[1]) % 8
                 part = cv2.copyMakeBorder(part, 0, ph, 0, pw, cv2.BORDER_REFLECT)
-                prob = torch.sigmoid(model(_to_tensor(part[None]))).numpy()[0]
+                prob = torch.sigmoid(model(_to_tensor(part[None]).to(device))).float().cpu().numpy()[0]
                 out[y0:min(h, y0 + tile), x0:min(w, x0 + tile)] = \
                     prob[y0 - ya:y0 - ya + min(tile, h - y0), x0 - xa:x0 - xa + min(tile, w - x0)]
     return out
@@ -278,13 +283,36 @@ def evaluate(model, pictures: int, seed: int, workers: int = 0, progress: bool =
             "seed": seed}
 
 
+def entry(model, info: dict) -> dict:
+    """The segmenter as plain tensors and values: its file's content, and a package's 'segmenter' entry."""
+    return {"format": FORMAT, "widths": list(model.widths),
+            "state": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "info": dict(info)}
+
+
+def from_entry(blob, where: str):
+    """(model, info) from an `entry`; anything else raises SegmenterError naming `where` (a file, a package)."""
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+        raise SegmenterError(f"{where}: not a segmenter (format {found!r}, expected {FORMAT!r})")
+    widths = blob.get("widths")
+    if not (isinstance(widths, (list, tuple)) and len(widths) == len(WIDTHS)
+            and all(isinstance(w, int) and 0 < w <= 1024 for w in widths)):
+        raise SegmenterError(f"{where}: its widths {widths!r} are not {len(WIDTHS)} channel counts")
+    model = trace_net(tuple(widths))
+    try:
+        model.load_state_dict(blob.get("state") if isinstance(blob.get("state"), dict) else {})
+    except RuntimeError as exc:
+        raise SegmenterError(f"{where}: its weights do not fit the network ({str(exc)[:160]})") from exc
+    return model.eval(), dict(blob.get("info") or {})
+
+
 def save(model, info: dict, path: Path) -> None:
     import io
 
     import torch
 
     buf = io.BytesIO()
-    torch.save({"format": FORMAT, "widths": list(model.widths), "state": model.state_dict(), "info": info}, buf)
+    torch.save(entry(model, info), buf)
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
@@ -299,15 +327,7 @@ def load(path: Path):
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file: torch raises several kinds
         raise SegmenterError(f"{path}: not a segmenter file ({type(exc).__name__}: {str(exc)[:120]})") from exc
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
-        raise SegmenterError(f"{path}: not a segmenter file (format {found!r}, expected {FORMAT!r})")
-    model = trace_net(tuple(blob["widths"]))
-    try:
-        model.load_state_dict(blob["state"])
-    except RuntimeError as exc:
-        raise SegmenterError(f"{path}: its weights do not fit the network ({str(exc)[:160]})") from exc
-    return model.eval(), blob.get("info", {})
+    return from_entry(blob, str(path))
 
 
 def main(argv=None) -> int:

@@ -33,21 +33,23 @@ def calibrate(oof: pd.DataFrame) -> tuple[Calibration, pd.DataFrame, np.ndarray]
 
 def predict_rows(predictor, rows: pd.DataFrame, tta: bool = False, batch_size: int = 32
                  ) -> tuple[np.ndarray, list[dict]]:
-    """Per-fold probabilities (folds, n, 5) for the rows' original pictures, through Predictor.read; pictures that
-    cannot be read or prepared are listed and keep NaN."""
-    fold_probs, _, _, problems = read_rows(predictor, rows, tta, batch_size)
+    """Per-fold probabilities (folds, n, 5) for the rows' original pictures, through Predictor.read without the
+    signal reader (nothing digitised); pictures that cannot be read or prepared are listed and keep NaN."""
+    fold_probs, _, _, problems = read_rows(predictor, rows, tta, batch_size, signal=False)
     return fold_probs, problems
 
 
-def read_rows(predictor, rows: pd.DataFrame, tta: bool = False, batch_size: int = 32
+def read_rows(predictor, rows: pd.DataFrame, tta: bool = False, batch_size: int = 32, signal: bool = True
               ) -> tuple[np.ndarray, np.ndarray | None, list[str], list[dict]]:
     """predict_rows with the signal reader's side: (fold probabilities (folds, n, 5), the signal reader's (n, 5;
-    NaN where a picture was not digitised; None without a signal reader), each picture's digitiser note, problems)."""
+    NaN where a picture was not digitised; None without a signal reader or with `signal` false), each picture's
+    digitiser note, problems)."""
     out = np.full((len(predictor.models), len(rows), len(LABELS)), np.nan)
-    signal = np.full((len(rows), len(LABELS)), np.nan) if predictor.signal is not None else None
+    read_signal = signal and predictor.signal is not None
+    signal = np.full((len(rows), len(LABELS)), np.nan) if read_signal else None
     notes = [""] * len(rows)
     problems = []
-    for r in predictor.read(rows["image"].tolist(), tta, batch_size, desc="predict"):
+    for r in predictor.read(rows["image"].tolist(), tta, batch_size, desc="predict", signal=read_signal):
         if r.error:
             problems.append({"id": rows["id"].iloc[r.index], "image": rows["image"].iloc[r.index], "error": r.error})
             continue

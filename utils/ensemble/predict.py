@@ -168,8 +168,9 @@ def unsure_turn(orient: dict, page: dict) -> list[str]:
 
 def prediction_row(pred: Predictor, reading: Reading, path: Path, pid: str, note: str = "") -> dict:
     """One picture's row: the ensemble's scores, yes/no decisions (withheld when the page reader finds no ECG), the
-    page's columns (ECG score, turn), with a signal reader each reader's scores (image_*, signal_*) and the digitiser's
-    note (layout read, or why not), the region the model read (`roi_box`, on the page as it was stood upright) beside
+    page's columns (ECG score, turn), with a signal reader each reader's scores (image_*, signal_*), the digitiser's
+    note (layout read, or why not) and what it followed (`digitiser`: the trace segmenter or the classical ink), the
+    region the model read (`roi_box`, on the page as it was stood upright) beside
     the sheet's box, warnings and the error."""
     row = {"id": pid, "file": str(path), "warning": ""}
     if reading.error:  # one bad file is a row with its error, never the end of the run
@@ -185,7 +186,8 @@ def prediction_row(pred: Predictor, reading: Reading, path: Path, pid: str, note
         digitised = rec["digitised"]
         row.update({f"image_{k}": round(float(p), 6) for k, p in zip(LABELS, image[0])})
         row.update({f"signal_{k}": round(float(p), 6) if np.isfinite(p) else np.nan
-                    for k, p in zip(LABELS, reading.signal_probs)}, digitised=digitised.note())
+                    for k, p in zip(LABELS, reading.signal_probs)}, digitised=digitised.note(),
+                   digitiser=pred.signal.digitiser)
         if not digitised.read:
             said.append(f"{digitised.note()}: the image model alone")
         elif digitised.flags:
@@ -222,6 +224,8 @@ def peak_mb(who: int) -> float:
 
 def _run(model, images, paths, out, detector, gradcam, sam_checkpoint, device) -> pd.DataFrame:
     pred = Predictor(model, detector, device, sam_checkpoint)
+    if pred.signal is not None and pred.signal.problem:
+        print(f"WARNING {pred.signal.problem}")
     root = images if images.is_dir() else images.parent
     ids, notes = picture_ids(paths, root)
     rows, t0 = [], time.perf_counter()

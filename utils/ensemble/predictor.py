@@ -188,21 +188,24 @@ class Predictor:
         self.page = PageReader(pkg["page"], self.device) if "page" in pkg else None
         self.orient = dict(pkg.get("orient", NEVER_TURN))
         self.signal = SignalReader(pkg["signal"]) if "signal" in pkg else None
+        if self.signal is not None and self.signal.tracer is not None:  # the trace segmenter beside the models
+            self.signal.tracer.to(self.device)
         self.noise = pkg.get("noise")  # each label's re-encoding noise (utils/ensemble/noise.py), when measured
 
-    def prepare(self, img: np.ndarray) -> tuple[np.ndarray, dict]:
+    def prepare(self, img: np.ndarray, signal: bool = True) -> tuple[np.ndarray, dict]:
         """Step 02's preparation of one original picture, with the training strategy and models, after the page is
         stood upright when its traces are sure it is turned (and the package turns pages). The record holds the page
         reader's reading (`page`), the traces' (`orient`), the turn undone (`turn`) and, with a signal reader, the
-        picture's leads read back (`digitised`, utils/digitise/trace.py)."""
+        picture's leads read back (`digitised`, utils/digitise/trace.py, through the package's trace segmenter when it has
+        one; not with `signal` false, for a caller that reads the image model alone)."""
         reading = self.page.read(img) if self.page is not None else {}
         seen = Seen(img)  # the ink and the sheet, found once for the turn, the crop and the digitiser
         orient = find_turn(img, self.orient["turn_evidence"], ink=seen.ink)
         turn = orient["turn_found"] if orient["sure"] and self.orient["turn_pages"] else 0
         prepared, rec = prepare(upright(img, turn) if turn else img, self.prep, self.detector, self.segmenter, seen)
         rec.update(page=ecg_verdict(reading, orient, self.orient.get("gate", "reader")), orient=orient, turn=turn)
-        if self.signal is not None:  # read upright, whatever the image model was given
-            rec["digitised"] = digitise_turned(img, orient, seen=seen)[0]
+        if self.signal is not None and signal:  # read upright, whatever the image model was given
+            rec["digitised"] = digitise_turned(img, orient, segmenter=self.signal.tracer, seen=seen)[0]
         return prepared, rec
 
     def tensor(self, prepared: np.ndarray) -> torch.Tensor:
@@ -257,10 +260,11 @@ class Predictor:
         return scores[0], decisions[0]
 
     def read(self, pictures: Iterable, tta: bool = False, batch_size: int = 32, keep: bool = False,
-             desc: str | None = None, workers: int = 0) -> Iterator["Reading"]:
+             desc: str | None = None, workers: int = 0, signal: bool = True) -> Iterator["Reading"]:
         """Every picture (a file, or a BGR array already in memory) read, prepared, and scored by each fold model, in
         batches of about `batch_size` model inputs; one Reading per picture, in order. `tta` averages meaning-keeping
-        views; `keep` holds the picture and its prepared form on the reading (for CAMs); `desc` shows a progress bar.
+        views; `keep` holds the picture and its prepared form on the reading (for CAMs); `desc` shows a progress bar;
+        `signal` false leaves the signal reader out (nothing digitised: the image model's probabilities alone).
         A file smaller than the package's minimum side, unreadable, or failing in preparation is a reading with its
         error and no probabilities. Each reading's `seconds` is its own: its preparation and its share of the forward
         pass.
@@ -286,7 +290,7 @@ class Predictor:
             return done
 
         items = list(pictures) if desc or workers != 1 else pictures
-        for i, (reading, prepared) in enumerate(self._taken(items, keep, desc, workers)):
+        for i, (reading, prepared) in enumerate(self._taken(items, keep, desc, workers, signal)):
             reading.index, x = i, None
             if prepared is not None:
                 try:
@@ -299,7 +303,8 @@ class Predictor:
         if pending:
             yield from flush()
 
-    def _taken(self, items, keep: bool, desc: str | None, workers: int) -> Iterator[tuple["Reading", np.ndarray | None]]:
+    def _taken(self, items, keep: bool, desc: str | None, workers: int, signal: bool = True
+               ) -> Iterator[tuple["Reading", np.ndarray | None]]:
         """take() over the items, here or in a pool of worker processes (see read)."""
         n = len(items) if isinstance(items, list) else 0
         workers = resolve_workers(workers) if self.device.type == "cpu" else 1
@@ -307,15 +312,15 @@ class Predictor:
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # the fold models' share here: more threads would spin against the workers
             try:
-                yield from pool_map(_take_in_worker, [(self.spec, item, keep) for item in items], workers,
+                yield from pool_map(_take_in_worker, [(self.spec, item, keep, signal) for item in items], workers,
                                     desc=desc or "", progress=bool(desc), serial_below=POOL_FROM)
             finally:
                 torch.set_num_threads(threads)
             return
         for item in tqdm(items, desc=desc, unit="img") if desc else items:
-            yield self.take(item, keep)
+            yield self.take(item, keep, signal)
 
-    def take(self, item, keep: bool = False) -> tuple["Reading", np.ndarray | None]:
+    def take(self, item, keep: bool = False, signal: bool = True) -> tuple["Reading", np.ndarray | None]:
         """One picture (a file or a BGR array) read and prepared, with the signal reader's probabilities: its reading
         (index unset) and its prepared form (None when it failed, the reading then says why)."""
         reading, prepared, t0 = Reading(-1), None, time.perf_counter()
@@ -326,8 +331,8 @@ class Predictor:
             else:
                 pic = read_image(item, min_side=min_side)
                 img, reading.warnings = pic.image, list(pic.warnings)
-            prepared, reading.rec = self.prepare(img)
-            if self.signal is not None:
+            prepared, reading.rec = self.prepare(img, signal)
+            if self.signal is not None and signal:
                 reading.signal_probs = self.signal.probs(reading.rec["digitised"].signals[None])[0]
             if keep:
                 reading.image, reading.prepared = img, prepared
@@ -379,8 +384,8 @@ def worker_predictor(spec: tuple, folds: bool) -> "Predictor":
 
 def _take_in_worker(job) -> tuple[Reading, np.ndarray | None]:
     """Predictor.take in a pool's worker: its own copy of the package on the CPU without the fold models, one thread."""
-    spec, item, keep = job
-    return worker_predictor(spec, folds=False).take(item, keep)
+    spec, item, keep, signal = job
+    return worker_predictor(spec, folds=False).take(item, keep, signal)
 
 
 def tta_views(img: np.ndarray) -> list[np.ndarray]:

@@ -23,6 +23,7 @@ from utils.core.device import forward_flops, peak_tflops
 from utils.core.imageio import IMAGE_EXTS
 from utils.core.paths import REPO_ROOT, Paths, present_folders, resolve_input_path
 from utils.core.pool import usable_cores
+from utils.digitise.segment import trace_net
 from utils.digitise.trace import digitise_turned
 from utils.ensemble.page import HEADS, PageSettings
 from utils.preprocess.cache import prepare
@@ -147,14 +148,22 @@ def estimate_disk(cfg, paths: Paths) -> pd.DataFrame:
         n_real = sum(len(list(Path(f).rglob("*.hea"))) for f in present_folders(cfg["real_check_dirs"])[0])
         add("05", "real-ECG check renders", n_real, photo_b, "photo-style renders of the real records", drawn=True)
     if cfg["signal_reader"]:
+        tracer = _tracer() if str(cfg["segmenter"]).strip() else None  # its time, whatever its weights
         for img in photos:  # the digitiser's time per picture, for the CPU estimate
             started = time.perf_counter()
-            digitise_turned(img, find_turn(img, cfg["turn_evidence"]))
+            digitise_turned(img, find_turn(img, cfg["turn_evidence"]), segmenter=tracer)
             SECONDS.setdefault(("05", "digitise"), []).append(time.perf_counter() - started)
         add("05", "digitised out-of-fold pictures", cfg["synth_photo_train"], DIGITISED_BYTES,
             "twelve leads x 1000 samples, float32, compressed")
     add("00-06", "notebooks, figures, tables, logs", 7, STEP_BYTES, "per step")
     return pd.DataFrame(rows)
+
+
+def _tracer():
+    """A trace segmenter of the shipped architecture, on the GPU when there is one (as the predictor runs it)."""
+    import torch
+
+    return trace_net().eval().to("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def peak_bytes(table: pd.DataFrame) -> float:

@@ -43,9 +43,25 @@ def smooth(profile: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(profile.astype(np.float64)[:, None], (1, 0), sigmaX=0, sigmaY=sigma).ravel()
 
 
+_LEVELLED: list = []  # the last read-only mask levelled, its max_tilt and the result (see level)
+
+
 def level(mask: np.ndarray, max_tilt: float = 20.0) -> tuple[np.ndarray, float]:
     """The mask turned by the small tilt (within max_tilt degrees) that makes its rows of ink band most sharply, as a
-    photo taken a little askew needs, and that tilt."""
+    photo taken a little askew needs, and that tilt. A read-only mask (a picture's shared ink, utils/preprocess/seen.py,
+    which the turn and the crop both level) is levelled once: the same array asked again gets the same result,
+    read-only too."""
+    if not mask.flags.writeable:
+        if _LEVELLED and _LEVELLED[0] is mask and _LEVELLED[1] == max_tilt:
+            return _LEVELLED[2]
+        levelled, tilt = _level(mask, max_tilt)
+        levelled.flags.writeable = False
+        _LEVELLED[:] = [mask, max_tilt, (levelled, tilt)]
+        return levelled, tilt
+    return _level(mask, max_tilt)
+
+
+def _level(mask: np.ndarray, max_tilt: float) -> tuple[np.ndarray, float]:
     ys, xs = np.nonzero(mask)
     if len(ys) < 100:
         return mask, 0.0
