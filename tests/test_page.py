@@ -9,6 +9,7 @@ import torch
 from utils.core.cam import to_photo
 from utils.core.config import DEFAULTS
 from utils.core.labels import LABELS
+from utils.core.pool import usable_cores
 from utils.ensemble.page import NON_ECG_KINDS, PageReader, PageSettings, non_ecg_picture, train_reader
 from utils.ensemble.predict import main as predict_main
 from utils.preprocess.orient import ECG_BEATS, ECG_ROWS
@@ -131,8 +132,13 @@ def learned_state(tmp_path_factory):
     for i in range(48):
         paths.append(folder / f"p{i}.png")
         cv2.imwrite(str(paths[-1]), ecg_page(i))
-    return train_reader(paths, PageSettings.from_config(DEFAULTS, size=96, epochs=8, negatives=32, batch_size=16,
-                                                        lr=1e-3, seed=0), progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(usable_cores())  # the same numerics whichever test set the threads before
+    try:
+        return train_reader(paths, PageSettings.from_config(DEFAULTS, size=96, epochs=8, negatives=32, batch_size=16,
+                                                            lr=1e-3, seed=0), progress=False)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.slow
