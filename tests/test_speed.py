@@ -87,7 +87,7 @@ def test_the_stage_benchmark_times_each_stage_of_a_prediction(tmp_path):
     paths = pictures(cfg, 2, None, tmp_path)
     table = time_stages(cfg, paths)
     stages = ["decode", "gate (page reader)", "turn (traces)", "crop (step 02's preparation)", "digitise",
-              f"image model ({cfg['n_folds']} folds)"]
+              "trace segmenter's mask", f"image model ({cfg['n_folds']} folds)"]
     assert list(table.columns) == ["picture", "pixels", *stages] and len(table) == 2
     assert (table[stages] > 0).all().all()
     said = summary(table).set_index("stage")

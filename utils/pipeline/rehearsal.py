@@ -43,7 +43,7 @@ from utils.synth.generate import SynthSettings
 USER = "rehearsal"
 PROFILE = "smoke"  # the runner's profile here; the README's paths name the kaggle profile
 COMPETITION = "bhf-data-science-centre-ecg-challenge"
-OVERRIDES = "target=competition synth_photo_train=0 synth_photo_test=0 disk_budget_gb=20"
+OVERRIDES = "target=competition synth_photo_train=0 synth_photo_test=0 disk_budget_gb=20 segmenter=train"
 # The disk a stand-in needs at its peak (13.0 GB measured on 2026-12-07): the image (8.0 GB installed, 4.3 GB of it
 # nvidia's CUDA libraries), pip's unpacked downloads while it installs, and the smoke run's data
 IMAGE_NEED_GB = 14.0
