@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -40,7 +39,8 @@ from utils.core.figures import pyplot
 from utils.core.paths import REPO_ROOT, present_folders
 from utils.core.pool import pool_map
 from utils.digitise.records import lead_accuracy, write_record
-from utils.digitise.segment import TARGETS, load as load_segmenter, mask_of, target, to_work
+from utils.digitise.segment import TARGETS, load as load_segmenter, loaded as loaded_segmenter, mask_of, target, \
+    to_work
 from utils.digitise.trace import FS, SECONDS, digitise_turned, read_page
 from utils.preprocess.orient import find_turn, upright
 from utils.synth.generate import SynthSettings, make_picture
@@ -82,7 +82,7 @@ def measure(job: dict) -> dict:
     leads = [{**row, "snr_db_02": wide[row["lead"]]} for row in leads]
     learned = {}
     if job.get("segmenter"):
-        dl, _ = digitise_turned(img, find_turn(img, TURN_EVIDENCE), segmenter=_segmenter(job["segmenter"]))
+        dl, _ = digitise_turned(img, find_turn(img, TURN_EVIDENCE), segmenter=loaded_segmenter(job["segmenter"]))
         learned = {"problem": dl.problem, "leads": lead_accuracy(dl.signals, true, KAGGLE_SHIFT) if dl.read else []}
     work = to_work(img)  # the classical reading on the true masks: what reading loses once the mask is perfect
     ceiling = {}
@@ -106,7 +106,8 @@ def unlabelled(job: dict) -> dict:
         return {"picture": job["name"], "problem": f"not read: {exc}"}
     orient = find_turn(img, TURN_EVIDENCE)
     row = {"picture": job["name"], "problem": ""}
-    readers = [("classical", None)] + ([("segmenter", _segmenter(job["segmenter"]))] if job.get("segmenter") else [])
+    readers = [("classical", None)] + ([("segmenter", loaded_segmenter(job["segmenter"]))]
+                                       if job.get("segmenter") else [])
     for name, model in readers:
         d, _ = digitise_turned(img, orient, segmenter=model)
         row[f"{name} read"] = d.read
@@ -126,19 +127,6 @@ def unlabelled_table(rows: list[dict]) -> pd.DataFrame:
                         "median agreement": round(float(df.loc[read, f"{name} agreement"].median()), 3),
                         "agreement >= 0.8": f"{(df[f'{name} agreement'] >= 0.8).mean():.0%}"})
     return pd.DataFrame(out)
-
-
-@lru_cache(maxsize=2)
-def _segmenter(path: str):
-    """The trace segmenter, loaded once per process; a pool's worker reads with one thread, as many run side by side
-    (the calling process keeps its own setting)."""
-    import multiprocessing
-
-    import torch
-
-    if multiprocessing.parent_process() is not None:
-        torch.set_num_threads(1)
-    return load_segmenter(Path(path))[0]
 
 
 def jobs(synthetic: int, levels: list[float], real: list[Path], real_limit: int, seed: int) -> list[dict]:
@@ -351,7 +339,7 @@ def main(argv=None) -> int:
             order = sorted(real, key=lambda jr: np.nanmedian([x["r"] for x in jr[1]["learned"]["leads"]]))
             j, _ = order[len(order) // 2]
             img, true, _ = picture(j)
-            segmented_figure(img, true, _segmenter(j["segmenter"]), j["key"]["id"], out / "segmented.png")
+            segmented_figure(img, true, loaded_segmenter(j["segmenter"]), j["key"]["id"], out / "segmented.png")
         print(text)
         print(f"written: {out}")
         return 0

@@ -31,6 +31,7 @@ import datetime as dt
 import json
 import sys
 import time
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -328,6 +329,23 @@ def load(path: Path):
     except Exception as exc:  # a truncated or foreign file: torch raises several kinds
         raise SegmenterError(f"{path}: not a segmenter file ({type(exc).__name__}: {str(exc)[:120]})") from exc
     return from_entry(blob, str(path))
+
+
+def loaded(path: str):
+    """The segmenter file at `path`, loaded once per process (again when the file is written anew). In a pool's
+    worker it reads with one thread, as many run side by side (the calling process keeps its own setting)."""
+    return _loaded(str(path), Path(path).stat().st_mtime_ns if Path(path).is_file() else 0)
+
+
+@lru_cache(maxsize=2)
+def _loaded(path: str, _written: int):
+    import multiprocessing
+
+    import torch
+
+    if multiprocessing.parent_process() is not None:
+        torch.set_num_threads(1)
+    return load(Path(path))[0]
 
 
 def main(argv=None) -> int:

@@ -33,16 +33,6 @@ from utils.ensemble.vote import f1_thresholds
 from utils.preprocess.orient import find_turn
 
 
-_TRACERS: dict[str, object] = {}  # a worker's segmenter, loaded once per file
-
-
-def tracer(path: str):
-    """The trace segmenter saved at `path` (None for ''), loaded once per process."""
-    if path and path not in _TRACERS:
-        _TRACERS[path] = seg.load(Path(path))[0]
-    return _TRACERS.get(path) if path else None
-
-
 def digitise_file(job: tuple) -> tuple[np.ndarray, str]:
     """One picture file's leads (NaN where not read) and why it was not read ('' when it was): job (path, turn
     evidence[, segmenter file])."""
@@ -51,7 +41,7 @@ def digitise_file(job: tuple) -> tuple[np.ndarray, str]:
         img = read_image(path).image
     except ImageReadError as exc:
         return blank(), str(exc)
-    d, _ = digitise_turned(img, find_turn(img, evidence), segmenter=tracer(segmenter))
+    d, _ = digitise_turned(img, find_turn(img, evidence), segmenter=seg.loaded(segmenter) if segmenter else None)
     return d.signals, d.problem
 
 
