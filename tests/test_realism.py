@@ -141,3 +141,31 @@ def test_measurements_real_beside_simulated(tmp_path):
     assert rr["AF_sim"] > 0.8 and rr["AF_real"] > 0.8  # irregular rhythm marks AF in both (here both simulated)
     values = sep.drop(columns="feature").to_numpy(float)
     assert np.nanmin(values) >= 0 and np.nanmax(values) <= 1
+
+
+def test_overlap_table_tells_shifted_from_matching_distributions(tmp_path):
+    """overlap.csv: a measure shifted by three spreads in the simulated rows is far apart, an equal one overlaps; the
+    per-group summary counts them, and the box plots are written."""
+    from PIL import Image
+
+    from utils.synth.checks import distribution_figure, overlap_summary, overlap_table
+
+    rng = np.random.default_rng(0)
+    n = 200
+    same = rng.normal(0, 1, n)
+    f = pd.DataFrame({"source": ["real"] * n + ["sim"] * n, "same": np.r_[same, same],
+                      "shifted": np.r_[rng.normal(0, 1, n), rng.normal(3, 1, n)]})
+    lab = pd.DataFrame(np.tile(np.eye(5, dtype=float)[rng.integers(0, 5, n)], (2, 1)), columns=list(LABELS))
+    lab.iloc[:20] = 0.0  # NORM rows, real
+    lab.iloc[n:n + 20] = 0.0  # and simulated
+    table = overlap_table(f, lab, features=("same", "shifted"))
+    assert len(table) == 6 * 2 and set(table["group"]) == {"NORM", *LABELS}
+    same_rows, shifted = table[table["measure"] == "same"], table[table["measure"] == "shifted"]
+    assert (same_rows["sim_vs_real_auroc"] == 0.5).all() and same_rows["overlaps"].all()
+    assert (shifted["sim_vs_real_auroc"] > 0.9).all() and not shifted["overlaps"].any()
+    assert (shifted["sim_median"] - shifted["real_median"]).between(2, 4).all()
+    assert list(table.loc[table["group"] == "NORM", "n_real"]) == [20, 20]
+    summary = overlap_summary(table).set_index("group")
+    assert summary.loc["MI", "overlapping"] == "1 of 2" and summary.loc["MI", "furthest apart"].startswith("shifted")
+    distribution_figure(f, lab, tmp_path / "d.png", features=("same", "shifted"))
+    assert Image.open(tmp_path / "d.png").size[0] > 600

@@ -73,3 +73,17 @@ def test_label_sampling_matches_prevalence_and_overlaps():
         sample_labels(rng, {"NORM": 0.3})
     with pytest.raises(ValueError, match="not form a valid correlation"):
         correlation_matrix({("MI", "AF"): 0.99, ("MI", "CD"): 0.99, ("AF", "CD"): -0.99})
+
+
+def test_per_lead_measures_agree_with_the_summary_ones():
+    """LEAD_FEATURES come from the same median beat: the summary measures are their maxima, minima and sums."""
+    from utils.synth.measure import FEATURES, LEAD_FEATURES
+
+    m = measure(simulate({"HYP": 1, "STTC": 1}, np.random.default_rng(11)).signals)
+    assert list(m) == list(FEATURES + LEAD_FEATURES) and len(LEAD_FEATURES) == 4 * 12
+    per = {kind: np.array([m[f"{kind}_{lead}"] for lead in LEADS]) for kind in ("st", "t", "r", "s")}
+    assert m["st_max_mv"] == per["st"].max() and m["st_min_mv"] == per["st"].min() and m["t_min_mv"] == per["t"].min()
+    assert m["t_amp_V5"] == m["t_V5"] and m["r_amp_II"] == m["r_II"] and m["s_amp_V1"] == m["s_V1"]
+    assert m["sokolow_mv"] == pytest.approx(m["s_V1"] + max(m["r_V5"], m["r_V6"]))
+    assert m["cornell_mv"] == pytest.approx(m["r_aVL"] + m["s_V3"])
+    assert (per["r"] >= 0).all() and (per["s"] >= -1e-9).all()

@@ -15,7 +15,7 @@ from sklearn.preprocessing import StandardScaler
 from utils.core.labels import LABELS
 from utils.synth.generate import SynthSettings, make_sample
 from utils.synth.labels import sample_labels
-from utils.synth.measure import FEATURES, measure
+from utils.synth.measure import FEATURES, LEAD_FEATURES, measure
 from utils.synth.waveform import simulate
 from utils.synth.wfdb_source import RecordError, load_signals
 
@@ -130,3 +130,84 @@ def separability(f: pd.DataFrame, lab: pd.DataFrame) -> pd.DataFrame:
                 row[f"{k}_{source}"] = round(roc_auc_score(y, f[name][ok]), 3) if 0 < y.sum() < len(y) else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# The measured table's rows: intervals, axis, voltage criteria, then per lead ST at J+60 ms, T, R and S amplitudes.
+TABLE_FEATURES = ("hr", "pr_ms", "qrs_ms", "qt_ms", "qrs_axis_deg", "q_depth_max", "sokolow_mv", "cornell_mv",
+                  *LEAD_FEATURES)
+# A measure's distributions overlap in a group when a random real record and a random simulated one are ordered by
+# it at most 65:35 either way (the AUROC of "simulated" on that measure within 0.35-0.65).
+OVERLAP_BAND = 0.15
+FIGURE_FEATURES = ("qrs_ms", "qt_ms", "qrs_axis_deg", "sokolow_mv", "r_V2", "r_V3", "s_V2", "st_V2", "st_V5",
+                   "t_V2", "t_V5", "t_aVL")
+
+
+def _groups(lab: pd.DataFrame) -> dict[str, np.ndarray]:
+    """NORM (no label) and each label's positives, as boolean rows of lab (unknown labels count as absent)."""
+    known = lab.fillna(0)
+    return {"NORM": (known.sum(axis=1) == 0).to_numpy(), **{k: (known[k] == 1).to_numpy() for k in LABELS}}
+
+
+def overlap_table(f: pd.DataFrame, lab: pd.DataFrame, features=TABLE_FEATURES) -> pd.DataFrame:
+    """From measured_with_real's frames: per group (NORM and each label) and measure, the real and simulated
+    medians with their 25th-75th percentiles, and the AUROC of "simulated" on the measure (0.5: the two distributions
+    cannot be told apart by it), with `overlaps` when it lies within 0.5 +- OVERLAP_BAND."""
+    real, sim = (f["source"] == "real").to_numpy(), (f["source"] == "sim").to_numpy()
+    rows = []
+    for group, sel in _groups(lab).items():
+        for name in features:
+            a, b = f[name][sel & real].dropna(), f[name][sel & sim].dropna()
+            row = {"group": group, "measure": name, "n_real": len(a), "n_sim": len(b)}
+            for source, x in (("real", a), ("sim", b)):
+                q = np.percentile(x, [25, 50, 75]) if len(x) else [np.nan] * 3
+                row |= {f"{source}_median": round(q[1], 3), f"{source}_q25": round(q[0], 3),
+                        f"{source}_q75": round(q[2], 3)}
+            auc = roc_auc_score(np.r_[np.zeros(len(a)), np.ones(len(b))], np.r_[a, b]) if len(a) and len(b) else np.nan
+            rows.append(row | {"sim_vs_real_auroc": round(float(auc), 3),
+                               "overlaps": bool(abs(auc - 0.5) <= OVERLAP_BAND) if np.isfinite(auc) else np.nan})
+    return pd.DataFrame(rows)
+
+
+def overlap_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """overlap_table per group: how many measures overlap, and the three that differ most."""
+    rows = []
+    for group, part in table.groupby("group", sort=False):
+        part = part.dropna(subset=["sim_vs_real_auroc"])
+        worst = part.assign(gap=(part["sim_vs_real_auroc"] - 0.5).abs()).nlargest(3, "gap")
+        rows.append({"group": group, "records_real": int(part["n_real"].max()), "records_sim": int(part["n_sim"].max()),
+                     "overlapping": f"{int(part['overlaps'].sum())} of {len(part)}",
+                     "furthest apart": ", ".join(f"{m} {a:.2f}" for m, a in
+                                                 worst[["measure", "sim_vs_real_auroc"]].to_numpy())})
+    return pd.DataFrame(rows)
+
+
+def distribution_figure(f: pd.DataFrame, lab: pd.DataFrame, path, features=FIGURE_FEATURES) -> None:
+    """Box plots of each measure per group, real beside simulated, written to path (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = _groups(lab)
+    cols = 4
+    fig, axes = plt.subplots(int(np.ceil(len(features) / cols)), cols, figsize=(4.2 * cols, 2.6 * np.ceil(
+        len(features) / cols)), squeeze=False)
+    for ax, name in zip(axes.flat, features):
+        for i, (group, sel) in enumerate(groups.items()):
+            for j, (source, colour) in enumerate((("real", "#c0392b"), ("sim", "#2c7fb8"))):
+                x = f[name][sel & (f["source"] == source).to_numpy()].dropna()
+                if len(x):
+                    box = ax.boxplot(x, positions=[i * 3 + j], widths=0.8, showfliers=False, patch_artist=True)
+                    box["boxes"][0].set(facecolor=colour, alpha=0.55)
+                    box["medians"][0].set(color="black")
+        ax.set_xticks([i * 3 + 0.5 for i in range(len(groups))], list(groups), fontsize=8)
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(axis="y", labelsize=7)
+    for ax in axes.flat[len(features):]:
+        ax.axis("off")
+    fig.legend([plt.Rectangle((0, 0), 1, 1, fc="#c0392b", alpha=0.55), plt.Rectangle((0, 0), 1, 1, fc="#2c7fb8",
+                                                                                   alpha=0.55)],
+               ["real records", "simulated"], loc="upper center", ncol=2, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

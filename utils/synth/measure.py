@@ -14,6 +14,8 @@ L = {name: i for i, name in enumerate(LEADS)}
 FEATURES = ("hr", "rr_cv", "rr_rmssd", "qrs_ms", "pr_ms", "qt_ms", "p_amp_II", "q_depth_max", "sokolow_mv",
             "cornell_mv", "r_amp_II", "r_amp_V5", "s_amp_V1", "st_max_mv", "st_min_mv", "t_amp_II", "t_amp_V5",
             "t_min_mv", "qrs_axis_deg")
+# per lead, from the same median beat: ST level at J+60 ms, T amplitude (signed: its polarity), R and S amplitudes
+LEAD_FEATURES = tuple(f"{kind}_{lead}" for kind in ("st", "t", "r", "s") for lead in LEADS)
 
 
 def _r_peaks(sig: np.ndarray, fs: int) -> np.ndarray:
@@ -29,8 +31,8 @@ def _r_peaks(sig: np.ndarray, fs: int) -> np.ndarray:
 
 
 def measure(sig: np.ndarray, fs: int = 500) -> dict[str, float]:
-    """Measurements of one record (12, n) in mV; NaN where a measurement is not possible."""
-    out = dict.fromkeys(FEATURES, np.nan)
+    """Measurements of one record (12, n) in mV: FEATURES, then LEAD_FEATURES; NaN where one is not possible."""
+    out = dict.fromkeys(FEATURES + LEAD_FEATURES, np.nan)
     sig = sig - np.nanmedian(sig, axis=1, keepdims=True)
     peaks = _r_peaks(sig, fs)
     pre, post = int(0.35 * fs), int(0.6 * fs)
@@ -62,11 +64,14 @@ def measure(sig: np.ndarray, fs: int = 500) -> dict[str, float]:
                sokolow_mv=s[L["V1"]] + max(r[L["V5"]], r[L["V6"]]), cornell_mv=r[L["aVL"]] + s[L["V3"]])
     j60 = min(off + int(0.06 * fs), m.shape[1] - 1)
     out.update(st_max_mv=m[:, j60].max(), st_min_mv=m[:, j60].min())
+    out.update({f"r_{lead}": r[i] for i, lead in enumerate(LEADS)} | {f"s_{lead}": s[i] for i, lead in enumerate(LEADS)}
+               | {f"st_{lead}": m[i, j60] for i, lead in enumerate(LEADS)})
     t_win = slice(off + int(0.08 * fs), min(m.shape[1], off + int(0.45 * fs)))
     tw = m[:, t_win]
     t_idx = np.abs(tw).argmax(1)
     t_amp = tw[np.arange(12), t_idx]
     out.update(t_amp_II=t_amp[L["II"]], t_amp_V5=t_amp[L["V5"]], t_min_mv=t_amp.min())
+    out.update({f"t_{lead}": t_amp[i] for i, lead in enumerate(LEADS)})
     # T end: where the spatial T magnitude falls below 15% of its peak after the peak
     mag = np.sqrt((tw ** 2).sum(0))
     k = int(mag.argmax())

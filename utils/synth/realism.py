@@ -15,8 +15,10 @@ one lead, SAMPLES points across its 10 s, amplitudes in steps of one pixel (II:3
 at 256x352 px), so that what a picture's resolution loses is told apart from what the image model fails to read.
 
 Writes results.csv (and with --features: features.csv, the medians of the measurements the labels depend on, real
-against simulated, per group; separability.csv, each measurement's AUROC alone per label, real beside simulated) in a
-new folder under --out each run.
+against simulated, per group; separability.csv, each measurement's AUROC alone per label, real beside simulated;
+overlap.csv, per group and measure (intervals, axis, voltage criteria, per lead ST at J+60 ms, T, R and S) the real and
+simulated quartiles and how far apart they lie, with distributions.png, their box plots side by side) in a new folder
+under --out each run.
 """
 from __future__ import annotations
 
@@ -34,7 +36,8 @@ from utils.core.cli import add_debug, fail, run_cli
 from utils.core.labels import LABELS
 from utils.core.metrics import auroc_table, bootstrap_table, format_interval
 from utils.core.paths import REPO_ROOT, present_folders
-from utils.synth.checks import feature_medians, measured_with_real, separability
+from utils.synth.checks import (distribution_figure, feature_medians, measured_with_real, overlap_summary,
+                                overlap_table, separability)
 from utils.synth.labels import sample_labels
 from utils.synth.waveform import LEADS, simulate
 from utils.synth.wfdb_source import RecordError, list_records, load_signals
@@ -270,6 +273,10 @@ def main(argv=None) -> int:
             measured = measured_with_real(refs, n_sim=1500)
             atomic_write_text(out / "features.csv", feature_medians(*measured).to_csv(index=False))
             atomic_write_text(out / "separability.csv", separability(*measured).to_csv(index=False))
+            table = overlap_table(*measured)
+            atomic_write_text(out / "overlap.csv", table.to_csv(index=False))
+            distribution_figure(*measured, out / "distributions.png")
+            print(overlap_summary(table).to_string(index=False))
         print(wide(results).to_string(index=False))
         print(f"written: {out}")
         return 0
