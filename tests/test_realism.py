@@ -110,15 +110,15 @@ def test_as_picture_keeps_one_lead_at_a_pictures_resolution(tmp_path, capsys):
 
 
 def test_the_network_learns_simulated_atrial_fibrillation():
-    """Not a network at chance: trained on 400 simulated records, it tells AF apart in 200 new ones."""
+    """Not a network at chance: trained on 600 simulated records, it tells AF apart in 200 new ones."""
     import torch
 
     from utils.core.metrics import label_aurocs
     from utils.synth.realism import predict, train
 
     torch.set_num_threads(1)
-    train_set, test = simulated_set(400, 5), simulated_set(200, 6)
-    auc = label_aurocs(test.y, predict(train(train_set, epochs=4, seed=0), test.x))
+    train_set, test = simulated_set(600, 5), simulated_set(200, 6)
+    auc = label_aurocs(test.y, predict(train(train_set, epochs=6, seed=0), test.x))
     assert auc[LABELS.index("AF")] > 0.8
 
 
