@@ -105,14 +105,12 @@ def compare_with_real(refs, n_sim: int = 400) -> pd.DataFrame:
 
 def feature_medians(f: pd.DataFrame, lab: pd.DataFrame, features=MEDIAN_FEATURES) -> pd.DataFrame:
     """compare_with_real's table from measured_with_real's frames."""
-    lab = lab.fillna(0)
     rows = []
     for source in ("real", "sim"):
         part = (f["source"] == source).to_numpy()
-        groups = {"NORM": lab[part].sum(1) == 0, **{k: lab[part][k] == 1 for k in LABELS}}
-        for name, sel in groups.items():
-            rows.append({"group": name, "source": source, "n": int(sel.sum()),
-                         **f[part][sel.to_numpy()][list(features)].median().round(3).to_dict()})
+        for name, sel in _groups(lab).items():
+            rows.append({"group": name, "source": source, "n": int((sel & part).sum()),
+                         **f[sel & part][list(features)].median().round(3).to_dict()})
     return pd.DataFrame(rows).sort_values(["group", "source"], key=lambda s: s.map(
         {g: i for i, g in enumerate(["NORM", *LABELS, "real", "sim"])})).reset_index(drop=True)
 
